@@ -1,0 +1,46 @@
+"""The one result type every fit returns, and its JSON form (the `scaling-fit --json` schema)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class FitResult:
+    """A fitted law.
+
+    law:       "power", "chinchilla", "isoflop", "envelope" or "hparams".
+    params:    fitted parameters by name (chinchilla: E, A, B, alpha, beta).
+    ci95:      95% bootstrap interval [lo, hi] for every param and derived value that has one.
+    derived:   quantities computed from the params (chinchilla/isoflop/envelope: a, b, ...).
+    n_points:  points the fit used.
+    converged: whether the optimiser reported success; `message` says why not.
+    objective: final value of the fit's objective (lower is better).
+    extras:    law-specific data for plots and reports (per-budget parabolas, residuals...);
+               JSON-serialisable.
+    """
+
+    law: str
+    params: dict[str, float]
+    ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
+    derived: dict[str, float] = field(default_factory=dict)
+    n_points: int = 0
+    converged: bool = True
+    message: str = ""
+    objective: float = math.nan
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "law": self.law,
+            "params": dict(self.params),
+            "ci95": {k: [float(lo), float(hi)] for k, (lo, hi) in self.ci95.items()},
+            "derived": dict(self.derived),
+            "n_points": self.n_points,
+            "converged": self.converged,
+            "message": self.message,
+            "objective": self.objective,
+            "extras": self.extras,
+        }
