@@ -1,0 +1,77 @@
+"""Bootstrap resampling over runs and percentile intervals, shared by every fit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+
+def resample_indices(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    strata: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+) -> np.ndarray:
+    """Row indices of one bootstrap resample of `n` rows, drawn with replacement.
+
+    strata: label per row; rows are redrawn within each label, so every stratum (an IsoFLOP
+            budget, say) keeps its size.
+    groups: label per row; whole groups (the rows of one training curve) are redrawn together.
+    """
+    if groups is not None:
+        labels, inverse = np.unique(groups, return_inverse=True)
+        members = [np.flatnonzero(inverse == k) for k in range(len(labels))]
+        picked = rng.integers(0, len(labels), len(labels))
+        return np.concatenate([members[k] for k in picked])
+    if strata is not None:
+        parts = []
+        for label in np.unique(strata):
+            rows = np.flatnonzero(strata == label)
+            parts.append(rows[rng.integers(0, len(rows), len(rows))])
+        return np.concatenate(parts)
+    return rng.integers(0, n, n)
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central `level` percentile interval of bootstrap samples (NaNs ignored)."""
+    tail = 50.0 * (1.0 - level)
+    lo, hi = np.nanpercentile(np.asarray(samples, dtype=float), [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+def bootstrap_intervals(
+    fit_resample: Callable[[np.ndarray], Mapping[str, float] | None],
+    n: int,
+    *,
+    n_bootstrap: int,
+    seed: int,
+    strata: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+    level: float = 0.95,
+) -> tuple[dict[str, tuple[float, float]], int]:
+    """Percentile intervals of every quantity `fit_resample` returns, over `n_bootstrap` resamples.
+
+    fit_resample(indices) refits on the given rows and returns {name: value}; it returns None
+    (or raises ValueError) when a resample cannot be fitted, e.g. too few distinct points; such
+    resamples are skipped. Returns (intervals, number of resamples that fitted).
+    Deterministic for a given seed.
+    """
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    n_ok = 0
+    for _ in range(n_bootstrap):
+        indices = resample_indices(rng, n, strata=strata, groups=groups)
+        try:
+            values = fit_resample(indices)
+        except (ValueError, np.linalg.LinAlgError):
+            values = None
+        if values is None:
+            continue
+        n_ok += 1
+        for name, value in values.items():
+            draws.setdefault(name, []).append(float(value))
+    if n_ok == 0:
+        return {}, 0
+    return {name: percentile_interval(v, level) for name, v in draws.items()}, n_ok
