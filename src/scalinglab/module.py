@@ -1,0 +1,142 @@
+"""The LightningModule: a GPT trained by next-token prediction with AdamW and a warm-up schedule.
+
+Its hyperparameters are plain dicts and scalars (what Hydra composed, converted to containers), so
+checkpoints load under torch's `weights_only=True` and resume works across versions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from scalinglab.model import GPT, GPTConfig
+
+# Dense bf16 tensor-core peaks in FLOP/s, by a substring of torch.cuda.get_device_name().
+# Longest key first, so "H100 PCIe" wins over "H100".
+PEAK_FLOPS = {
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H100": 989e12,  # SXM
+    "H200": 989e12,
+    "GH200": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "RTX 4090": 165e12,
+}
+
+
+def peak_flops(device: torch.device, override: float | None = None) -> float | None:
+    """The accelerator's peak FLOP/s for MFU, or None where unknown (CPUs, unlisted GPUs)."""
+    if override:
+        return float(override)
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(PEAK_FLOPS, key=len, reverse=True):
+        if key in name:
+            return PEAK_FLOPS[key]
+    return None
+
+
+class Diverged(RuntimeError):
+    """Training loss became NaN, infinite or rose above the configured bound."""
+
+
+class LanguageModel(pl.LightningModule):
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any],
+        compile: bool = False,
+        bytes_per_token: float | None = None,
+        divergence_threshold: float | None = None,
+        peak_flops: float | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = GPTConfig(**model)
+        self.model = GPT(self.config)
+        # Compile the loss, not the module, so state_dict keys stay free of `_orig_mod`.
+        self.loss_fn = torch.compile(self.model.loss) if compile else self.model.loss
+        self.tokens_per_step = 0
+        self._window_start: tuple[int, float] | None = None
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        x, y = batch
+        loss = self.loss_fn(x, y)
+        self.log("train/loss", loss, on_step=True, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        x = batch[0]
+        trainer = self.trainer
+        self.tokens_per_step = x.numel() * trainer.accumulate_grad_batches * trainer.world_size
+        step = trainer.global_step
+        metrics = {
+            "tokens": float(step * self.tokens_per_step),
+            "flops": float(step * self.tokens_per_step * self.config.flops_per_token(x.shape[1])),
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+        }
+        # Syncing with the device costs throughput, so loss checks and timings happen only on the
+        # steps that Lightning logs anyway.
+        if step % trainer.log_every_n_steps == 0 or step >= trainer.max_steps:
+            self._check_divergence(float(outputs["loss"]), step)
+            metrics.update(self._throughput(step, x.shape[1]))
+        self.log_dict(metrics, on_step=True, on_epoch=False)
+
+    def _check_divergence(self, loss: float, step: int) -> None:
+        bound = self.hparams.divergence_threshold
+        if not math.isfinite(loss) or (bound is not None and loss > bound):
+            raise Diverged(f"train/loss={loss} at step {step} (bound {bound})")
+
+    def _throughput(self, step: int, seq_len: int) -> dict[str, float]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        start, self._window_start = self._window_start, (step, now)
+        if start is None or step <= start[0]:
+            return {}
+        tokens_per_sec = (step - start[0]) * self.tokens_per_step / (now - start[1])
+        metrics = {"perf/tokens_per_sec": tokens_per_sec}
+        peak = peak_flops(self.device, self.hparams.peak_flops)
+        if peak:
+            flops_per_sec = tokens_per_sec * self.config.flops_per_token(seq_len)
+            metrics["perf/mfu"] = flops_per_sec / (peak * self.trainer.world_size)
+            metrics["perf/mfu_6n"] = (
+                tokens_per_sec * self.config.flops_per_token_6n / (peak * self.trainer.world_size)
+            )
+        return metrics
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        loss = self.model.loss(x, y)
+        self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+        if self.hparams.bytes_per_token:
+            bpb = loss / math.log(2) / self.hparams.bytes_per_token
+            self.log("val/bpb", bpb, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+
+    def configure_optimizers(self):
+        # No weight decay on norms, biases and embeddings (GPT-2 / nanoGPT practice).
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            is_matrix = p.dim() >= 2 and not name.startswith(("embed.", "pos_embed."))
+            (decay if is_matrix else no_decay).append(p)
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        extra = {"fused": True} if self.device.type == "cuda" else {}
+        optimizer = instantiate(self.hparams.optimizer, params=groups, **extra)
+        schedule = instantiate(self.hparams.scheduler)
+        total_steps = self.trainer.max_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: schedule(step, total_steps)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,179 @@
+"""A run's record under its output directory: `run.json` and `metrics.csv`.
+
+Analysis reads these, never W&B, so a study can be fitted with no network (see conventions.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities import rank_zero_only
+
+log = logging.getLogger("scalinglab")
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.csv"
+# The first columns of metrics.csv, in order; other logged metrics follow, sorted.
+METRIC_COLUMNS = ["step", "tokens", "flops", "lr", "train/loss", "val/loss", "perf/tokens_per_sec"]
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write then rename, so a reader (or a killed job) never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_run(output_dir: Path) -> dict[str, Any] | None:
+    path = Path(output_dir) / RUN_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def git_state(cwd: Path | None = None) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the code's repository, or (None, None) outside one."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+    return commit, bool(status.strip())
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunRecord:
+    """run.json: written at start with status `running`, rewritten atomically at the end."""
+
+    def __init__(self, output_dir: Path, fields: dict[str, Any]):
+        self.path = Path(output_dir) / RUN_FILE
+        self.fields = {"status": "running", "hostname": socket.gethostname(), **fields}
+        self._t0 = time.perf_counter()
+
+    @rank_zero_only
+    def start(self) -> None:
+        previous = read_run(self.path.parent) or {}
+        self.fields["started_at"] = previous.get("started_at", now_iso())
+        # Wall time accumulates over resumed attempts.
+        self._wall_before = float(previous.get("wall_time_s") or 0.0)
+        self.fields["attempts"] = int(previous.get("attempts", 0)) + 1
+        write_json_atomic(self.path, self.fields)
+
+    @rank_zero_only
+    def finish(self, status: str, **final: Any) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self._t0
+        self.fields.update(final, status=status, ended_at=now_iso())
+        self.fields["wall_time_s"] = getattr(self, "_wall_before", 0.0) + elapsed
+        write_json_atomic(self.path, self.fields)
+        return self.fields
+
+
+class MetricsCSV(Logger):
+    """metrics.csv, one row per logged step: train and validation figures of a step share a row.
+
+    A step's row is appended once a later step logs, so a killed job keeps what it logged; on
+    resume, rows past the checkpoint's step are dropped first, so no step is counted twice.
+    """
+
+    def __init__(self, output_dir: str | Path):
+        super().__init__()
+        self.path = Path(output_dir) / METRICS_FILE
+        self._pending: dict[int, dict[str, float]] = {}
+
+    name = "metrics_csv"
+    version = ""
+
+    @property
+    def save_dir(self) -> str:
+        return str(self.path.parent)
+
+    def _read(self) -> tuple[list[str], list[dict[str, str]]]:
+        if not self.path.exists():
+            return list(METRIC_COLUMNS), []
+        with self.path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            return list(reader.fieldnames or METRIC_COLUMNS), list(reader)
+
+    def _rewrite(self, columns: list[str], rows: list[dict[str, Any]]) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+
+    @rank_zero_only
+    def truncate_after(self, step: int) -> None:
+        columns, rows = self._read()
+        if self.path.exists():
+            self._rewrite(columns, [r for r in rows if int(float(r["step"])) <= step])
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        pass  # the config lives in .hydra/ and run.json
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        step = int(step or 0)
+        row = self._pending.setdefault(step, {"step": step})
+        row.update({k: float(v) for k, v in metrics.items() if k != "epoch"})
+        self._flush(before=step)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self._flush(before=None)
+
+    def _flush(self, before: int | None) -> None:
+        steps = sorted(s for s in self._pending if before is None or s < before)
+        if not steps:
+            return
+        rows = [self._pending.pop(s) for s in steps]
+        columns, existing = self._read()
+        new = sorted({k for r in rows for k in r} - set(columns))
+        if self.path.exists() and not new:
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, columns).writerows(rows)
+        else:  # first rows, or new metrics appeared: rewrite with the wider header
+            self._rewrite(columns + new, existing + rows)
+
+
+class LogLines(pl.Callback):
+    """Plain periodic progress lines, for logs that are files (SLURM, CI), where bars garble."""
+
+    def __init__(self, every_n_steps: int = 50):
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps and step < trainer.max_steps:
+            return
+        m = trainer.callback_metrics
+        parts = [f"step {step}/{trainer.max_steps}"]
+        for key in ("train/loss", "val/loss", "perf/tokens_per_sec"):
+            if key in m:
+                parts.append(f"{key} {float(m[key]):.4g}")
+        log.info("  ".join(parts))
