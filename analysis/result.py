@@ -32,6 +32,30 @@ class FitResult:
     objective: float = math.nan
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def predict(self, *inputs: Any) -> Any:
+        """Evaluate the fitted law.
+
+        power: predict(x) -> y; chinchilla: predict(N, D) -> loss (nats/token);
+        isoflop, envelope: predict(C) -> {"N_opt", "D_opt"}; hparams: predict(C) -> {"lr",
+        "batch_size"}. C in FLOPs, N in parameters, D in tokens.
+        """
+        import numpy as np
+
+        p = self.params
+        if self.law == "power":
+            (x,) = inputs
+            return p.get("E", 0.0) + p["A"] * np.asarray(x, dtype=float) ** (-p["alpha"])
+        if self.law == "chinchilla":
+            N, D = (np.asarray(v, dtype=float) for v in inputs)
+            return p["E"] + p["A"] * N ** (-p["alpha"]) + p["B"] * D ** (-p["beta"])
+        (C,) = inputs
+        C = np.asarray(C, dtype=float)
+        if self.law in ("isoflop", "envelope"):
+            return {"N_opt": p["k_N"] * C ** p["a"], "D_opt": p["k_D"] * C ** p["b"]}
+        if self.law == "hparams":
+            return {"lr": p["k_lr"] * C ** p["e_lr"], "batch_size": p["k_bs"] * C ** p["e_bs"]}
+        raise ValueError(f"no prediction for law {self.law!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "law": self.law,

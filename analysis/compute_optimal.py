@@ -1,0 +1,263 @@
+"""Compute-optimal allocation from sweeps: IsoFLOP profiles (Approach 2) and the training-curve
+envelope (Approach 1) of Hoffmann et al. 2022, each ending in N_opt = k_N C^a, D_opt = k_D C^b.
+
+Units: C and flops in FLOPs (C = 6 N D), N and n_params in parameters, tokens in tokens,
+losses in nats per token.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scalinglab.analysis.bootstrap import bootstrap_intervals
+from scalinglab.analysis.laws import _enough_points, _positive_1d, _same_length
+from scalinglab.analysis.result import FitResult
+
+
+def budget_labels(C: np.ndarray) -> np.ndarray:
+    """Budget index per run: runs whose C agree to 0.1% (float noise in 6 N D) share a budget."""
+    return np.unique(np.round(np.log10(C), 3), return_inverse=True)[1]
+
+
+def loglog_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares y = k x^e on log10 axes: (k, e, sum of squared log10 residuals)."""
+    slope, intercept = np.polyfit(np.log10(x), np.log10(y), 1)
+    resid = np.log10(y) - (intercept + slope * np.log10(x))
+    return float(10.0**intercept), float(slope), float(resid @ resid)
+
+
+def _parabola_minimum(log_x: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Parabola coefficients [c2, c1, c0] of loss in log_x, its vertex and the loss there;
+    NaN vertex if fewer than 3 distinct points or the parabola opens downward."""
+    if np.unique(log_x).size < 3:
+        return np.full(3, np.nan), np.nan, np.nan
+    coef = np.polyfit(log_x, loss, 2)
+    if coef[0] <= 0:
+        return coef, np.nan, np.nan
+    vertex = -coef[1] / (2.0 * coef[0])
+    return coef, vertex, coef[2] - coef[1] ** 2 / (4.0 * coef[0])
+
+
+def _isoflop_profiles(C, N, loss, tokens, labels):
+    """Per budget: the parabola in log10 N (and log10 D when tokens are given) and its minimum."""
+    rows = []
+    for k in range(labels.max() + 1):
+        member = labels == k
+        log_n = np.log10(N[member])
+        coef, x_opt, loss_opt = _parabola_minimum(log_n, loss[member])
+        c_budget = float(np.exp(np.log(C[member]).mean()))
+        in_range = bool(np.isfinite(x_opt) and log_n.min() <= x_opt <= log_n.max())
+        n_opt = 10.0**x_opt
+        if tokens is None:
+            d_opt = c_budget / (6.0 * n_opt)
+        else:
+            log_d = np.log10(tokens[member])
+            _, xd_opt, _ = _parabola_minimum(log_d, loss[member])
+            in_range &= bool(np.isfinite(xd_opt) and log_d.min() <= xd_opt <= log_d.max())
+            d_opt = 10.0**xd_opt
+        rows.append(
+            {
+                "C": c_budget,
+                "coef": coef,
+                "N_opt": n_opt,
+                "D_opt": d_opt,
+                "loss_opt": loss_opt,
+                "in_range": in_range,
+            }
+        )
+    return rows
+
+
+def fit_isoflop(
+    C: np.ndarray,
+    N: np.ndarray,
+    loss: np.ndarray,
+    *,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    tokens: np.ndarray | None = None,
+) -> FitResult:
+    """Chinchilla Approach 2: a parabola of loss in log10 N per compute budget, its minimum
+    N_opt(C), then N_opt = k_N C^a and D_opt = k_D C^b (D_opt = C / (6 N_opt) unless `tokens`,
+    the tokens each run trained on, are given; then D_opt is the minimum of a parabola in log10 D).
+
+    C: the run's compute budget (FLOPs; runs within 0.1% share a budget); N: parameters;
+    loss: final loss. A budget whose parabola opens downward, has fewer than 3 distinct sizes, or
+    has its minimum outside the sampled N (or D) range is flagged (in_range False) and left out of
+    the power-law fits. Intervals: bootstrap over runs within each budget; the per-budget N_opt
+    intervals come from the same resamples.
+    params and derived: k_N, a, k_D, b. objective: sum of squared log10 residuals of the N_opt law.
+    extras["budgets"]: per budget {C, N, loss, coef, N_opt, N_opt_ci95, D_opt, loss_opt, in_range}.
+    """
+    C = _positive_1d("C", C)
+    N = _positive_1d("N", N)
+    loss = _positive_1d("loss", loss)
+    arrays = {"C": C, "N": N, "loss": loss}
+    if tokens is not None:
+        tokens = arrays["tokens"] = _positive_1d("tokens", tokens)
+    n = _same_length(**arrays)
+    labels = budget_labels(C)
+    n_budgets = labels.max() + 1
+    if n_budgets < 2:
+        raise ValueError(f"IsoFLOP needs at least two compute budgets, got one (C={C[0]:.3g})")
+    _enough_points(n, 3 * 2, "IsoFLOP (a parabola per budget, at least two budgets)")
+
+    profiles = _isoflop_profiles(C, N, loss, tokens, labels)
+    used = [p for p in profiles if p["in_range"]]
+    flagged = [p["C"] for p in profiles if not p["in_range"]]
+    if len(used) < 2:
+        raise ValueError(
+            f"IsoFLOP needs at least two budgets with a minimum inside the sampled range; "
+            f"{len(flagged)} of {n_budgets} flagged (C={[f'{c:.3g}' for c in flagged]}): "
+            "sample sizes on both sides of the optimum"
+        )
+    used_budgets = np.array([p["in_range"] for p in profiles])
+
+    def law(rows) -> dict[str, float]:
+        c = np.array([p["C"] for p in rows])
+        k_n, a, _ = loglog_fit(c, np.array([p["N_opt"] for p in rows]))
+        k_d, b, _ = loglog_fit(c, np.array([p["D_opt"] for p in rows]))
+        return {"k_N": k_n, "a": a, "k_D": k_d, "b": b}
+
+    values = law(used)
+    _, _, objective = loglog_fit(
+        np.array([p["C"] for p in used]), np.array([p["N_opt"] for p in used])
+    )
+
+    def fit_resample(idx: np.ndarray) -> dict[str, float] | None:
+        rows = _isoflop_profiles(
+            C[idx], N[idx], loss[idx], None if tokens is None else tokens[idx], labels[idx]
+        )
+        kept = [r for r, u in zip(rows, used_budgets, strict=True) if u and r["in_range"]]
+        if len(kept) < 2:
+            return None
+        out = law(kept)
+        out.update({f"N_opt[{k}]": r["N_opt"] for k, r in enumerate(rows)})
+        return out
+
+    ci95, n_ok = bootstrap_intervals(
+        fit_resample, n, n_bootstrap=n_bootstrap, seed=seed, strata=labels
+    )
+    budgets = []
+    for k, p in enumerate(profiles):
+        member = labels == k
+        budgets.append(
+            {
+                "C": p["C"],
+                "N": N[member].tolist(),
+                "loss": loss[member].tolist(),
+                "coef": [float(c) for c in p["coef"]],
+                "N_opt": float(p["N_opt"]),
+                "N_opt_ci95": list(ci95.pop(f"N_opt[{k}]", (np.nan, np.nan))),
+                "D_opt": float(p["D_opt"]),
+                "loss_opt": float(p["loss_opt"]),
+                "in_range": p["in_range"],
+            }
+        )
+    message = f"{len(used)} of {n_budgets} budgets used"
+    if flagged:
+        message += (
+            f"; flagged (minimum outside the sampled range or no minimum), left out: "
+            f"C={[f'{c:.3g}' for c in flagged]}"
+        )
+    return FitResult(
+        law="isoflop",
+        params=dict(values),
+        ci95=ci95,
+        derived=dict(values),
+        n_points=n,
+        converged=True,
+        message=message,
+        objective=objective,
+        extras={
+            "budgets": budgets,
+            "flagged_budgets": flagged,
+            "n_bootstrap": n_bootstrap,
+            "n_bootstrap_ok": n_ok,
+        },
+    )
+
+
+def _envelope_points(flops, loss, n_params, edges, smallest, largest):
+    """Per log-spaced FLOP bin, the row with the lowest loss: (C, loss, N, in_range) where the
+    winner being the smallest or largest model means the optimum may lie outside the sweep."""
+    bins = np.clip(np.searchsorted(edges, flops, side="right") - 1, 0, len(edges) - 2)
+    order = np.lexsort((loss, bins))  # by bin, then loss: the first row of each bin wins
+    first = order[np.r_[True, bins[order][1:] != bins[order][:-1]]]
+    wins = n_params[first]
+    return flops[first], loss[first], wins, (wins > smallest) & (wins < largest)
+
+
+def fit_envelope(
+    flops: np.ndarray,
+    loss: np.ndarray,
+    n_params: np.ndarray,
+    *,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    run_id: np.ndarray | None = None,
+    n_bins: int = 40,
+) -> FitResult:
+    """Chinchilla Approach 1: the lowest loss reached at each FLOP count across training curves,
+    the model size reaching it, then N_opt = k_N C^a and D_opt = C / (6 N_opt) = k_D C^b.
+
+    flops, loss, n_params: one row per (run, logged step): cumulative training FLOPs, loss there,
+    the run's parameters. run_id: curve label per row (default: n_params, one curve per size).
+    n_bins: log-spaced FLOP bins over the logged range. Bins won by the smallest or largest model
+    are left out of the fits (flagged in extras), since the optimum may lie beyond the sweep.
+    Intervals: bootstrap over whole curves (runs).
+    params and derived: k_N, a, k_D, b. objective: sum of squared log10 residuals of the N_opt law.
+    extras["envelope"]: per bin {C, loss, N, in_range}.
+    """
+    flops = _positive_1d("flops", flops)
+    loss = _positive_1d("loss", loss)
+    n_params = _positive_1d("n_params", n_params)
+    arrays = {"flops": flops, "loss": loss, "n_params": n_params}
+    if run_id is not None:
+        arrays["run_id"] = run_id = np.asarray(run_id)
+    n = _same_length(**arrays)
+    if np.unique(n_params).size < 3:
+        raise ValueError(
+            f"the envelope needs at least three model sizes, got {np.unique(n_params).size}"
+        )
+    if n_bins < 2:
+        raise ValueError(f"n_bins must be at least 2, got {n_bins}")
+    edges = np.geomspace(flops.min(), flops.max(), n_bins + 1)
+    smallest, largest = n_params.min(), n_params.max()
+
+    def law(idx: np.ndarray) -> dict[str, float] | None:
+        c, _, wins, inside = _envelope_points(
+            flops[idx], loss[idx], n_params[idx], edges, smallest, largest
+        )
+        if np.unique(wins[inside]).size < 2:
+            return None
+        k_n, a, _ = loglog_fit(c[inside], wins[inside])
+        k_d, b, _ = loglog_fit(c[inside], c[inside] / (6.0 * wins[inside]))
+        return {"k_N": k_n, "a": a, "k_D": k_d, "b": b}
+
+    values = law(np.arange(n))
+    if values is None:
+        raise ValueError(
+            "the envelope has fewer than two model sizes winning FLOP bins strictly between the "
+            "smallest and largest model: widen the sweep of sizes or train longer"
+        )
+    c, best_loss, wins, inside = _envelope_points(flops, loss, n_params, edges, smallest, largest)
+    _, _, objective = loglog_fit(c[inside], wins[inside])
+    ci95, n_ok = bootstrap_intervals(
+        law, n, n_bootstrap=n_bootstrap, seed=seed, groups=n_params if run_id is None else run_id
+    )
+    envelope = [
+        {"C": float(ci), "loss": float(li), "N": float(ni), "in_range": bool(ok)}
+        for ci, li, ni, ok in zip(c, best_loss, wins, inside, strict=True)
+    ]
+    return FitResult(
+        law="envelope",
+        params=dict(values),
+        ci95=ci95,
+        derived=dict(values),
+        n_points=int(inside.sum()),
+        converged=True,
+        message=f"{int(inside.sum())} of {len(c)} envelope points used; "
+        f"{int((~inside).sum())} won by the smallest or largest model left out",
+        objective=objective,
+        extras={"envelope": envelope, "n_bootstrap": n_bootstrap, "n_bootstrap_ok": n_ok},
+    )

@@ -1,0 +1,129 @@
+"""Optimal learning rate and batch size versus compute, from lr x batch-size grids per budget.
+
+Units: C in FLOPs, lr dimensionless (peak learning rate), batch_size in sequences or tokens
+(whatever the caller passes; the fitted k_bs carries that unit), loss in nats per token.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scalinglab.analysis.bootstrap import bootstrap_intervals
+from scalinglab.analysis.compute_optimal import budget_labels, loglog_fit
+from scalinglab.analysis.laws import _positive_1d, _same_length
+from scalinglab.analysis.result import FitResult
+
+
+def _near_optimal_bands(C, lr, batch_size, loss, labels, tolerance):
+    """Per budget: the runs within `tolerance` (a fraction) of the best loss, and the optimum as
+    the geometric centre of that band, sqrt(min * max), in lr and in batch size. A band that is
+    symmetric about the optimum in log space (a bowl in log lr, log batch) is centred on it."""
+    rows = []
+    for k in range(labels.max() + 1):
+        member = labels == k
+        lr_k, bs_k, loss_k = lr[member], batch_size[member], loss[member]
+        best = np.argmin(loss_k)
+        band = loss_k <= loss_k[best] * (1.0 + tolerance)
+        lr_band = (lr_k[band].min(), lr_k[band].max())
+        bs_band = (bs_k[band].min(), bs_k[band].max())
+        # The optimum may lie beyond the grid when the best run sits on its edge.
+        in_range = bool(lr_k.min() < lr_k[best] < lr_k.max()) and bool(
+            bs_k.min() < bs_k[best] < bs_k.max() or np.unique(bs_k).size == 1
+        )
+        rows.append(
+            {
+                "C": float(np.exp(np.log(C[member]).mean())),
+                "best_loss": float(loss_k[best]),
+                "lr_opt": float(np.sqrt(lr_band[0] * lr_band[1])),
+                "batch_size_opt": float(np.sqrt(bs_band[0] * bs_band[1])),
+                "lr_band": [float(v) for v in lr_band],
+                "batch_size_band": [float(v) for v in bs_band],
+                "n_band": int(band.sum()),
+                "in_range": in_range,
+            }
+        )
+    return rows
+
+
+def _laws(rows) -> dict[str, float]:
+    c = np.array([r["C"] for r in rows])
+    k_lr, e_lr, _ = loglog_fit(c, np.array([r["lr_opt"] for r in rows]))
+    k_bs, e_bs, _ = loglog_fit(c, np.array([r["batch_size_opt"] for r in rows]))
+    return {"k_lr": k_lr, "e_lr": e_lr, "k_bs": k_bs, "e_bs": e_bs}
+
+
+def fit_hparams(
+    C: np.ndarray,
+    lr: np.ndarray,
+    batch_size: np.ndarray,
+    loss: np.ndarray,
+    *,
+    tolerance: float = 0.01,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> FitResult:
+    """Fit lr_opt = k_lr C^e_lr and batch_opt = k_bs C^e_bs from hyperparameter grids per budget.
+
+    C: compute budget per run (FLOPs; runs within 0.1% share a budget); lr, batch_size, loss: per
+    run. Per budget the near-optimal band is every run within `tolerance` (fraction) of the best
+    loss; its geometric centre in lr and in batch size is the optimum. Budgets whose best run sits
+    on the edge of the sampled lr or batch-size range are flagged (in_range False) but kept; the
+    message lists them. Intervals: bootstrap over runs within each budget.
+    params and derived: k_lr, e_lr, k_bs, e_bs. objective: sum of squared log10 residuals of the
+    lr law. extras["budgets"]: per budget {C, best_loss, lr_opt, batch_size_opt, lr_band,
+    batch_size_band, n_band, in_range, lr, batch_size, loss}.
+    """
+    C = _positive_1d("C", C)
+    lr = _positive_1d("lr", lr)
+    batch_size = _positive_1d("batch_size", batch_size)
+    loss = _positive_1d("loss", loss)
+    n = _same_length(C=C, lr=lr, batch_size=batch_size, loss=loss)
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance is a fraction of the best loss in [0, 1), got {tolerance}")
+    labels = budget_labels(C)
+    if labels.max() + 1 < 2:
+        raise ValueError(f"fit_hparams needs at least two compute budgets, got one (C={C[0]:.3g})")
+
+    rows = _near_optimal_bands(C, lr, batch_size, loss, labels, tolerance)
+    values = _laws(rows)
+    c = np.array([r["C"] for r in rows])
+    _, _, objective = loglog_fit(c, np.array([r["lr_opt"] for r in rows]))
+
+    def fit_resample(idx: np.ndarray) -> dict[str, float]:
+        return _laws(
+            _near_optimal_bands(C[idx], lr[idx], batch_size[idx], loss[idx], labels[idx], tolerance)
+        )
+
+    ci95, n_ok = bootstrap_intervals(
+        fit_resample, n, n_bootstrap=n_bootstrap, seed=seed, strata=labels
+    )
+    for k, row in enumerate(rows):
+        member = labels == k
+        row.update(
+            lr=lr[member].tolist(),
+            batch_size=batch_size[member].tolist(),
+            loss=loss[member].tolist(),
+        )
+    flagged = [r["C"] for r in rows if not r["in_range"]]
+    message = f"{len(rows)} budgets"
+    if flagged:
+        message += (
+            f"; best run on the edge of the lr or batch-size grid (optimum may lie "
+            f"beyond it) at C={[f'{v:.3g}' for v in flagged]}"
+        )
+    return FitResult(
+        law="hparams",
+        params=dict(values),
+        ci95=ci95,
+        derived=dict(values),
+        n_points=n,
+        converged=True,
+        message=message,
+        objective=objective,
+        extras={
+            "budgets": rows,
+            "tolerance": tolerance,
+            "flagged_budgets": flagged,
+            "n_bootstrap": n_bootstrap,
+            "n_bootstrap_ok": n_ok,
+        },
+    )
