@@ -12,7 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 
 from scalinglab.model import GPT, GPTConfig
 
@@ -80,6 +80,7 @@ class LanguageModel(pl.LightningModule):
         self.tokens_per_step = x.numel() * trainer.accumulate_grad_batches * trainer.world_size
         step = trainer.global_step
         metrics = {
+            "step": float(step),  # Lightning's own logging counter lags global_step by one
             "tokens": float(step * self.tokens_per_step),
             "flops": float(step * self.tokens_per_step * self.config.flops_per_token(x.shape[1])),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
@@ -122,6 +123,9 @@ class LanguageModel(pl.LightningModule):
             bpb = loss / math.log(2) / self.hparams.bytes_per_token
             self.log("val/bpb", bpb, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
 
+    def on_validation_epoch_end(self) -> None:
+        self.log("step", float(self.trainer.global_step))
+
     def configure_optimizers(self):
         # No weight decay on norms, biases and embeddings (GPT-2 / nanoGPT practice).
         decay, no_decay = [], []
@@ -130,7 +134,9 @@ class LanguageModel(pl.LightningModule):
             (decay if is_matrix else no_decay).append(p)
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
         extra = {"fused": True} if self.device.type == "cuda" else {}
-        optimizer = instantiate(self.hparams.optimizer, params=groups, **extra)
+        # Built directly: instantiate would wrap the parameter tensors in OmegaConf containers.
+        kwargs = dict(self.hparams.optimizer)
+        optimizer = get_class(kwargs.pop("_target_"))(groups, **kwargs, **extra)
         schedule = instantiate(self.hparams.scheduler)
         total_steps = self.trainer.max_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -111,7 +111,7 @@ class MetricsCSV(Logger):
     def save_dir(self) -> str:
         return str(self.path.parent)
 
-    def _read(self) -> tuple[list[str], list[dict[str, str]]]:
+    def read(self) -> tuple[list[str], list[dict[str, str]]]:
         if not self.path.exists():
             return list(METRIC_COLUMNS), []
         with self.path.open(newline="") as f:
@@ -128,7 +128,7 @@ class MetricsCSV(Logger):
 
     @rank_zero_only
     def truncate_after(self, step: int) -> None:
-        columns, rows = self._read()
+        columns, rows = self.read()
         if self.path.exists():
             self._rewrite(columns, [r for r in rows if int(float(r["step"])) <= step])
 
@@ -152,13 +152,18 @@ class MetricsCSV(Logger):
         if not steps:
             return
         rows = [self._pending.pop(s) for s in steps]
-        columns, existing = self._read()
+        columns, existing = self.read()
         new = sorted({k for r in rows for k in r} - set(columns))
-        if self.path.exists() and not new:
+        last = int(float(existing[-1]["step"])) if existing else -1
+        if self.path.exists() and not new and rows[0]["step"] > last:
             with self.path.open("a", newline="") as f:
                 csv.DictWriter(f, columns).writerows(rows)
-        else:  # first rows, or new metrics appeared: rewrite with the wider header
-            self._rewrite(columns + new, existing + rows)
+            return
+        # First rows, new metrics, or a step already written (a final validation): merge, rewrite.
+        merged = {int(float(r["step"])): {k: v for k, v in r.items() if v != ""} for r in existing}
+        for row in rows:
+            merged.setdefault(row["step"], {}).update(row)
+        self._rewrite(columns + new, [merged[s] for s in sorted(merged)])
 
 
 class LogLines(pl.Callback):

@@ -1,0 +1,332 @@
+"""Train one GPT: `scaling-train [overrides]`, or a sweep with `scaling-train -m ...`.
+
+`main` only composes the config; `train(cfg)` is a plain function that tests and scripts call.
+A job's every artifact lands in its output directory (`paths.output_dir`): the run record
+(`run.json`, `metrics.csv`), `checkpoints/last.ckpt`, Hydra's `.hydra/` and W&B's files. Re-running
+the same command finds that directory again: a completed job is skipped, an unfinished one resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from scalinglab.errors import ConfigError
+from scalinglab.model import GPTConfig
+from scalinglab.module import Diverged, LanguageModel
+from scalinglab.records import LogLines, MetricsCSV, RunRecord, git_state, read_run
+
+log = logging.getLogger("scalinglab")
+
+
+# ---- stable ids: the same command finds its own directories again ---------------------------------
+
+
+def digest(text: str, n: int = 8) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:n]
+
+
+def sweep_id_from_argv(name: str) -> str:
+    """`name`-hash of the command line's overrides (launcher and hydra.* settings excluded).
+
+    Registered with use_cache: Hydra copies the resolver cache from the sweep's config into each
+    job's, so every job of a sweep (in-process or on SLURM) sees the id its launcher computed.
+    """
+    overrides = sorted(
+        a
+        for a in sys.argv[1:]
+        if not a.startswith(("-", "hydra.", "hydra/", "sweep_id=", "run_id=")) and "=" in a
+    )
+    return f"{safe_name(name)}-{digest(' '.join(overrides))}"
+
+
+def safe_name(text: str, limit: int = 150) -> str:
+    """A file- and W&B-safe name; long ones keep a prefix and a hash of the whole."""
+    text = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", text)
+    return text if len(text) <= limit else f"{text[: limit - 9]}-{digest(text)}"
+
+
+OmegaConf.register_new_resolver("sweep_id", sweep_id_from_argv, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("safe_name", safe_name, replace=True)
+
+
+# ---- checks before anything is written ------------------------------------------------------------
+
+
+def positive(cfg: DictConfig, key: str, allow_none: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ConfigError(f"{key} must be a positive number, got {value!r}")
+
+
+def check_config(cfg: DictConfig) -> None:
+    for key in ("optimizer.lr", "data.batch_size", "data.seq_len"):
+        positive(cfg, key)
+    for key in ("budget.tokens", "budget.flops"):
+        positive(cfg, key, allow_none=True)
+    if cfg.budget.tokens is None and cfg.budget.flops is None:
+        positive(cfg, "trainer.max_steps")
+    if cfg.budget.tokens is not None and cfg.budget.flops is not None:
+        raise ConfigError("set at most one of budget.tokens and budget.flops")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+
+
+def steps_for_budget(cfg: DictConfig, model: GPTConfig, tokens_per_step: int) -> int:
+    """trainer.max_steps, or the step count that spends budget.tokens or budget.flops."""
+    if cfg.budget.tokens is not None:
+        steps = round(cfg.budget.tokens / tokens_per_step)
+        what = f"budget.tokens={cfg.budget.tokens:g}"
+    elif cfg.budget.flops is not None:
+        flops_per_step = tokens_per_step * model.flops_per_token(cfg.data.seq_len)
+        steps = round(cfg.budget.flops / flops_per_step)
+        what = f"budget.flops={cfg.budget.flops:g}"
+    else:
+        return int(cfg.trainer.max_steps)
+    if steps < 1:
+        raise ConfigError(f"{what} is less than one step of {tokens_per_step} tokens")
+    return steps
+
+
+def build(cfg: DictConfig, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, letting a ConfigError through unwrapped (it is the user's message)."""
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
+
+
+# ---- the job -------------------------------------------------------------------------------------
+
+
+def job_identity(cfg: DictConfig, output_dir: Path) -> tuple[str, str]:
+    """(run_id, display name): stable for a given sweep and job overrides."""
+    name = cfg.name
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        if hc.mode == hydra.types.RunMode.MULTIRUN:
+            name = hc.job.override_dirname or cfg.name
+    run_id = cfg.run_id or f"{cfg.sweep_id}-{digest(str(output_dir.resolve()), 6)}"
+    return safe_name(str(run_id), 120), name
+
+
+def flat_scaling_keys(model: GPTConfig, cfg: DictConfig, tokens_per_step: int) -> dict[str, Any]:
+    """The quantities a scaling study filters and fits on: flat keys in run.json and W&B."""
+    return {
+        "n_params": model.n_params,
+        "n_params_nonembedding": model.n_params_nonembedding,
+        "flops_per_token": model.flops_per_token(cfg.data.seq_len),
+        "flops_per_token_6n": model.flops_per_token_6n,
+        "tokens_per_step": tokens_per_step,
+        "batch_size": int(cfg.data.batch_size),
+        "seq_len": int(cfg.data.seq_len),
+        "lr": float(cfg.optimizer.lr),
+        "seed": int(cfg.seed),
+    }
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or resume, or skip) one job; return its final run record."""
+    check_config(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_run(output_dir)
+    if previous and previous.get("status") == "completed":
+        log.info(f"{output_dir} is completed: skipping (delete its run.json to retrain)")
+        return previous
+
+    # Everything that can reject the config happens before the first record is written.
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule: pl.LightningDataModule = build(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    data_info = datamodule.metadata()
+    model_cfg: GPTConfig = build(cfg.model, vocab_size=datamodule.vocab_size)
+    if cfg.data.seq_len > model_cfg.max_seq_len:
+        raise ConfigError(
+            f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={model_cfg.max_seq_len}"
+        )
+    trainer_cfg = cfg.trainer
+    world_size = int(trainer_cfg.get("num_nodes", 1)) * (
+        trainer_cfg.devices if isinstance(trainer_cfg.devices, int) else 1
+    )
+    tokens_per_step = (
+        cfg.data.batch_size * cfg.data.seq_len * trainer_cfg.accumulate_grad_batches * world_size
+    )
+    max_steps = steps_for_budget(cfg, model_cfg, tokens_per_step)
+
+    module = LanguageModel(
+        model=model_cfg.to_dict(),
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        compile=bool(cfg.compile),
+        bytes_per_token=data_info.get("bytes_per_token"),
+        divergence_threshold=cfg.divergence_threshold,
+        peak_flops=cfg.peak_flops,
+    )
+    run_id, run_name = job_identity(cfg, output_dir)
+    commit, dirty = git_state()
+    scaling = flat_scaling_keys(model_cfg, cfg, tokens_per_step)
+    record = RunRecord(
+        output_dir,
+        {
+            "run_id": run_id,
+            "sweep_id": cfg.sweep_id,
+            "name": run_name,
+            "overrides": list(HydraConfig.get().overrides.task)
+            if HydraConfig.initialized()
+            else [],
+            "git_commit": commit,
+            "git_dirty": dirty,
+            "model": model_cfg.to_dict(),
+            **scaling,
+            "max_steps": max_steps,
+            "irreducible_loss": data_info.get("irreducible_loss"),
+            "data": data_info,
+        },
+    )
+
+    loggers: list[pl.loggers.Logger] = []
+    for logger_cfg in (cfg.get("logger") or {}).values():
+        is_wandb = "Wandb" in logger_cfg._target_
+        loggers.append(build(logger_cfg, **({"id": run_id, "name": run_name} if is_wandb else {})))
+    metrics_csv = next((lg for lg in loggers if isinstance(lg, MetricsCSV)), None)
+    if metrics_csv is None:  # the run record needs it, whatever else is logged to
+        metrics_csv = MetricsCSV(output_dir)
+        loggers.insert(0, metrics_csv)
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
+    if sys.stderr.isatty():
+        callbacks.append(pl.callbacks.TQDMProgressBar(refresh_rate=10))
+    else:
+        callbacks.append(LogLines(every_n_steps=max(1, max_steps // 20)))
+    precision = trainer_cfg.precision or ("bf16-mixed" if torch.cuda.is_available() else "32-true")
+    trainer: pl.Trainer = build(
+        trainer_cfg,
+        max_steps=max_steps,
+        precision=precision,
+        logger=loggers,
+        callbacks=callbacks,
+        enable_progress_bar=sys.stderr.isatty(),
+        default_root_dir=str(output_dir),
+    )
+
+    ckpt = output_dir / "checkpoints" / "last.ckpt"
+    resume_from = str(ckpt) if ckpt.exists() else None
+    if resume_from:
+        step = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+        metrics_csv.truncate_after(step)
+        log.info(f"resuming {output_dir} from step {step}")
+    wandb_env = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
+    record.start()
+    status, final = "failed", {}
+    try:
+        for logger in loggers:
+            if isinstance(logger, pl.loggers.WandbLogger):
+                logger.experiment.config.update(
+                    {**scaling, "max_steps": max_steps}, allow_val_change=True
+                )
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        final = final_figures(trainer, module, datamodule, metrics_csv, scaling)
+        status = "completed"
+    except Diverged as err:
+        log.warning(f"diverged: {err}")
+        status, final = "diverged", {"error": str(err)}
+    except torch.OutOfMemoryError as err:
+        log.warning(f"out of memory: {err}")
+        status, final = "oom", {"error": "out of memory"}
+    except BaseException as err:
+        final = {"error": f"{type(err).__name__}: {err}"}
+        raise
+    finally:
+        result = record.finish(status, **final) or {}
+        finish_wandb(loggers, result, exit_code=0 if status == "completed" else 1, env=wandb_env)
+    return result
+
+
+def final_figures(
+    trainer: pl.Trainer,
+    module: LanguageModel,
+    datamodule: pl.LightningDataModule,
+    metrics_csv: MetricsCSV,
+    scaling: dict[str, Any],
+) -> dict[str, Any]:
+    """Final step, tokens, FLOPs and losses; validates once more if the last step was not."""
+    _, rows = metrics_csv.read()
+    val_steps = [int(float(r["step"])) for r in rows if r.get("val/loss")]
+    if not val_steps or val_steps[-1] != trainer.global_step:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        metrics_csv.finalize("success")
+        _, rows = metrics_csv.read()
+    val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+    train_losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    tokens = trainer.global_step * scaling["tokens_per_step"]
+    return {
+        "steps": trainer.global_step,
+        "tokens": tokens,
+        "flops": tokens * scaling["flops_per_token"],
+        "train_loss": train_losses[-1] if train_losses else math.nan,
+        "val_loss": val[-1],
+        "best_val_loss": min(val),
+    }
+
+
+def finish_wandb(
+    loggers: list, summary: dict[str, Any], exit_code: int, env: dict[str, str]
+) -> None:
+    """Close this job's W&B run (a later job must not reuse it) and restore WANDB_* variables."""
+    try:
+        for logger in loggers:
+            if isinstance(logger, pl.loggers.WandbLogger) and logger._experiment is not None:
+                keys = (
+                    "status",
+                    "steps",
+                    "tokens",
+                    "flops",
+                    "train_loss",
+                    "val_loss",
+                    "best_val_loss",
+                    "wall_time_s",
+                )
+                logger.experiment.summary.update({k: summary[k] for k in keys if k in summary})
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=exit_code)
+    finally:
+        for key in [k for k in os.environ if k.startswith("WANDB_")]:
+            if key not in env:
+                del os.environ[key]
+        os.environ.update(env)
+
+
+# The repository's conf/ (an editable install, as the README sets up).
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
