@@ -255,14 +255,11 @@ def test_synthetic_irreducible_loss_matches_empirical_estimates():
 # --- the batch stream -----------------------------------------------------------------------------
 
 
-def stream(dm: TokenDataModule, n: int, global_step: int | None = None) -> list[tuple]:
-    dm.trainer = (
-        None
-        if global_step is None
-        else SimpleNamespace(
-            global_step=global_step, accumulate_grad_batches=1, world_size=1, global_rank=0
-        )
-    )
+def stream(dm: TokenDataModule, n: int, global_step: int | None = None, **trainer) -> list[tuple]:
+    """The first n batches of the loader a trainer at this global_step would get."""
+    if global_step is not None:
+        trainer = dict(accumulate_grad_batches=1, world_size=1, global_rank=0) | trainer
+        dm.trainer = SimpleNamespace(global_step=global_step, **trainer)
     batches = iter(dm.train_dataloader())
     dm.trainer = None
     return [next(batches) for _ in range(n)]
@@ -286,6 +283,10 @@ def test_batch_k_depends_only_on_seed_and_k(tmp_path):
     assert not same(from_start[:5], stream(make(2), 5))
     assert same(stream(dm, 10, global_step=700), from_start[700:710])
     assert same(stream(dm, 5, global_step=3), from_start[3:8])
+    # Each of 2 devices takes every other batch; with gradient accumulation a step is 2 batches.
+    assert same(stream(dm, 5, global_step=0, world_size=2, global_rank=1), from_start[1:10:2])
+    assert same(stream(dm, 5, global_step=3, world_size=2, global_rank=0), from_start[6:15:2])
+    assert same(stream(dm, 5, global_step=3, accumulate_grad_batches=2), from_start[6:11])
 
 
 def test_no_window_repeats_within_an_epoch_and_epochs_differ(tmp_path):
@@ -488,6 +489,29 @@ def test_concurrent_preparation_makes_one_cache(tmp_path):
         read_shard(shard)
 
 
+def test_scaling_prepare_writes_several_shards_and_keeps_out_for_one_corpus(tmp_path, capsys):
+    from scalinglab.data.prepare import main
+
+    corpus = write_text_corpus(tmp_path / "corpus", n_files=4)
+    out = tmp_path / "out"
+    args = ["--source", "text", "--path", str(corpus), "--out", str(out)]
+    assert main([*args, "--shard-tokens", "5000"]) == 0
+    n_bytes = sum(f.stat().st_size for f in corpus.iterdir())
+    assert len(list(out.glob("*.bin"))) == -(-n_bytes // 5000)
+    assert [len(read_shard(f)) for f in sorted(out.glob("*.bin"))][:-1] == [5000] * (
+        n_bytes // 5000
+    )
+    dm = _setup(ShardsDataModule(path=str(out), **SMALL))
+    expected = b"".join(f.read_bytes() for f in sorted(corpus.iterdir()))
+    n_train = len(dm.train_split)
+    assert bytes(dm.train_split.read(0, n_train).astype(np.uint8)) == expected[:n_train]
+    assert main(args) == 0  # already prepared: nothing to do
+    assert (
+        main([*args, "--tokenizer", "bpe", "--bpe-vocab-size", "300", "--val-tokens", "256"]) == 2
+    )
+    assert "already holds a different corpus" in capsys.readouterr().err
+
+
 # --- Hugging Face datasets via scaling-prepare ----------------------------------------------------
 
 
@@ -593,6 +617,7 @@ def test_config_builds_its_class(tmp_path, name):
         (lambda tmp: SyntheticDataModule(batch_size=0), "data.batch_size"),
         (lambda tmp: SyntheticDataModule(seq_len=-1), "data.seq_len"),
         (lambda tmp: SyntheticDataModule(val_tokens=0), "data.val_tokens"),
+        (lambda tmp: SyntheticDataModule(seed=-1), "data.seed"),
         (lambda tmp: SyntheticDataModule(seq_len=128, val_tokens=100), "data.val_tokens"),
         (lambda tmp: SyntheticDataModule(n_train_tokens=1000).setup("fit"), "data.batch_size"),
         (lambda tmp: TextDataModule(path=str(tmp), tokenizer="words"), "data.tokenizer"),

@@ -99,7 +99,8 @@ def prepare_corpus(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (out_dir / META_FILE).exists():
             meta = json.loads((out_dir / META_FILE).read_text())
-            if (meta["fingerprint"], meta["tokenizer"]) != (fingerprint, tokenizer):
+            found = (meta["fingerprint"], meta["tokenizer"], meta.get("bpe_vocab_size"))
+            if found != (fingerprint, tokenizer, bpe_vocab_size if tokenizer == "bpe" else None):
                 raise ConfigError(
                     f"{out_dir} already holds a different corpus ({meta['source']}, "
                     f"{meta['tokenizer']}, fingerprint {meta['fingerprint'][:16]})"

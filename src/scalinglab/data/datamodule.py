@@ -166,6 +166,8 @@ class TokenDataModule(pl.LightningDataModule):
             raise ConfigError(
                 f"data.val_tokens={val_tokens} is less than one window (data.seq_len+1 = {seq_len + 1})"
             )
+        if not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"data.seed={seed!r} must be a non-negative integer")
         if num_workers < 0:
             raise ConfigError(f"data.num_workers={num_workers} must be >= 0")
         self.batch_size, self.seq_len, self.val_tokens = batch_size, seq_len, val_tokens
@@ -205,10 +207,10 @@ class TokenDataModule(pl.LightningDataModule):
         """What run.json records about the data (JSON-serialisable)."""
         if self.train_split is None:
             raise RuntimeError("metadata() is known after setup()")
-        base = {"bytes_per_token": None, "irreducible_loss": None}
         return {
             "name": self.name,
-            **base,
+            "bytes_per_token": None,
+            "irreducible_loss": None,
             **self.info,
             "n_train_tokens": len(self.train_split),
             "n_val_tokens": len(self.val_split),
@@ -338,26 +340,26 @@ class _TokenizedTextDataModule(TokenDataModule):
 
     def prepare(self, out_dir: str | Path | None = None, shard_tokens: int | None = None) -> Path:
         """Tokenize into out_dir (default: this corpus's cache directory) unless done already."""
-        fingerprint = self.fingerprint
-        out_dir = (
-            Path(out_dir)
-            if out_dir
-            else self.cache_dir
-            / corpus_key(
-                self.name, fingerprint, self.tokenizer_name, self.bpe_vocab_size, self.val_tokens
+        if out_dir is None:
+            key = corpus_key(
+                self.name,
+                self.fingerprint,
+                self.tokenizer_name,
+                self.bpe_vocab_size,
+                self.val_tokens,
             )
-        )
+            out_dir = self.cache_dir / key
         prepare_corpus(
             out_dir,
             self.documents(),
             source=self.name,
-            fingerprint=fingerprint,
+            fingerprint=self.fingerprint,
             tokenizer=self.tokenizer_name,
             bpe_vocab_size=self.bpe_vocab_size,
             val_tokens=self.val_tokens,
             **({"shard_tokens": shard_tokens} if shard_tokens else {}),
         )
-        return out_dir
+        return Path(out_dir)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -375,6 +377,7 @@ class _TokenizedTextDataModule(TokenDataModule):
         recorded = ["fingerprint", "tokenizer", "bpe_vocab_size", "vocab_size", "bytes_per_token"]
         info = {key: meta[key] for key in recorded if key in meta} | {
             "n_documents": meta["n_documents"],
+            "path": str(self.path),
             "cache_path": str(corpus_dir),
         }
         return train, val, info
@@ -395,24 +398,24 @@ class PythonStdlibDataModule(_TokenizedTextDataModule):
         if max_bytes <= 0:
             raise ConfigError(f"data.max_bytes={max_bytes} must be positive")
         self.max_bytes = max_bytes
+        self.path = Path(sysconfig.get_paths()["stdlib"])
 
     @cached_property
     def _files(self) -> list[Path]:
-        root = Path(sysconfig.get_paths()["stdlib"])
         files = []
-        for directory, subdirectories, names in os.walk(root):
+        for directory, subdirectories, names in os.walk(self.path):
             subdirectories[:] = [
                 d for d in subdirectories if d not in ("site-packages", "dist-packages")
             ]
             files += [Path(directory, n) for n in names if n.endswith(".py")]
         chosen, n_bytes = [], 0
-        for file in sorted(files, key=lambda f: f.relative_to(root).as_posix()):
+        for file in sorted(files, key=lambda f: f.relative_to(self.path).as_posix()):
             if n_bytes >= self.max_bytes:
                 break
             chosen.append(file)
             n_bytes += file.stat().st_size
         if not chosen:
-            raise ConfigError(f"data (python_stdlib): no *.py files under {root}")
+            raise ConfigError(f"data (python_stdlib): no *.py files under {self.path}")
         return chosen
 
     def source_files(self) -> list[Path]:
