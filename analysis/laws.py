@@ -73,7 +73,7 @@ def _positive_1d(name: str, values: object) -> np.ndarray:
     bad = np.flatnonzero(arr <= 0)
     if bad.size:
         raise ValueError(
-            f"{name} must be positive; got {arr[bad[0]]!r} at index {int(bad[0])}"
+            f"{name} must be positive; got {float(arr[bad[0]]):g} at index {int(bad[0])}"
             f"{f' and {bad.size - 1} more' if bad.size > 1 else ''}"
         )
     return arr

@@ -1,0 +1,208 @@
+"""IsoFLOP (Approach 2) and envelope (Approach 1) fits on data from a known Chinchilla law."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop
+from scalinglab.analysis.laws import chinchilla_loss, compute_optimal_allocation
+from scalinglab.analysis.validate import leave_largest_out, residual_summary
+
+TRUTH = {"E": 1.7, "A": 400.0, "B": 400.0, "alpha": 0.34, "beta": 0.28}
+A_TRUE = TRUTH["beta"] / (TRUTH["alpha"] + TRUTH["beta"])  # N_opt ~ C^a
+G_TRUE = (TRUTH["alpha"] * TRUTH["A"] / (TRUTH["beta"] * TRUTH["B"])) ** (
+    1 / (TRUTH["alpha"] + TRUTH["beta"])
+)
+BUDGETS = np.geomspace(1e18, 1e22, 6)
+
+
+def true_n_opt(C):
+    return G_TRUE * (np.asarray(C) / 6.0) ** A_TRUE
+
+
+def isoflop_data(seed: int, noise: float = 0.01, budgets=BUDGETS, sizes_per_budget: int = 9):
+    """Per budget, sizes spanning +-1 decade around a centre jittered +-0.25 decade off N_opt."""
+    rng = np.random.default_rng(seed)
+    C, N = [], []
+    for c in budgets:
+        centre = np.log10(true_n_opt(c)) + rng.uniform(-0.25, 0.25)
+        for offset in np.linspace(-1.0, 1.0, sizes_per_budget):
+            C.append(c)
+            N.append(10 ** (centre + offset))
+    C, N = np.array(C), np.array(N)
+    loss = chinchilla_loss(N, C / (6 * N), **TRUTH) * np.exp(noise * rng.standard_normal(len(C)))
+    return C, N, loss
+
+
+# --- IsoFLOP --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def isoflop():
+    data = isoflop_data(seed=0, noise=0.005)
+    return data, fit_isoflop(*data, n_bootstrap=200, seed=0)
+
+
+def test_isoflop_recovers_exponents(isoflop):
+    _, fit = isoflop
+    assert fit.law == "isoflop" and fit.converged
+    assert abs(fit.derived["a"] - A_TRUE) < 0.02
+    assert abs(fit.derived["b"] - (1 - A_TRUE)) < 0.02
+    assert fit.derived["a"] + fit.derived["b"] == pytest.approx(1.0)  # D_opt = C / (6 N_opt)
+    assert set(fit.ci95) == {"k_N", "a", "k_D", "b"}
+    assert fit.ci95["a"][0] < fit.derived["a"] < fit.ci95["a"][1]
+    json.dumps(fit.to_dict())
+
+
+def test_isoflop_budget_profiles(isoflop):
+    (C, N, _), fit = isoflop
+    budgets = fit.extras["budgets"]
+    assert len(budgets) == len(BUDGETS) and all(b["in_range"] for b in budgets)
+    for budget, c in zip(budgets, BUDGETS, strict=True):
+        assert budget["C"] == pytest.approx(c)
+        assert len(budget["N"]) == len(budget["loss"]) == 9 and len(budget["coef"]) == 3
+        assert budget["coef"][0] > 0
+        assert budget["N_opt"] == pytest.approx(true_n_opt(c), rel=0.15)
+        lo, hi = budget["N_opt_ci95"]
+        assert lo < budget["N_opt"] < hi
+        assert min(budget["N"]) <= budget["N_opt"] <= max(budget["N"])
+    alloc = compute_optimal_allocation(fit, 1e21)
+    assert 6 * alloc["N_opt"] * alloc["D_opt"] == pytest.approx(1e21, rel=1e-9)
+
+
+def test_isoflop_flags_budget_without_interior_minimum():
+    C, N, loss = isoflop_data(seed=1, noise=0.002)
+    # An extra budget sampled only far below its optimum: loss falls monotonically with N.
+    c_bad = 3e20
+    n_bad = true_n_opt(c_bad) * np.geomspace(1e-3, 1e-2, 6)
+    loss_bad = chinchilla_loss(n_bad, c_bad / (6 * n_bad), **TRUTH)
+    fit = fit_isoflop(
+        np.r_[C, np.full(6, c_bad)], np.r_[N, n_bad], np.r_[loss, loss_bad], n_bootstrap=20
+    )
+    flagged = [b for b in fit.extras["budgets"] if not b["in_range"]]
+    assert [b["C"] for b in flagged] == pytest.approx([c_bad])
+    assert fit.extras["flagged_budgets"] == pytest.approx([c_bad])
+    assert "flagged" in fit.message and "3e+20" in fit.message
+    clean = fit_isoflop(C, N, loss, n_bootstrap=0)
+    assert fit.derived["a"] == pytest.approx(clean.derived["a"])  # left out of the law fit
+
+
+def test_isoflop_with_tokens_matches_6ND():
+    C, N, loss = isoflop_data(seed=2)
+    default = fit_isoflop(C, N, loss, n_bootstrap=0)
+    with_tokens = fit_isoflop(C, N, loss, tokens=C / (6 * N), n_bootstrap=0)
+    for name in ("a", "b", "k_N", "k_D"):
+        assert with_tokens.derived[name] == pytest.approx(default.derived[name], rel=1e-6)
+
+
+def test_isoflop_is_deterministic_for_a_seed():
+    data = isoflop_data(seed=3)
+    assert fit_isoflop(*data, n_bootstrap=30, seed=5) == fit_isoflop(*data, n_bootstrap=30, seed=5)
+
+
+def test_isoflop_validation_helpers(isoflop):
+    (C, N, loss), fit = isoflop
+    report = leave_largest_out(fit_isoflop, C, N, loss)
+    assert report["law"] == "isoflop" and report["n_held_out"] == 9
+    assert report["errors"]["N_opt"]["max_abs_relative_error"] < 0.15
+    summary = residual_summary(fit)
+    assert set(summary) == {"N_opt", "D_opt"} and summary["N_opt"]["n"] == len(BUDGETS)
+    assert summary["N_opt"]["rmse"] < 0.1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda C, N, L: (np.full_like(C, 1e20), N, L), "two compute budgets"),
+        (lambda C, N, L: (C, np.r_[np.nan, N[1:]], L), "N has non-finite"),
+        (lambda C, N, L: (C, N, np.r_[-1.0, L[1:]]), "loss must be positive"),
+        (lambda C, N, L: (C[:-1], N, L), "same length"),
+        (lambda C, N, L: (C, N, 5 - 0.1 * (np.log10(N) - 9) ** 2), "two budgets with a minimum"),
+    ],
+)
+def test_isoflop_rejects_bad_input(mutate, match):
+    with pytest.raises(ValueError, match=match):
+        fit_isoflop(*mutate(*isoflop_data(seed=4)), n_bootstrap=0)
+
+
+@pytest.mark.slow
+def test_isoflop_interval_coverage():
+    hits = {"a": 0, "b": 0}
+    for draw in range(50):
+        fit = fit_isoflop(*isoflop_data(seed=1000 + draw), n_bootstrap=200, seed=draw)
+        for name, truth in (("a", A_TRUE), ("b", 1 - A_TRUE)):
+            lo, hi = fit.ci95[name]
+            hits[name] += lo <= truth <= hi
+    assert all(h >= 0.85 * 50 for h in hits.values()), hits
+
+
+# --- envelope -------------------------------------------------------------------------------
+
+
+def training_curves(seed: int, n_sizes: int = 13, steps: int = 100):
+    """Curves L(N, D) along D for sizes log-spaced in [1e7, 1e10], 0.2% noise per logged step."""
+    rng = np.random.default_rng(seed)
+    flops, loss, n_params, run_id = [], [], [], []
+    for k, size in enumerate(np.geomspace(1e7, 1e10, n_sizes)):
+        tokens = np.geomspace(1e8, 200 * size, steps)
+        flops.append(6 * size * tokens)
+        loss.append(
+            chinchilla_loss(size, tokens, **TRUTH) * np.exp(0.002 * rng.standard_normal(steps))
+        )
+        n_params.append(np.full(steps, size))
+        run_id.append(np.full(steps, f"run-{k}"))
+    return tuple(map(np.concatenate, (flops, loss, n_params, run_id)))
+
+
+@pytest.fixture(scope="module")
+def envelope():
+    flops, loss, n_params, run_id = training_curves(seed=0)
+    return fit_envelope(flops, loss, n_params, run_id=run_id, n_bootstrap=100, seed=0)
+
+
+def test_envelope_recovers_exponent(envelope):
+    fit = envelope
+    assert fit.law == "envelope" and fit.converged
+    assert abs(fit.derived["a"] - A_TRUE) < 0.04
+    assert fit.derived["b"] == pytest.approx(1 - fit.derived["a"])
+    assert set(fit.ci95) == {"k_N", "a", "k_D", "b"}
+    assert fit.ci95["a"][0] <= fit.derived["a"] <= fit.ci95["a"][1]
+    # The compute-optimal size at a mid budget, within one step of the size ladder (x1.8).
+    assert compute_optimal_allocation(fit, 1e19)["N_opt"] == pytest.approx(
+        true_n_opt(1e19), rel=0.5
+    )
+    json.dumps(fit.to_dict())
+
+
+def test_envelope_points_leave_out_edge_sizes(envelope):
+    points = envelope.extras["envelope"]
+    assert envelope.n_points == sum(p["in_range"] for p in points) >= 10
+    for p in points:
+        assert p["in_range"] == (1e7 * 1.001 < p["N"] < 1e10 * 0.999)
+    c = np.array([p["C"] for p in points])
+    assert np.all(np.diff(c) > 0)
+
+
+def test_envelope_defaults_to_one_curve_per_size_and_is_deterministic():
+    flops, loss, n_params, run_id = training_curves(seed=1, n_sizes=8)
+    by_size = fit_envelope(flops, loss, n_params, n_bootstrap=20, seed=3)
+    by_run = fit_envelope(flops, loss, n_params, run_id=run_id, n_bootstrap=20, seed=3)
+    assert by_size.params == by_run.params
+    assert by_size == fit_envelope(flops, loss, n_params, n_bootstrap=20, seed=3)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda f, L, n: (f, L, np.where(n > 1e9, 1e9, np.where(n < 1e9, 1e8, n))), "three model"),
+        (lambda f, L, n: (np.r_[np.inf, f[1:]], L, n), "flops has non-finite"),
+        (lambda f, L, n: (f, L[:-1], n), "same length"),
+        (lambda f, L, n: (f, np.r_[0.0, L[1:]], n), "loss must be positive"),
+    ],
+)
+def test_envelope_rejects_bad_input(mutate, match):
+    flops, loss, n_params, _ = training_curves(seed=2, n_sizes=5, steps=10)
+    with pytest.raises(ValueError, match=match):
+        fit_envelope(*mutate(flops, loss, n_params), n_bootstrap=0)
