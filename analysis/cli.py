@@ -1,0 +1,402 @@
+"""`scaling-fit`: fit scaling laws to run directories or a table, print them, save JSON and
+figures, write a Markdown report, optionally log everything to W&B.
+
+    scaling-fit power multirun/ladder --x flops --json fit.json --plot figures/
+    scaling-fit chinchilla --csv hoffmann.csv --n-col params --d-col tokens --loss-col loss
+    scaling-fit isoflop multirun/isoflop --plot figures/
+    scaling-fit report multirun/ --out analysis/report.md
+
+Bad input (no runs, a missing column, too few points) ends with one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop
+from scalinglab.analysis.hparams import fit_hparams
+from scalinglab.analysis.laws import compute_optimal_allocation, fit_chinchilla, fit_power_law
+from scalinglab.analysis.load import (
+    assign_budgets,
+    completed,
+    left_out_message,
+    load_csv,
+    load_curves,
+    load_runs,
+)
+from scalinglab.analysis.plots import (
+    plot_curves,
+    plot_frontier,
+    plot_hparams,
+    plot_isoflop,
+    plot_loss,
+    save,
+)
+from scalinglab.analysis.report import Section, fit_table, format_fit, write_report
+
+# The metrics.csv column that matches each run-level loss, for the training-curve envelope.
+CURVE_LOSS = {"val_loss": "val/loss", "best_val_loss": "val/loss", "train_loss": "train/loss"}
+
+
+@dataclass
+class Study:
+    """What a command fits: `points` has one row per completed run (or table row) with the
+    chosen loss as `loss` and the compute budget as `budget` (FLOPs)."""
+
+    points: pd.DataFrame
+    summary: list[str]
+    args: argparse.Namespace
+
+    @property
+    def sweep_id(self) -> str | None:
+        sweeps = self.points.get("sweep_id", pd.Series(dtype=str)).dropna().unique()
+        return str(sweeps[0]) if len(sweeps) == 1 else None
+
+
+def load_study(args: argparse.Namespace) -> Study:
+    if args.csv:
+        given = {
+            "n_params": args.n_col,
+            "tokens": args.d_col,
+            "flops": args.c_col,
+            "loss": args.loss_col,
+        }
+        points = load_csv(args.csv, {name: column for name, column in given.items() if column})
+        summary = [f"{len(points)} points from {args.csv}"]
+    elif args.paths:
+        runs = load_runs(args.paths)
+        points = completed(runs)
+        summary = [f"{len(runs)} runs under {', '.join(args.paths)}, {len(points)} completed"]
+        summary += [left_out_message(runs)] if left_out_message(runs) else []
+        points["loss"] = points[args.loss]
+        sweeps = sorted(points["sweep_id"].dropna().unique())
+        summary.append(f"loss: {args.loss} (nats/token); sweeps: {', '.join(sweeps) or 'none'}")
+    else:
+        raise ValueError("give run or sweep directories, or --csv FILE")
+    missing_loss = int(points["loss"].isna().sum())
+    if missing_loss:
+        points = points.dropna(subset=["loss"])
+        summary.append(f"{missing_loss} runs without a loss left out")
+    budget_col = args.budget_col
+    if budget_col is None and "budget.flops" in points and points["budget.flops"].notna().all():
+        budget_col = "budget.flops"  # the sweep's own nominal budgets (`budget.flops=...`)
+    if budget_col:
+        if budget_col not in points:
+            raise ValueError(
+                f"--budget-col {budget_col!r} is not a column of the data; "
+                f"columns: {', '.join(map(str, points.columns))}"
+            )
+        points["budget"] = pd.to_numeric(points[budget_col], errors="coerce")
+    elif "flops" in points:
+        points["budget"] = assign_budgets(points["flops"], args.budget_tol)
+    for column, unit in (("n_params", "parameters"), ("tokens", "tokens"), ("flops", "FLOPs")):
+        if column in points and points[column].notna().any():
+            lo, hi = points[column].min(), points[column].max()
+            summary.append(f"{column}: {lo:.3g} to {hi:.3g} {unit}")
+    return Study(points, summary, args)
+
+
+def _rows(study: Study, columns: Sequence[str], what: str) -> pd.DataFrame:
+    """The points with every column in `columns`, or a ValueError saying which are missing."""
+    points = study.points
+    missing = [c for c in columns if c not in points or points[c].isna().all()]
+    if missing:
+        raise ValueError(f"{what} needs {', '.join(missing)}, which the data does not have")
+    return points.dropna(subset=list(columns))
+
+
+def _fit_options(study: Study) -> dict:
+    return {"n_bootstrap": study.args.bootstrap, "seed": study.args.seed}
+
+
+def _allocations(fit, budgets: Sequence[float]) -> pd.DataFrame:
+    """Compute-optimal N, D at each decade of compute from the data's range to one beyond."""
+    lo, hi = np.log10(np.min(budgets)), np.log10(np.max(budgets))
+    compute = 10.0 ** np.arange(np.round(lo), np.round(hi) + 2)
+    return pd.DataFrame({"C (FLOPs)": compute, **compute_optimal_allocation(fit, compute)})
+
+
+def analyse_power(study: Study, x: str = "n_params") -> Section:
+    """L(x) = E + A x^-alpha through the lowest loss at each x (flops: at each budget)."""
+    column = "budget" if x == "flops" else x
+    rows = _rows(study, [column, "loss"], f"the power law in {x}")
+    best = rows.loc[rows.groupby(column)["loss"].idxmin()]
+    fit = fit_power_law(best[column], best["loss"], **_fit_options(study))
+    has_tokens = x != "tokens" and "tokens" in best and best["tokens"].notna().all()
+    figure = plot_loss(
+        best[column], best["loss"], fit, x_name=x, tokens=best["tokens"] if has_tokens else None
+    )
+    return Section(
+        description=f"L = E + A·{x}^-alpha fitted to the lowest loss at each {column} "
+        f"({len(best)} of {len(rows)} points).",
+        fit=fit,
+        figures={f"loss_vs_{x}": figure},
+    )
+
+
+def analyse_chinchilla(study: Study) -> Section:
+    rows = _rows(study, ["n_params", "tokens", "loss"], "the chinchilla law")
+    tokens_per_param = np.log(rows["tokens"] / rows["n_params"])
+    if len(rows) and np.ptp(tokens_per_param) < np.log(1.1):
+        raise ValueError(
+            "every run has the same tokens per parameter, so the N and D terms "
+            "cannot be told apart; vary tokens at fixed size"
+        )
+    fit = fit_chinchilla(rows["n_params"], rows["tokens"], rows["loss"], **_fit_options(study))
+    budgets = 6.0 * rows["n_params"] * rows["tokens"]
+    return Section(
+        description=f"L = E + A/N^alpha + B/D^beta, Huber loss on log L over {len(rows)} runs; "
+        "N_opt ∝ C^a, D_opt ∝ C^b with C = 6ND.",
+        fit=fit,
+        figures={
+            "chinchilla": plot_loss(rows["n_params"], rows["loss"], fit, tokens=rows["tokens"]),
+            "frontier_chinchilla": plot_frontier(fit, budgets),
+        },
+        tables={"Compute-optimal allocation": _allocations(fit, budgets)},
+    )
+
+
+def analyse_isoflop(study: Study) -> Section:
+    rows = _rows(study, ["budget", "n_params", "loss"], "IsoFLOP")
+    sizes_per_budget = rows.groupby("budget")["n_params"].nunique()
+    if (sizes_per_budget >= 3).sum() < 2:
+        raise ValueError(
+            f"IsoFLOP needs two or more compute budgets with three or more model sizes each; "
+            f"found {len(sizes_per_budget)} budgets with {sizes_per_budget.tolist()} sizes "
+            f"(runs within {study.args.budget_tol:.0%} in FLOPs share a budget; see --budget-col)"
+        )
+    tokens = rows["tokens"] if "tokens" in rows and rows["tokens"].notna().all() else None
+    fit = fit_isoflop(
+        rows["budget"], rows["n_params"], rows["loss"], tokens=tokens, **_fit_options(study)
+    )
+    budgets = [b["C"] for b in fit.extras["budgets"]]
+    return Section(
+        description=f"A parabola in log10 N per compute budget ({len(budgets)} budgets, {len(rows)} runs), "
+        "then N_opt = k_N C^a and D_opt = k_D C^b through the minima.",
+        fit=fit,
+        figures={"isoflop": plot_isoflop(fit), "frontier_isoflop": plot_frontier(fit, budgets)},
+        tables={"Compute-optimal allocation": _allocations(fit, budgets)},
+    )
+
+
+def _curves(study: Study) -> tuple[pd.DataFrame, str]:
+    """Per-step (flops, loss, n_params, run_id) rows of completed runs, and the loss column."""
+    args = study.args
+    if args.csv:
+        return _rows(study, ["flops", "loss", "n_params"], "the envelope"), "loss"
+    loss = CURVE_LOSS[args.loss]
+    curves = completed(load_curves(args.paths)).dropna(subset=["flops", loss])
+    return curves[curves["flops"] > 0], loss
+
+
+def analyse_envelope(study: Study) -> Section:
+    curves, loss = _curves(study)
+    fit = fit_envelope(
+        curves["flops"],
+        curves[loss],
+        curves["n_params"],
+        run_id=curves["run_id"],
+        **_fit_options(study),
+    )
+    used = [p["C"] for p in fit.extras["envelope"] if p["in_range"]]
+    return Section(
+        description=f"The lowest {loss} at each FLOP count over {curves['run_id'].nunique()} training curves, "
+        "and the model size reaching it: N_opt = k_N C^a.",
+        fit=fit,
+        figures={
+            "curves": plot_curves(curves, x="flops", loss=loss, fit=fit),
+            "frontier_envelope": plot_frontier(fit, used),
+        },
+        tables={"Compute-optimal allocation": _allocations(fit, used)},
+    )
+
+
+def analyse_hparams(study: Study) -> Section:
+    rows = _rows(study, ["budget", "lr", "batch_size", "loss"], "the hyperparameter fit")
+    if rows.groupby("budget")["lr"].nunique().max() < 2:
+        raise ValueError("the learning rate does not vary within any compute budget")
+    fit = fit_hparams(
+        rows["budget"], rows["lr"], rows["batch_size"], rows["loss"], **_fit_options(study)
+    )
+    return Section(
+        description=f"Per budget, the runs within {fit.extras['tolerance']:.0%} of the best loss; their "
+        f"centre is the optimum. lr_opt = k_lr C^e_lr, batch_opt = k_bs C^e_bs ({len(rows)} runs).",
+        fit=fit,
+        figures={"hparams": plot_hparams(fit)},
+    )
+
+
+# What `report` attempts, in order: (title, command, options).
+REPORT_ANALYSES = [
+    ("Power law L(N)", "power", {"x": "n_params"}),
+    ("Power law L(C)", "power", {"x": "flops"}),
+    ("Chinchilla L(N, D), Approach 3", "chinchilla", {}),
+    ("IsoFLOP profiles, Approach 2", "isoflop", {}),
+    ("Training-curve envelope, Approach 1", "envelope", {}),
+    ("Learning rate and batch size", "hparams", {}),
+]
+ANALYSE: dict[str, Callable[..., Section]] = {
+    "power": analyse_power,
+    "chinchilla": analyse_chinchilla,
+    "isoflop": analyse_isoflop,
+    "envelope": analyse_envelope,
+    "hparams": analyse_hparams,
+}
+
+
+def run_report(study: Study) -> list[Section]:
+    """Every analysis the data supports; the others are kept with the reason they were skipped."""
+    sections = []
+    for title, command, options in REPORT_ANALYSES:
+        try:
+            section = ANALYSE[command](study, **options)
+        except ValueError as error:
+            section = Section(skipped=str(error))
+        section.title = title
+        sections.append(section)
+    print(f"wrote {write_report(sections, study.args.out, summary=study.summary)}")
+    return sections
+
+
+def _pixels(figure: Figure) -> np.ndarray:
+    """The figure rendered to RGBA pixels: wandb.Image(figure) itself needs pyplot's state."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())
+
+
+def log_to_wandb(sections: list[Section], study: Study) -> None:
+    """Log each fit's table, values and figures to a W&B run of job_type "analysis", in the
+    sweep's group so it sits beside the training runs."""
+    import wandb
+
+    run = wandb.init(
+        project=study.args.wandb_project,
+        group=study.sweep_id,
+        job_type="analysis",
+        config={
+            "command": study.args.command,
+            "loss": study.args.loss,
+            "n_bootstrap": study.args.bootstrap,
+            "seed": study.args.seed,
+        },
+    )
+    try:
+        for section in sections:
+            if section.fit is None:
+                continue
+            law = section.fit.law if section.fit.law != "power" else next(iter(section.figures))
+            run.log(
+                {
+                    f"{law}/fit": wandb.Table(dataframe=fit_table(section.fit)),
+                    **{
+                        f"{law}/{name}": wandb.Image(_pixels(fig))
+                        for name, fig in section.figures.items()
+                    },
+                }
+            )
+            values = section.fit.params | section.fit.derived
+            run.summary.update({f"{law}/{name}": value for name, value in values.items()})
+    finally:
+        wandb.finish()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    data = common.add_argument_group("data")
+    data.add_argument("paths", nargs="*", help="run or sweep directories (searched at any depth)")
+    data.add_argument("--csv", help="a table of points instead of run directories")
+    data.add_argument("--n-col", help="CSV column of parameters N")
+    data.add_argument("--d-col", help="CSV column of training tokens D")
+    data.add_argument("--c-col", help="CSV column of compute C (FLOPs); default 6·N·D")
+    data.add_argument("--loss-col", help="CSV column of the loss (default: loss)")
+    data.add_argument(
+        "--loss",
+        choices=sorted(CURVE_LOSS),
+        default="val_loss",
+        help="which loss of a run to fit (default: val_loss, the final one)",
+    )
+    data.add_argument(
+        "--budget-col",
+        help="column holding each run's compute budget (FLOPs); default: the budget.flops "
+        "override when every run has one, else runs whose FLOPs agree within --budget-tol "
+        "share a budget",
+    )
+    data.add_argument(
+        "--budget-tol",
+        type=float,
+        default=0.05,
+        help="relative FLOPs tolerance for grouping runs into budgets (0.05)",
+    )
+    fitting = common.add_argument_group("fitting and output")
+    fitting.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")
+    fitting.add_argument("--seed", type=int, default=0)
+    fitting.add_argument("--json", help="write the fit as JSON to this file")
+    fitting.add_argument("--plot", help="write the figures (PNG and SVG) to this directory")
+    fitting.add_argument(
+        "--wandb", action="store_true", help="log fits and figures to a W&B run (job_type analysis)"
+    )
+    fitting.add_argument("--wandb-project", default="scalinglab")
+
+    parser = argparse.ArgumentParser(prog="scaling-fit", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    power = commands.add_parser(
+        "power", parents=[common], help="L(x) = E + A x^-alpha through the best loss at each x"
+    )
+    power.add_argument("--x", choices=["n_params", "tokens", "flops"], default="n_params")
+    commands.add_parser("chinchilla", parents=[common], help="L(N, D), Chinchilla Approach 3")
+    commands.add_parser("isoflop", parents=[common], help="IsoFLOP parabolas, Approach 2")
+    commands.add_parser("envelope", parents=[common], help="training-curve envelope, Approach 1")
+    commands.add_parser("hparams", parents=[common], help="optimal lr and batch size vs compute")
+    report = commands.add_parser(
+        "report", parents=[common], help="every fit the data supports, as one Markdown report"
+    )
+    report.add_argument("--out", default="report.md", help="the report; figures go beside it")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed its message; keep main's int contract
+        return int(exit_.code or 0)
+    try:
+        study = load_study(args)
+        print("\n".join(study.summary))
+        if args.command == "report":
+            sections = run_report(study)
+        else:
+            options = {"x": args.x} if args.command == "power" else {}
+            sections = [ANALYSE[args.command](study, **options)]
+            sections[0].title = args.command + (f" L({args.x})" if options else "")
+        for section in sections:
+            if section.fit is not None:
+                print(format_fit(section.fit, section.title))
+            else:
+                print(f"== {section.title} == skipped: {section.skipped}")
+        fitted = [s for s in sections if s.fit is not None]
+        if args.json and args.command != "report":
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(fitted[0].fit.to_dict(), indent=2) + "\n")
+        if args.plot:
+            for name, figure in (item for s in fitted for item in s.figures.items()):
+                save(figure, args.plot, name)
+        if args.wandb:
+            log_to_wandb(fitted, study)
+    except (ValueError, OSError) as error:
+        print(f"scaling-fit: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

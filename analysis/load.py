@@ -1,0 +1,289 @@
+"""Read run records (run directories, W&B, published tables) into tidy pandas frames.
+
+Units everywhere: parameters and tokens are counts, FLOPs are floating-point operations
+(6·N·D plus the attention term unless a table says otherwise), losses are nats per token,
+learning rates are per step, wall time is seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+# The run.json keys that become columns of `load_runs`, in order; overrides follow them.
+RUN_COLUMNS = [
+    "run_id",
+    "sweep_id",
+    "name",
+    "status",
+    "n_params",
+    "n_params_nonembedding",
+    "flops_per_token",
+    "tokens",
+    "flops",
+    "steps",
+    "lr",
+    "batch_size",
+    "seq_len",
+    "val_loss",
+    "best_val_loss",
+    "train_loss",
+    "wall_time_s",
+    "irreducible_loss",
+    "seed",
+]
+_TEXT_COLUMNS = {"run_id", "sweep_id", "name", "status", "path"}
+_NUMERIC_COLUMNS = [c for c in RUN_COLUMNS if c not in _TEXT_COLUMNS]
+
+# W&B run states mapped onto run.json statuses; a `status` in the summary wins when present.
+_WANDB_STATES = {"finished": "completed", "running": "running", "crashed": "failed"}
+
+
+def _as_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    if isinstance(paths, str | Path):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
+def _parse_value(text: str) -> Any:
+    """An override's value as int or float where it is a number, else the string."""
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """Hydra overrides as columns: `model=gpt_tiny` -> {"model": "gpt_tiny"},
+    `optimizer.lr=0.003` -> {"optimizer.lr": 0.003}. Deletions (`~key`) are skipped and the
+    `+`/`++` prefixes dropped."""
+    columns = {}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or key.startswith("~"):
+            continue
+        columns[key.lstrip("+")] = _parse_value(value)
+    return columns
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The fixed numeric columns as float64 (NaN where a run has no figure yet)."""
+    for column in _NUMERIC_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    return frame
+
+
+def _record_row(record: Mapping[str, Any], overrides: Iterable[str], path: str) -> dict[str, Any]:
+    row = {column: record.get(column) for column in RUN_COLUMNS}
+    row["path"] = path
+    # Overrides never shadow the record's own figures (e.g. `seed=1`): the record is the truth.
+    for key, value in parse_overrides(overrides).items():
+        row.setdefault(key, value)
+    return row
+
+
+def _read_run(run_json: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(run_json.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        warnings.warn(f"skipping unreadable {run_json}: {error}", stacklevel=3)
+        return None
+    overrides = record.get("overrides")
+    overrides_yaml = run_json.parent / ".hydra" / "overrides.yaml"
+    if overrides is None and overrides_yaml.exists():
+        overrides = yaml.safe_load(overrides_yaml.read_text())
+    return _record_row(record, overrides or [], str(run_json.parent))
+
+
+def load_runs(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run found under `paths` (run directories or sweeps of any depth).
+
+    Columns (see RUN_COLUMNS): run_id, sweep_id, name, status ("completed", "running",
+    "failed", "diverged", "oom"); n_params, n_params_nonembedding (parameters);
+    flops_per_token (FLOPs/token); tokens (tokens trained on); flops (training FLOPs);
+    steps; lr (peak learning rate); batch_size (sequences/step); seq_len (tokens/sequence);
+    val_loss (final), best_val_loss, train_loss (nats/token); wall_time_s (s);
+    irreducible_loss (nats/token, synthetic data only); seed; path (the run directory);
+    then one column per Hydra override (`optimizer.lr=0.003` -> column "optimizer.lr" =
+    0.003, numbers parsed). Numeric columns are float64, NaN where a run has no figure.
+    Every status is kept; use `completed` to select the runs a fit should use.
+
+    Raises ValueError when a path does not exist or holds no run.json.
+    """
+    rows, seen = [], set()
+    for root in _as_paths(paths):
+        if not root.exists():
+            raise ValueError(f"{root}: no such file or directory")
+        run_files = [root] if root.is_file() else sorted(root.rglob("run.json"))
+        if not run_files:
+            raise ValueError(f"{root}: no runs found (no run.json below it)")
+        for run_json in run_files:
+            if run_json.resolve() in seen:
+                continue
+            seen.add(run_json.resolve())
+            row = _read_run(run_json)
+            if row is not None:
+                rows.append(row)
+    if not rows:
+        raise ValueError(f"no readable runs in {', '.join(map(str, _as_paths(paths)))}")
+    return _typed(pd.DataFrame(rows))
+
+
+def completed(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs with status "completed": the ones fits use."""
+    return runs[runs["status"] == "completed"].reset_index(drop=True)
+
+
+def left_out_message(runs: pd.DataFrame) -> str:
+    """What `completed` drops, e.g. "3 runs left out: 2 failed, 1 running"; "" if nothing."""
+    left_out = runs.loc[runs["status"] != "completed", "status"].fillna("unknown")
+    if left_out.empty:
+        return ""
+    counts = ", ".join(f"{n} {status}" for status, n in left_out.value_counts().items())
+    plural = "run" if len(left_out) == 1 else "runs"
+    return f"{len(left_out)} {plural} left out: {counts}"
+
+
+def _join_runs(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-step rows with each run's columns joined; the step's own tokens/flops/lr win."""
+    run_columns = [c for c in runs.columns if c == "run_id" or c not in metrics.columns]
+    return metrics.merge(runs[run_columns], on="run_id", how="left")
+
+
+def load_curves(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """One row per (run, logged step): metrics.csv (step, tokens, flops, lr, train/loss,
+    val/loss in nats/token, perf/tokens_per_sec, ...) with the `load_runs` columns joined
+    by run_id. val/loss is NaN on steps without validation. Runs without metrics.csv are
+    skipped; none at all raises ValueError."""
+    runs = load_runs(paths)
+    curves = []
+    for run_id, run_dir in zip(runs["run_id"], runs["path"], strict=True):
+        metrics_csv = Path(run_dir) / "metrics.csv"
+        if metrics_csv.exists():
+            curves.append(pd.read_csv(metrics_csv).assign(run_id=run_id))
+    if not curves:
+        raise ValueError(f"no metrics.csv in the runs under {', '.join(runs['path'])}")
+    return _join_runs(pd.concat(curves, ignore_index=True), runs)
+
+
+def _wandb_runs(project: str, filters: dict | None, entity: str | None, api: Any) -> list:
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    path = f"{entity}/{project}" if entity else project
+    runs = list(api.runs(path, filters=filters or {}))
+    if not runs:
+        raise ValueError(f"no W&B runs in {path} matching {filters or {}}")
+    return runs
+
+
+def _wandb_row(run: Any) -> dict[str, Any]:
+    config, summary = run.config, run.summary
+
+    def first(*values: Any) -> Any:
+        return next((v for v in values if v is not None), None)
+
+    record = {column: first(summary.get(column), config.get(column)) for column in RUN_COLUMNS}
+    # Training writes the final figures to the summary at the end; a run still going (or one
+    # that died) has only the last logged metrics.
+    record |= {
+        "run_id": run.id,
+        "name": run.name,
+        "sweep_id": first(config.get("sweep_id"), run.group),
+        "status": first(summary.get("status"), _WANDB_STATES.get(run.state, "failed")),
+        "val_loss": first(record["val_loss"], summary.get("val/loss")),
+        "train_loss": first(record["train_loss"], summary.get("train/loss")),
+    }
+    return _record_row(record, config.get("overrides") or [], f"wandb:{run.id}")
+
+
+def load_wandb(
+    project: str, filters: dict | None = None, *, entity: str | None = None, api: Any = None
+) -> pd.DataFrame:
+    """The `load_runs` frame from W&B runs (e.g. filters={"group": sweep_id} or
+    {"tags": "ladder"}). Each column is read from the summary, then the config (training
+    puts the flat scaling keys in both); val_loss and train_loss fall back to the last
+    logged `val/loss` and `train/loss`. The status is the summary's, else the W&B state
+    (finished -> completed, running -> running, anything else -> failed). `api` defaults
+    to `wandb.Api()`; tests pass a stand-in."""
+    return _typed(
+        pd.DataFrame([_wandb_row(run) for run in _wandb_runs(project, filters, entity, api)])
+    )
+
+
+def load_wandb_curves(
+    project: str, filters: dict | None = None, *, entity: str | None = None, api: Any = None
+) -> pd.DataFrame:
+    """The `load_curves` frame from W&B. Reads every logged row with `run.scan_history()`:
+    the sampled `run.history()` would drop points and bias the fits."""
+    wandb_runs = _wandb_runs(project, filters, entity, api)
+    runs = _typed(pd.DataFrame([_wandb_row(run) for run in wandb_runs]))
+    curves = []
+    for run in wandb_runs:
+        history = pd.DataFrame(list(run.scan_history()))
+        if "step" not in history and "_step" in history:
+            history["step"] = history["_step"]
+        curves.append(history.assign(run_id=run.id))
+    return _join_runs(pd.concat(curves, ignore_index=True), runs)
+
+
+def load_csv(path: str | Path, columns: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Points from any table, e.g. published (N, D, loss) or (C, loss) results.
+
+    `columns` maps the standard names n_params (parameters), tokens, flops (FLOPs),
+    loss (nats/token), lr, batch_size to the file's own column names; unmapped standard
+    names are looked for under their own name. Needs loss and n_params or flops; flops is
+    computed as 6·N·D when absent and both N and D are present. Each row is a completed
+    run (run_id = its row number). Raises ValueError naming a missing column.
+    """
+    table = pd.read_csv(path)
+    columns = dict(columns or {})
+    for standard, name in columns.items():
+        if name not in table.columns:
+            raise ValueError(
+                f"{path}: no column {name!r} (for {standard}); it has {', '.join(table.columns)}"
+            )
+    points = table.rename(columns={name: standard for standard, name in columns.items()})
+    if "loss" not in points:
+        raise ValueError(f"{path}: no loss column; name it with columns={{'loss': ...}}")
+    if "flops" not in points and {"n_params", "tokens"} <= set(points.columns):
+        points["flops"] = 6.0 * points["n_params"] * points["tokens"]
+    if "n_params" not in points and "flops" not in points:
+        raise ValueError(f"{path}: needs an n_params or a flops column (or n_params and tokens)")
+    points.insert(0, "run_id", [str(i) for i in range(len(points))])
+    points.insert(1, "status", "completed")
+    points["path"] = str(path)
+    return points
+
+
+def assign_budgets(flops: Iterable[float], tolerance: float = 0.05) -> np.ndarray:
+    """The nominal compute budget (FLOPs) of each run, for IsoFLOP grouping.
+
+    Runs aimed at one budget land slightly apart (step counts round), so runs whose FLOPs
+    lie within a factor (1 + tolerance) of the smallest in their group share a budget,
+    labelled by the group's geometric mean. NaN stays NaN.
+    """
+    log_flops = np.log10(np.asarray(flops, dtype=float))
+    budgets = np.full_like(log_flops, np.nan)
+    width = math.log10(1.0 + tolerance)
+    order = [i for i in np.argsort(log_flops) if np.isfinite(log_flops[i])]
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and log_flops[i] - log_flops[groups[-1][0]] <= width:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    for group in groups:
+        budgets[group] = 10 ** log_flops[group].mean()
+    return budgets

@@ -1,0 +1,316 @@
+"""Figures for scaling studies. Each function takes data and fits and returns a matplotlib Figure;
+`save` writes it as PNG and SVG.
+
+Figures are built with `matplotlib.figure.Figure` (rendered by Agg), never pyplot, so no global
+state or display is involved and nothing leaks between calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Colormap, LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
+from scalinglab.analysis.laws import chinchilla_loss, compute_optimal_allocation, power_law
+from scalinglab.analysis.result import FitResult
+
+AXIS_LABELS = {
+    "n_params": "parameters N",
+    "n_params_nonembedding": "non-embedding parameters N",
+    "tokens": "training tokens D",
+    "flops": "training compute C (FLOPs)",
+    "loss": "loss (nats/token)",
+    "lr": "peak learning rate",
+    "batch_size": "batch size (sequences)",
+}
+COLORMAP = "viridis"
+
+
+def _figure(title: str, size: tuple[float, float] = (6.4, 4.6)) -> tuple[Figure, object]:
+    fig = Figure(figsize=size, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    return fig, ax
+
+
+def _plain_log_labels(axis: object) -> None:
+    """Label a log axis spanning less than a decade or two (losses) with plain numbers, 2.4,
+    not 2.4×10^0, minor ticks included."""
+    axis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
+def _colour_scale(fig: Figure, ax: object, norm: Normalize, label: str) -> Colormap:
+    """A colorbar for `norm`; returns the colormap to draw with."""
+    cmap = colormaps[COLORMAP]
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=label)
+    return cmap
+
+
+def _log_norm(values: Sequence[float]) -> LogNorm:
+    lo, hi = np.nanmin(values), np.nanmax(values)
+    return LogNorm(lo, hi if hi > lo else lo * 1.01)
+
+
+def _error_bar(value: float, interval: Sequence[float] | None) -> list[list[float]] | None:
+    """Matplotlib's [[below], [above]] for an interval; None without one. A percentile interval
+    need not contain the estimate (few resamples, skewed fits), so the arms are floored at 0."""
+    if interval is None or not np.all(np.isfinite(interval)):
+        return None
+    lo, hi = interval
+    return [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
+
+
+def _span(values: np.ndarray, below: float = 0.3, above: float = 0.3, n: int = 200) -> np.ndarray:
+    """Log-spaced points covering `values`, extended by the given decades either side."""
+    lo, hi = np.log10(np.nanmin(values)) - below, np.log10(np.nanmax(values)) + above
+    return np.logspace(lo, hi, n)
+
+
+def _with_ci(fit: FitResult, name: str) -> str:
+    value = fit.params.get(name, fit.derived.get(name))
+    if name in fit.ci95:
+        lo, hi = fit.ci95[name]
+        return f"{name} = {value:.3g} [{lo:.3g}, {hi:.3g}]"
+    return f"{name} = {value:.3g}"
+
+
+def plot_loss(
+    x: Sequence[float],
+    loss: Sequence[float],
+    fit: FitResult | None = None,
+    *,
+    x_name: str = "n_params",
+    tokens: Sequence[float] | None = None,
+) -> Figure:
+    """Loss against x (x_name: n_params, tokens or flops), log-log, with the fitted law.
+
+    tokens: colours the points by training tokens; a chinchilla fit (x_name="n_params") is
+    then drawn as L(N) at a few token counts spanning the data, in the same colours.
+    """
+    x, loss = np.asarray(x, float), np.asarray(loss, float)
+    fig, ax = _figure(f"Loss vs {AXIS_LABELS[x_name].split(' (')[0]}")
+    ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS[x_name], ylabel=AXIS_LABELS["loss"])
+    _plain_log_labels(ax.yaxis)
+    curve_x = _span(x)
+    if tokens is None:
+        ax.scatter(x, loss, color="C0", zorder=3, label="runs")
+    else:
+        tokens = np.asarray(tokens, float)
+        norm = _log_norm(tokens)
+        cmap = _colour_scale(fig, ax, norm, AXIS_LABELS["tokens"])
+        ax.scatter(x, loss, color=cmap(norm(tokens)), zorder=3, label="runs")
+    if fit is not None and fit.law == "power":
+        label = f"E + A·x^-alpha: {_with_ci(fit, 'alpha')}, {_with_ci(fit, 'E')}"
+        ax.plot(curve_x, power_law(curve_x, **fit.params), color="C3", label=label)
+        if fit.params.get("E", 0) > 0:
+            ax.axhline(fit.params["E"], color="C3", ls=":", lw=1, label="irreducible loss E")
+    elif fit is not None and fit.law == "chinchilla":
+        if tokens is None or x_name != "n_params":
+            raise ValueError("a chinchilla fit is drawn against n_params with tokens given")
+        for level in np.geomspace(np.nanmin(tokens), np.nanmax(tokens), 4):
+            ax.plot(
+                curve_x,
+                chinchilla_loss(curve_x, level, **fit.params),
+                color=cmap(norm(level)),
+                label=f"fit at D = {level:.2g}",
+            )
+        ax.set_title(
+            f"Loss vs parameters: L = E + A/N^α + B/D^β ({_with_ci(fit, 'alpha')}, "
+            f"{_with_ci(fit, 'beta')})",
+            fontsize=9,
+        )
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_isoflop(fit: FitResult) -> Figure:
+    """IsoFLOP profiles: loss against N at each compute budget, the parabola fitted in log10 N,
+    and its minimum N_opt with its 95% interval. A minimum outside the sizes trained at that
+    budget is drawn hollow and labelled: the parabola is extrapolating there."""
+    budgets = fit.extras["budgets"]
+    fig, ax = _figure("IsoFLOP profiles")
+    ax.set(xscale="log", xlabel=AXIS_LABELS["n_params"], ylabel=AXIS_LABELS["loss"])
+    norm = _log_norm([b["C"] for b in budgets])
+    cmap = _colour_scale(fig, ax, norm, AXIS_LABELS["flops"])
+    for budget in budgets:
+        color = cmap(norm(budget["C"]))
+        n_params = np.asarray(budget["N"], float)
+        ax.scatter(n_params, budget["loss"], color=color, zorder=3)
+        curve_n = _span(np.append(n_params, budget["N_opt"]), 0.1, 0.1)
+        ax.plot(
+            curve_n,
+            np.polyval(budget["coef"], np.log10(curve_n)),
+            color=color,
+            ls="-" if budget["in_range"] else "--",
+        )
+        xerr = _error_bar(budget["N_opt"], budget.get("N_opt_ci95"))
+        ax.errorbar(
+            budget["N_opt"],
+            budget["loss_opt"],
+            xerr=xerr,
+            color=color,
+            zorder=4,
+            marker="*",
+            ms=12,
+            mfc=color if budget["in_range"] else "white",
+            capsize=3,
+        )
+        if not budget["in_range"]:
+            ax.annotate(
+                "minimum outside\nsampled sizes",
+                (budget["N_opt"], budget["loss_opt"]),
+                textcoords="offset points",
+                xytext=(8, -18),
+                fontsize=7,
+                color="C3",
+            )
+    ax.plot([], [], "k*", ms=10, label="minimum N_opt (95% CI)")
+    ax.plot([], [], "k*", ms=10, mfc="white", label="minimum outside sampled sizes")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_frontier(
+    fit: FitResult, budgets: Sequence[float], *, beyond_decades: float = 1.0
+) -> Figure:
+    """The compute-optimal model size N_opt(C) of a chinchilla, isoflop or envelope fit, from the
+    smallest budget to `beyond_decades` past the largest, with its 95% band.
+
+    The fits report intervals per parameter, not joint draws, so the band is the exponent's
+    95% interval pivoted at the geometric centre of the budgets: it says how far the slope's
+    uncertainty alone carries the extrapolation. The measured optima (IsoFLOP minima with their
+    intervals, or the envelope's winners) are drawn as points; flagged ones hollow.
+    """
+    budgets = np.asarray(budgets, float)
+    compute = np.logspace(np.log10(budgets.min()), np.log10(budgets.max()) + beyond_decades, 100)
+    n_opt = compute_optimal_allocation(fit, compute)["N_opt"]
+    fig, ax = _figure(f"Compute-optimal model size ({fit.law})")
+    ax.set(
+        xscale="log", yscale="log", xlabel=AXIS_LABELS["flops"], ylabel="optimal parameters N_opt"
+    )
+    ax.plot(compute, n_opt, color="C0", label=f"N_opt ∝ C^a, {_with_ci(fit, 'a')}")
+    if "a" in fit.ci95:
+        centre = np.exp(np.log(budgets).mean())
+        n_centre = compute_optimal_allocation(fit, centre)["N_opt"]
+        slopes = [n_centre * (compute / centre) ** a for a in fit.ci95["a"]]
+        ax.fill_between(
+            compute,
+            np.minimum(*slopes),
+            np.maximum(*slopes),
+            color="C0",
+            alpha=0.2,
+            label="95% band (interval of a)",
+        )
+    ax.axvspan(budgets.max(), compute.max(), color="0.9", zorder=0, label="extrapolation")
+    for point in fit.extras.get("budgets", []):
+        yerr = _error_bar(point["N_opt"], point.get("N_opt_ci95"))
+        ax.errorbar(
+            point["C"],
+            point["N_opt"],
+            yerr=yerr,
+            fmt="o",
+            color="C1",
+            capsize=3,
+            mfc="C1" if point["in_range"] else "white",
+        )
+    envelope = [p for p in fit.extras.get("envelope", []) if p["in_range"]]
+    if envelope:
+        ax.scatter([p["C"] for p in envelope], [p["N"] for p in envelope], color="C1", s=12)
+    if fit.extras.get("budgets") or envelope:
+        ax.plot([], [], "o", color="C1", label="measured optima")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_hparams(fit: FitResult) -> Figure:
+    """Learning rate x batch size maps, one panel per compute budget: each run coloured by its
+    loss above the budget's best, the best run (star), the near-optimal band's centre (cross)
+    and the fitted lr_opt(C), batch_opt(C) (plus)."""
+    budgets = fit.extras["budgets"]
+    n_cols = min(3, len(budgets))
+    n_rows = -(-len(budgets) // n_cols)
+    fig = Figure(figsize=(4.2 * n_cols + 1, 3.6 * n_rows), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False, sharex=True, sharey=True).ravel()
+    excess = [np.asarray(b["loss"]) - b["best_loss"] for b in budgets]
+    norm = Normalize(0.0, max(float(np.max(e)) for e in excess))
+    cmap = _colour_scale(fig, axes.tolist(), norm, "loss above the budget's best (nats/token)")
+    for ax, budget, budget_excess in zip(axes, budgets, excess, strict=False):
+        ax.set(xscale="log", yscale="log", title=f"C = {budget['C']:.2g} FLOPs")
+        ax.scatter(budget["lr"], budget["batch_size"], c=cmap(norm(budget_excess)), s=60)
+        best = int(np.argmin(budget["loss"]))
+        ax.plot(
+            budget["lr"][best],
+            budget["batch_size"][best],
+            "*",
+            color="C3",
+            ms=14,
+            mfc="none",
+            label="best run",
+        )
+        ax.plot(
+            budget["lr_opt"],
+            budget["batch_size_opt"],
+            "x",
+            color="k",
+            ms=10,
+            label=f"band centre ({fit.extras.get('tolerance', 0):.0%} of best)",
+        )
+        predicted_lr = fit.params["k_lr"] * budget["C"] ** fit.params["e_lr"]
+        predicted_batch = fit.params["k_bs"] * budget["C"] ** fit.params["e_bs"]
+        ax.plot(predicted_lr, predicted_batch, "+", color="C1", ms=14, mew=2, label="fitted law")
+        if not budget["in_range"]:
+            ax.set_title(ax.get_title() + " (best on grid edge)", color="C3")
+    for ax in axes[len(budgets) :]:
+        ax.set_visible(False)
+    for ax in axes[(n_rows - 1) * n_cols :]:
+        ax.set_xlabel(AXIS_LABELS["lr"])
+    for ax in axes[::n_cols]:
+        ax.set_ylabel(AXIS_LABELS["batch_size"])
+    axes[0].legend(fontsize=7)
+    fig.suptitle(
+        f"Learning rate x batch size: lr_opt ∝ C^{fit.params['e_lr']:.2f}, "
+        f"batch_opt ∝ C^{fit.params['e_bs']:.2f}"
+    )
+    return fig
+
+
+def plot_curves(
+    curves: pd.DataFrame,
+    *,
+    x: str = "tokens",
+    loss: str = "train/loss",
+    fit: FitResult | None = None,
+) -> Figure:
+    """Training curves, log-log loss against tokens or flops, one line per run coloured by its
+    parameter count. An envelope fit adds its points: the lowest loss in each FLOP bin."""
+    fig, ax = _figure("Training curves")
+    ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS[x], ylabel=f"{loss} (nats/token)")
+    _plain_log_labels(ax.yaxis)
+    norm = _log_norm(curves["n_params"])
+    cmap = _colour_scale(fig, ax, norm, AXIS_LABELS["n_params"])
+    for _, run in curves.dropna(subset=[x, loss]).groupby("run_id"):
+        ax.plot(run[x], run[loss], color=cmap(norm(run["n_params"].iloc[0])), lw=1, alpha=0.8)
+    envelope = [p for p in (fit.extras.get("envelope", []) if fit else []) if p["in_range"]]
+    if envelope:
+        ax.scatter([p["C"] for p in envelope], [p["loss"] for p in envelope], color="C3", s=10,
+                   zorder=3, label="envelope: lowest loss per FLOP bin")
+        ax.legend(fontsize=8)
+    return fig
+
+
+def save(fig: Figure, directory: str | Path, name: str) -> list[Path]:
+    """Write `fig` as DIRECTORY/NAME.png and .svg; returns both paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{name}.{suffix}" for suffix in ("png", "svg")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    return paths

@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_runs import BUDGETS, chinchilla_loss
+from scalinglab.analysis.load import (
+    RUN_COLUMNS,
+    assign_budgets,
+    completed,
+    left_out_message,
+    load_csv,
+    load_curves,
+    load_runs,
+    load_wandb,
+    load_wandb_curves,
+    parse_overrides,
+)
+
+
+def test_load_runs_schema_and_statuses(isoflop_sweep: Path) -> None:
+    runs = load_runs(isoflop_sweep)
+    assert len(runs) == 17
+    assert runs["status"].value_counts().to_dict() == {"completed": 15, "failed": 1, "running": 1}
+    for column in [
+        "n_params",
+        "n_params_nonembedding",
+        "tokens",
+        "flops",
+        "lr",
+        "batch_size",
+        "seq_len",
+        "val_loss",
+        "best_val_loss",
+        "train_loss",
+        "wall_time_s",
+        "irreducible_loss",
+    ]:
+        assert runs[column].dtype == np.float64, column
+    assert runs["run_id"].is_unique
+    assert set(runs["sweep_id"]) == {"isoflop"}
+    assert all(Path(p, "run.json").exists() for p in runs["path"])
+    row = runs.set_index("run_id").loc["iso00"]
+    assert row["val_loss"] == pytest.approx(chinchilla_loss(row["n_params"], row["tokens"]))
+    assert np.isnan(runs.set_index("run_id").loc["iso-running", "val_loss"])
+
+
+def test_override_columns_are_parsed(isoflop_sweep: Path) -> None:
+    runs = load_runs(isoflop_sweep).set_index("run_id")
+    assert runs.loc["iso00", "model"] == "gpt_0"
+    assert runs.loc["iso00", "optimizer.lr"] == 0.003
+    assert runs.loc["iso14", "budget.flops"] == 1e17
+    assert parse_overrides(["+a.b=3", "~c", "d=x=y", "e=2"]) == {"a.b": 3, "d": "x=y", "e": 2}
+
+
+def test_overrides_fall_back_to_hydra_dir(tmp_path: Path, isoflop_sweep: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".hydra").mkdir()
+    record = json.loads((isoflop_sweep / "0" / "run.json").read_text())
+    del record["overrides"]
+    (run_dir / "run.json").write_text(json.dumps(record))
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- model=gpt_small\n")
+    assert load_runs(run_dir)["model"].tolist() == ["gpt_small"]
+
+
+def test_single_run_dir_and_several_paths(isoflop_sweep: Path) -> None:
+    assert load_runs(isoflop_sweep / "3")["run_id"].tolist() == ["iso03"]
+    # Overlapping paths count each run once.
+    assert len(load_runs([isoflop_sweep, isoflop_sweep / "3"])) == 17
+
+
+def test_completed_and_left_out_message(isoflop_sweep: Path) -> None:
+    runs = load_runs(isoflop_sweep)
+    assert len(completed(runs)) == 15
+    assert left_out_message(runs) == "2 runs left out: 1 failed, 1 running"
+    assert left_out_message(completed(runs)) == ""
+
+
+def test_no_runs_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=f"{tmp_path}: no runs found"):
+        load_runs(tmp_path)
+    with pytest.raises(ValueError, match="no such file"):
+        load_runs(tmp_path / "missing")
+
+
+def test_load_curves(isoflop_sweep: Path) -> None:
+    curves = load_curves(isoflop_sweep)
+    assert {
+        "run_id",
+        "step",
+        "tokens",
+        "flops",
+        "train/loss",
+        "val/loss",
+        "n_params",
+        "status",
+        "model",
+    } <= set(curves.columns)
+    first = curves[curves["run_id"] == "iso00"]
+    assert first["step"].is_monotonic_increasing
+    # Per-step tokens, not the run's final figure.
+    assert first["tokens"].iloc[0] < first["tokens"].iloc[-1]
+    assert first["val/loss"].isna().any() and first["val/loss"].notna().any()
+    assert curves.groupby("run_id")["n_params"].nunique().eq(1).all()
+
+
+def test_load_csv_maps_columns_and_computes_flops(points_csv: Path) -> None:
+    points = load_csv(points_csv, {"n_params": "params", "tokens": "data", "loss": "Loss"})
+    assert len(points) == 15
+    assert np.allclose(points["flops"], 6 * points["n_params"] * points["tokens"])
+    assert (points["status"] == "completed").all()
+    with pytest.raises(ValueError, match="no column 'N' \\(for n_params\\)"):
+        load_csv(points_csv, {"n_params": "N", "loss": "Loss"})
+    with pytest.raises(ValueError, match="no loss column"):
+        load_csv(points_csv, {"n_params": "params"})
+
+
+def test_assign_budgets_groups_within_tolerance() -> None:
+    flops = np.array([1e15, 1.03e15, 1e16, 0.98e16, np.nan, 1.02e16])
+    budgets = assign_budgets(flops)
+    assert budgets[0] == budgets[1] and budgets[2] == budgets[3] == budgets[5]
+    assert budgets[0] == pytest.approx(np.sqrt(1e15 * 1.03e15))
+    assert np.isnan(budgets[4])
+    assert len(np.unique(budgets[np.isfinite(budgets)])) == 2
+    assert len(set(assign_budgets([b * 1.03 for b in BUDGETS] + BUDGETS))) == 3
+
+
+class FakeRun:
+    """The few attributes of wandb.apis.public.Run that the loader reads."""
+
+    def __init__(self, run_id: str, state: str, n_params: float, tokens: float) -> None:
+        self.id, self.name, self.group, self.state = run_id, f"run-{run_id}", "sweep-a", state
+        self.config = {
+            "n_params": n_params,
+            "tokens": tokens,
+            "lr": 3e-3,
+            "batch_size": 16,
+            "overrides": ["model=gpt_x", "optimizer.lr=0.003"],
+        }
+        loss = chinchilla_loss(n_params, tokens)
+        self.summary = {
+            "val/loss": loss,
+            "train/loss": loss + 0.01,
+            "flops": 6 * n_params * tokens,
+            "n_params_nonembedding": n_params - 1000,
+        }
+        self.scanned = False
+
+    def scan_history(self, keys=None, page_size=1000):
+        self.scanned = True
+        return iter([{"_step": s, "tokens": s * 1e5, "train/loss": 3.0 / s} for s in (1, 2, 3)])
+
+    def history(self, *args, **kwargs):
+        raise AssertionError("history() samples points; the loader must use scan_history()")
+
+
+class FakeApi:
+    def __init__(self, runs: list[FakeRun]) -> None:
+        self._runs, self.calls = runs, []
+
+    def runs(self, path: str, filters: dict | None = None):
+        self.calls.append((path, filters))
+        return list(self._runs)
+
+
+def fake_api() -> FakeApi:
+    return FakeApi(
+        [
+            FakeRun("a", "finished", 1e6, 2e7),
+            FakeRun("b", "crashed", 2e6, 4e7),
+            FakeRun("c", "running", 4e6, 8e7),
+        ]
+    )
+
+
+def test_load_wandb_matches_the_run_dir_schema(isoflop_sweep: Path) -> None:
+    api = fake_api()
+    runs = load_wandb("scaling", {"group": "sweep-a"}, entity="me", api=api)
+    assert api.calls == [("me/scaling", {"group": "sweep-a"})]
+    assert runs["status"].tolist() == ["completed", "failed", "running"]
+    assert runs.loc[0, "val_loss"] == pytest.approx(chinchilla_loss(1e6, 2e7))
+    assert runs.loc[0, "flops"] == pytest.approx(6 * 1e6 * 2e7)
+    assert runs.loc[0, "optimizer.lr"] == 0.003 and runs.loc[0, "sweep_id"] == "sweep-a"
+    local = load_runs(isoflop_sweep)
+    assert (
+        list(runs.columns[: len(RUN_COLUMNS)])
+        == RUN_COLUMNS
+        == list(local.columns[: len(RUN_COLUMNS)])
+    )
+    assert all(runs[c].dtype == local[c].dtype for c in ["n_params", "val_loss", "flops"])
+
+
+def test_load_wandb_curves_uses_scan_history() -> None:
+    api = fake_api()
+    curves = load_wandb_curves("scaling", api=api)
+    assert all(run.scanned for run in api._runs)
+    assert len(curves) == 9
+    assert curves["step"].tolist()[:3] == [1, 2, 3]
+    assert {"n_params", "status", "train/loss", "tokens"} <= set(curves.columns)
+    # The step's own tokens win over the run's final count.
+    assert curves["tokens"].max() == pytest.approx(3e5)
+
+
+def test_load_wandb_with_no_runs_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no W&B runs"):
+        load_wandb("scaling", api=FakeApi([]))
