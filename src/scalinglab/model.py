@@ -104,14 +104,16 @@ class GPTConfig:
         return 6 * self.n_params
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs per token: 6 x (matmul parameters, the logit head included) plus attention.
+        """Training FLOPs per token: 6 x (matmul weights, the logit head included) plus attention.
 
         The attention term, 6 x 2 n_layers seq_len d_model, counts QK^T and AV forward and backward
         at full (not causal-halved) cost, as PaLM's MFU accounting does.
         """
         seq_len = self.max_seq_len if seq_len is None else seq_len
-        matmul_params = self.n_params_nonembedding + self.vocab_size * self.d_model
-        return 6 * matmul_params + 12 * self.n_layers * seq_len * self.d_model
+        mlp_matrices = 3 if self.mlp == "swiglu" else 2
+        block_weights = 4 * self.d_model**2 + mlp_matrices * self.d_model * self.d_ff
+        matmul_weights = self.n_layers * block_weights + self.vocab_size * self.d_model
+        return 6 * matmul_weights + 12 * self.n_layers * seq_len * self.d_model
 
     def to_dict(self) -> dict:
         return asdict(self)

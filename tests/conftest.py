@@ -1,0 +1,60 @@
+"""Shared test fixtures: W&B offline under tmp_path, one token cache per session, config composition."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from scalinglab.train import CONFIG_DIR
+
+# A few steps of the smallest model on a small synthetic language: seconds on a CPU.
+TINY_TRAINING = [
+    "model=gpt_nano",
+    "data.batch_size=4",
+    "data.seq_len=32",
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "trainer.log_every_n_steps=1",
+    "scheduler.warmup_steps=2",
+]
+TINY = [*TINY_TRAINING, "data=synthetic", "data.n_train_tokens=65536", "data.val_tokens=2048"]
+
+
+@pytest.fixture(scope="session")
+def token_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("token_cache")
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path: Path, token_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the network or the user's W&B and cache directories."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("SCALINGLAB_CACHE", str(token_cache))
+    (tmp_path / "wandb").mkdir(exist_ok=True)
+
+
+def compose_train(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+    """The root config with overrides, as `scaling-train` composes it (outside a Hydra run)."""
+    extra = [f"paths.output_dir={output_dir}", "sweep_id=test"] if output_dir else []
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=[*overrides, *extra])
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`scaling-train ARGS` in a fresh process, its outputs under cwd."""
+    return subprocess.run(
+        [sys.executable, "-m", "scalinglab.train", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

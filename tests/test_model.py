@@ -1,0 +1,106 @@
+"""The GPT: exact parameter and FLOP formulas, sizing rules, causality, bad shapes."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from scalinglab.errors import ConfigError
+from scalinglab.model import GPT, GPTConfig, shape_for_params
+
+MODEL_DIR = Path(__file__).parents[1] / "conf" / "model"
+
+
+@pytest.mark.parametrize(
+    "mlp,positions,tie,bias",
+    list(itertools.product(["gelu", "swiglu"], ["learned", "rope"], [True, False], [False, True])),
+)
+def test_parameter_counts_match_the_module(mlp: str, positions: str, tie: bool, bias: bool) -> None:
+    cfg = GPTConfig(
+        vocab_size=97, max_seq_len=48, d_model=64, n_layers=3, n_heads=4,
+        mlp=mlp, positions=positions, tie_embeddings=tie, bias=bias,
+    )  # fmt: skip
+    model = GPT(cfg)
+    params = dict(model.named_parameters())  # tied weights appear once
+    assert sum(p.numel() for p in params.values()) == cfg.n_params
+    embedding = {"embed.weight", "pos_embed.weight", "head.weight"}
+    nonembedding = sum(p.numel() for name, p in params.items() if name not in embedding)
+    assert nonembedding == cfg.n_params_nonembedding
+
+
+def test_flops_per_token_counts_every_matmul() -> None:
+    """6 x (multiply-adds per token of every Linear, logits included) + the attention term."""
+    cfg = GPTConfig(
+        vocab_size=101, max_seq_len=64, d_model=128, n_layers=2, n_heads=2, mlp="swiglu"
+    )
+    model = GPT(cfg)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    attention = 2 * cfg.n_layers * 64 * cfg.d_model  # QK^T and AV multiply-adds per token
+    assert cfg.flops_per_token(64) == 6 * (linear + attention)
+    assert cfg.flops_per_token_6n == 6 * cfg.n_params
+
+
+def test_named_ladder_spans_0p1m_to_1b_by_the_aspect_rule() -> None:
+    sizes = []
+    for path in MODEL_DIR.glob("gpt_*.yaml"):
+        shape = yaml.safe_load(path.read_text())
+        cfg = GPTConfig(vocab_size=256, **{k: shape[k] for k in ("d_model", "n_layers", "n_heads")})
+        assert cfg.d_model == 64 * cfg.n_layers == 64 * cfg.n_heads, path.name
+        sizes.append(cfg.n_params_nonembedding)
+    assert len(sizes) >= 8
+    assert min(sizes) < 0.2e6 and 0.7e9 < max(sizes) < 1.5e9
+
+
+@pytest.mark.parametrize("target", [1e5, 3e6, 2e7, 1.2e8, 1e9])
+def test_target_params_lands_near_the_target(target: float) -> None:
+    cfg = GPTConfig(target_params=int(target), mlp="swiglu")
+    assert cfg.d_model % cfg.n_heads == 0 and cfg.d_model // cfg.n_heads == 64
+    assert abs(cfg.n_params_nonembedding / target - 1) < 0.1
+    assert (cfg.d_model, cfg.n_layers, cfg.n_heads) == shape_for_params(int(target), mlp="swiglu")
+
+
+@pytest.mark.parametrize("positions", ["learned", "rope"])
+def test_attention_is_causal(positions: str) -> None:
+    torch.manual_seed(0)
+    model = GPT(
+        GPTConfig(
+            vocab_size=50, max_seq_len=16, d_model=32, n_layers=2, n_heads=2, positions=positions
+        )
+    )
+    x = torch.randint(0, 50, (2, 16))
+    changed = x.clone()
+    changed[:, 10:] = (changed[:, 10:] + 1) % 50
+    a, b = model(x), model(changed)
+    assert torch.allclose(a[:, :10], b[:, :10], atol=1e-6)
+    assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_untrained_loss_is_near_uniform() -> None:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=256, max_seq_len=32, d_model=64, n_layers=2, n_heads=2))
+    x, y = torch.randint(0, 256, (2, 4, 32))
+    assert abs(model.loss(x, y).item() - torch.log(torch.tensor(256.0)).item()) < 0.1
+
+
+@pytest.mark.parametrize(
+    "kwargs,key",
+    [
+        ({"d_model": 100, "n_heads": 3}, "model.d_model=100 is not divisible by model.n_heads=3"),
+        ({"n_layers": 0}, "model.n_layers"),
+        ({"mlp": "relu"}, "model.mlp"),
+        ({"target_params": -5}, "model.target_params"),
+    ],
+)
+def test_bad_shapes_are_config_errors(kwargs: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        GPTConfig(**kwargs)
+
+
+def test_sequence_longer_than_the_model_is_refused() -> None:
+    model = GPT(GPTConfig(vocab_size=10, max_seq_len=8, d_model=32, n_layers=1, n_heads=1))
+    with pytest.raises(ValueError, match="max_seq_len=8"):
+        model(torch.zeros(1, 9, dtype=torch.long))

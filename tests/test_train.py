@@ -1,0 +1,206 @@
+"""Training end to end on the CPU: the run record, multiruns with W&B, resume, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import TINY, TINY_TRAINING, compose_train, run_cli
+
+from scalinglab.data import write_shard
+from scalinglab.errors import ConfigError
+from scalinglab.records import METRIC_COLUMNS
+from scalinglab.train import train
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_run_writes_every_record(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(*TINY, "trainer.max_steps=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "completed"
+    assert record["steps"] == 3 and record["tokens"] == 3 * 4 * 32
+    assert record["flops"] == record["tokens"] * record["flops_per_token"]
+    for key in ("run_id", "sweep_id", "git_commit", "seed", "model", "n_params",
+                "n_params_nonembedding", "flops_per_token_6n", "tokens_per_step", "lr",
+                "batch_size", "train_loss", "val_loss", "best_val_loss", "wall_time_s",
+                "irreducible_loss", "data"):  # fmt: skip
+        assert record.get(key) is not None, key
+    rows = read_metrics(run_dir)
+    assert list(rows[0])[: len(METRIC_COLUMNS)] == METRIC_COLUMNS
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert rows[-1]["val/loss"] and float(rows[-1]["val/loss"]) == pytest.approx(record["val_loss"])
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert {"config.yaml", "overrides.yaml"} <= {p.name for p in (run_dir / ".hydra").iterdir()}
+
+
+def wandb_run_group(run_dir: Path) -> tuple[str, str]:
+    """(run id, group) read back from an offline W&B run's transaction log.
+
+    The .wandb file is a LevelDB-style log: a 7-byte file header, then 32 KiB blocks of records,
+    each with a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last), holding
+    protobuf `Record`s.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    raw = next(run_dir.glob("*.wandb")).read_bytes()
+    pos, block, chunks = 7, 32768, b""
+    while pos + 7 <= len(raw):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
+        chunks = (chunks if kind in (3, 4) else b"") + raw[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunks)
+            if record.WhichOneof("record_type") == "run":
+                return record.run.run_id, record.run.run_group
+    raise AssertionError(f"no run record in {run_dir}")
+
+
+def test_multirun_2x2_gives_4_jobs_and_4_wandb_runs_in_one_group(tmp_path: Path) -> None:
+    args = [*TINY, "trainer.max_steps=3", f"paths.output_root={tmp_path / 'out'}", "logger=wandb"]
+    sweep = ["-m", "model=gpt_nano,gpt_micro", "optimizer.lr=1e-3,3e-3", *args[1:]]
+    result = run_cli(*sweep, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    (sweep_dir,) = (tmp_path / "out" / "sweeps").iterdir()
+    records = [json.loads(p.read_text()) for p in sweep_dir.glob("*/run.json")]
+    assert len(records) == 4
+    assert all(r["status"] == "completed" for r in records)
+    assert {(r["model"]["d_model"], r["lr"]) for r in records} == {
+        (64, 1e-3), (64, 3e-3), (128, 1e-3), (128, 3e-3)
+    }  # fmt: skip
+    wandb_runs = [wandb_run_group(p) for p in sweep_dir.glob("*/wandb/offline-run-*")]
+    assert len(wandb_runs) == 4
+    assert {run_id for run_id, _ in wandb_runs} == {r["run_id"] for r in records}
+    assert {group for _, group in wandb_runs} == {sweep_dir.name}
+
+    # The same command again finds the same directories and skips every completed job.
+    again = run_cli(*sweep, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (again.stdout + again.stderr).count("is completed: skipping") == 4
+    assert len(list(sweep_dir.glob("*/wandb/offline-run-*"))) == 4
+
+
+class CrashAt(pl.Callback):
+    """Kills training after a given step, as a pre-empted or crashed job would be."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"simulated crash at step {self.step}")
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
+    straight = train(compose_train(*TINY, output_dir=tmp_path / "straight"))
+
+    crash = [*TINY, f"+callbacks.crash._target_={__name__}.CrashAt", "+callbacks.crash.step=5"]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(compose_train(*crash, output_dir=tmp_path / "resumed"))
+    crashed = json.loads((tmp_path / "resumed" / "run.json").read_text())
+    assert crashed["status"] == "failed" and "simulated crash" in crashed["error"]
+    checkpoint = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 3  # the last checkpoint before the crash
+
+    resumed = train(compose_train(*TINY, output_dir=tmp_path / "resumed"))
+    assert resumed["status"] == "completed" and resumed["attempts"] == 2
+    assert resumed["steps"] == straight["steps"] == 6
+    assert resumed["tokens"] == straight["tokens"]
+    # Same data position, optimizer and schedule state: the curves agree step by step.
+    a, b = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [str(s) for s in range(1, 7)]
+    for row_a, row_b in zip(a, b, strict=True):
+        assert float(row_a["train/loss"]) == pytest.approx(float(row_b["train/loss"]), abs=1e-5)
+        assert row_a["lr"] == row_b["lr"]
+    assert resumed["val_loss"] == pytest.approx(straight["val_loss"], abs=1e-5)
+
+    # A completed job is skipped, not retrained.
+    assert train(compose_train(*TINY, output_dir=tmp_path / "resumed"))["attempts"] == 2
+
+
+def test_seed_zero_is_honoured_and_seeds_do_not_leak(tmp_path: Path) -> None:
+    first = train(compose_train(*TINY, "seed=0", output_dir=tmp_path / "a"))
+    train(compose_train(*TINY, "seed=1", output_dir=tmp_path / "b"))
+    again = train(compose_train(*TINY, "seed=0", output_dir=tmp_path / "c"))
+    assert first["seed"] == again["seed"] == 0
+    assert first["train_loss"] == pytest.approx(again["train_loss"], abs=1e-6)
+
+
+def make_shard(path: Path, magic: int = 20240520, truncate: int = 0) -> Path:
+    write_shard(path, torch.randint(0, 256, (50_000,)).numpy().astype("uint16"))
+    if magic != 20240520:
+        raw = bytearray(path.read_bytes())
+        raw[:4] = magic.to_bytes(4, "little")
+        path.write_bytes(bytes(raw))
+    if truncate:
+        path.write_bytes(path.read_bytes()[:-truncate])
+    return path
+
+
+BAD_INPUTS = {
+    "heads": (["model.d_model=100", "model.n_heads=3"], "model.d_model=100 is not divisible"),
+    "lr": (["optimizer.lr=0"], "optimizer.lr must be a positive number"),
+    "batch": (["data.batch_size=-4"], "data.batch_size must be a positive number"),
+    "steps": (["trainer.max_steps=0"], "trainer.max_steps must be a positive number"),
+    "budget": (["budget.tokens=-1e6"], "budget.tokens must be a positive number"),
+    "tiny_budget": (["budget.flops=10"], "budget.flops=10 is less than one step"),
+    "seq_len": (["model.max_seq_len=16"], "data.seq_len=32 exceeds model.max_seq_len=16"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_input_fails_before_training(name: str, tmp_path: Path) -> None:
+    overrides, message = BAD_INPUTS[name]
+    with pytest.raises(ConfigError, match=message):
+        train(compose_train(*TINY, *overrides, output_dir=tmp_path / "run"))
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_bad_data_fails_before_training(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "small").mkdir()
+    (tmp_path / "small" / "a.txt").write_text("x" * 2100)  # validation takes 2048 of it
+    cases = {
+        "missing": (["data=text", "data.path=/no/such/dir"], "/no/such/dir"),
+        "empty": (["data=text", f"data.path={tmp_path / 'empty'}"], "empty"),
+        "small": (["data=text", f"data.path={tmp_path / 'small'}"], "batch"),
+        "magic": (["data=shards", f"data.path={make_shard(tmp_path / 'm.bin', magic=7)}"], "magic"),
+        "truncated": (["data=shards", f"data.path={make_shard(tmp_path / 't.bin', truncate=10)}"], "t.bin"),
+    }  # fmt: skip
+    for name, (overrides, message) in cases.items():
+        out = tmp_path / f"run_{name}"
+        with pytest.raises(ConfigError, match=message):
+            train(compose_train(*TINY_TRAINING, *overrides, "data.val_tokens=2048", output_dir=out))
+        assert not (out / "run.json").exists(), name
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["model.n_heads=3"], "model.d_model=64 is not divisible by model.n_heads=3"),
+        (["optimizer.lrr=1"], "Could not override 'optimizer.lrr'"),
+        (["model=gpt_nonexistent"], "Could not find 'model/gpt_nonexistent'"),
+    ],
+)
+def test_cli_reports_bad_input_in_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    result = run_cli(*TINY, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "run.json").exists()
