@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -36,8 +37,12 @@ def resample_indices(
 
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """The central `level` percentile interval of bootstrap samples (NaNs ignored)."""
+    samples = np.asarray(samples, dtype=float)
+    samples = samples[~np.isnan(samples)]
+    if samples.size == 0:
+        return math.nan, math.nan
     tail = 50.0 * (1.0 - level)
-    lo, hi = np.nanpercentile(np.asarray(samples, dtype=float), [tail, 100.0 - tail])
+    lo, hi = np.percentile(samples, [tail, 100.0 - tail])
     return float(lo), float(hi)
 
 

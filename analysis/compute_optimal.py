@@ -86,7 +86,8 @@ def fit_isoflop(
     the power-law fits. Intervals: bootstrap over runs within each budget; the per-budget N_opt
     intervals come from the same resamples.
     params and derived: k_N, a, k_D, b. objective: sum of squared log10 residuals of the N_opt law.
-    extras["budgets"]: per budget {C, N, loss, coef, N_opt, N_opt_ci95, D_opt, loss_opt, in_range}.
+    extras["budgets"]: per budget {C, N, loss, coef, N_opt, N_opt_ci95 (None without bootstrap),
+    D_opt, loss_opt, in_range}.
     """
     C = _positive_1d("C", C)
     N = _positive_1d("N", N)
@@ -147,7 +148,7 @@ def fit_isoflop(
                 "loss": loss[member].tolist(),
                 "coef": [float(c) for c in p["coef"]],
                 "N_opt": float(p["N_opt"]),
-                "N_opt_ci95": list(ci95.pop(f"N_opt[{k}]", (np.nan, np.nan))),
+                "N_opt_ci95": list(ci95.pop(f"N_opt[{k}]")) if n_ok else None,
                 "D_opt": float(p["D_opt"]),
                 "loss_opt": float(p["loss_opt"]),
                 "in_range": p["in_range"],
