@@ -35,7 +35,7 @@ from scalinglab.data.corpus import (
     prepare_corpus,
     resolve_files,
 )
-from scalinglab.data.shards import read_shard
+from scalinglab.data.shards import MAX_VOCAB, read_shard
 from scalinglab.data.synthetic import MarkovChain
 from scalinglab.data.tokenizer import Tokenizer, check_tokenizer_config
 from scalinglab.errors import ConfigError
@@ -530,6 +530,8 @@ class SyntheticDataModule(TokenDataModule):
         **common,
     ) -> None:
         super().__init__(**common)
+        if not 2 <= vocab_size <= MAX_VOCAB:
+            raise ConfigError(f"data.vocab_size={vocab_size} must lie in [2, {MAX_VOCAB}]")
         if not 2 <= n_next <= vocab_size:
             raise ConfigError(f"data.n_next={n_next} must lie in [2, data.vocab_size={vocab_size}]")
         if n_train_tokens <= 0:

@@ -43,7 +43,8 @@ class MarkovChain:
         equations = self.transition_matrix().T - np.eye(self.vocab_size)
         equations[-1] = 1
         pi = np.linalg.solve(equations, np.eye(self.vocab_size)[-1])
-        return np.clip(pi, 0, None) / np.clip(pi, 0, None).sum()
+        pi = np.clip(pi, 0, None)  # rounding can leave tiny negatives
+        return pi / pi.sum()
 
     def entropy_rate(self) -> float:
         """H(X_{t+1} | X_t) in nats with X_t stationary."""

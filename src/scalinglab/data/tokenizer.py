@@ -20,9 +20,7 @@ EOT = "<|endoftext|>"
 class ByteTokenizer:
     """Each byte is a token: vocab 256, exactly one byte per token, no document separator."""
 
-    name = "bytes"
     vocab_size = 256
-    eot: int | None = None
 
     def encode(self, documents: list[bytes]) -> list[np.ndarray]:
         return [np.frombuffer(document, dtype=np.uint8).astype(np.uint16) for document in documents]
@@ -35,7 +33,6 @@ class BPETokenizer:
     """Byte-level BPE from the `tokenizers` library, trained on local text; id 0 is <|endoftext|>,
     which starts every document."""
 
-    name = "bpe"
     eot = 0
 
     def __init__(self, tokenizer) -> None:
@@ -81,8 +78,6 @@ class BPETokenizer:
 
 class GPT2Tokenizer:
     """GPT-2's BPE via tiktoken (vocab 50257); <|endoftext|> starts every document, as in llm.c."""
-
-    name = "gpt2"
 
     def __init__(self) -> None:
         try:
