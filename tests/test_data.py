@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -133,6 +134,16 @@ def test_shards_read_as_one_sequence(tmp_path):
     # A window across the boundary between shards 0 and 1 reads from both.
     sequence = TokenSequence([read_shard(f) for f in sorted(directory.glob("*.bin"))])
     np.testing.assert_array_equal(sequence.read(19_990, 30), np.arange(19_990, 20_020))
+
+
+def test_shards_pickle_as_file_names(tmp_path):
+    directory = shard_corpus(tmp_path / "shards")
+    sequence = TokenSequence([read_shard(f) for f in sorted(directory.glob("*.bin"))])
+    pickled = pickle.dumps(sequence.span(100, 40_000))
+    assert len(pickled) < 2000  # not 45_000 tokens
+    copy = pickle.loads(pickled)
+    assert all(isinstance(part, np.memmap) for part in copy.parts)
+    np.testing.assert_array_equal(copy.read(19_000, 2000), np.arange(19_100, 21_100))
 
 
 def test_shards_vocab_size_comes_from_config_meta_or_tokenizer(tmp_path):
@@ -321,6 +332,7 @@ def test_workers_do_not_duplicate_batches():
     assert same(stream(dm, 6), expected)
 
 
+@pytest.mark.filterwarnings("ignore:You passed in a `val_dataloader` but have no `validation_step`")
 def test_resume_through_lightning_sees_the_uninterrupted_batches(tmp_path):
     """A tiny LightningModule (not the project's model) records each training batch; a run stopped
     after 3 steps and resumed from its checkpoint sees the same 6 batches as one run of 6."""

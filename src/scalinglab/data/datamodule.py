@@ -57,6 +57,24 @@ class TokenSequence:
     def __len__(self) -> int:
         return self.stop - self.start
 
+    def __getstate__(self) -> dict:
+        # Memory-mapped shards go to spawned DataLoader workers as file names, not token copies.
+        state = self.__dict__.copy()
+        state["parts"] = [
+            (part.filename, part.offset, part.shape) if isinstance(part, np.memmap) else part
+            for part in self.parts
+        ]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["parts"] = [
+            np.memmap(part[0], dtype="<u2", mode="r", offset=part[1], shape=part[2])
+            if isinstance(part, tuple)
+            else part
+            for part in state["parts"]
+        ]
+        self.__dict__.update(state)
+
     def span(self, start: int, stop: int) -> TokenSequence:
         return TokenSequence(self.parts, self.start + start, self.start + stop)
 
