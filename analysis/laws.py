@@ -113,7 +113,8 @@ def _power_jacobian(theta: np.ndarray, logx: np.ndarray, logy: np.ndarray, offse
 def _power_grid_start(logx, logy, offset: bool, alpha_lo: float, alpha_hi: float) -> np.ndarray:
     """Best (E, log A, alpha) over a grid of alpha, with (E, A) >= 0 solved exactly for each alpha
     by least squares on relative residuals (the model is linear in E and A once alpha is fixed)."""
-    alphas = np.linspace(max(alpha_lo, 1e-3), min(alpha_hi, 5.0), 200)
+    alpha_lo = max(alpha_lo, 1e-3)
+    alphas = np.linspace(alpha_lo, min(alpha_hi, alpha_lo + 5.0), 200)
     x_ref = logx.mean()  # columns on (x / x_ref)^-alpha keep the solves well conditioned
     col_a = np.exp(-np.outer(logx - x_ref, alphas) - logy[:, None])  # n x k, already / y
     col_e = np.exp(-logy)
@@ -244,7 +245,7 @@ def fit_power_law(
 # Chinchilla Approach 3: Huber loss on log residuals of the log-sum-exp form
 #   log L_hat = LSE(a - alpha log N, b - beta log D, e),  A = e^a, B = e^b, E = e^e.
 # Internally log N and log D are centred on their means (a_c = a - alpha mean(log N)), which
-# decorrelates a from alpha and b from beta, so L-BFGS needs far fewer iterations.
+# decorrelates a from alpha and b from beta, so the quasi-Newton polish needs far fewer steps.
 
 DEFAULT_EXPONENT_GRID = np.linspace(0.02, 2.0, 45)
 

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 @dataclass
 class FitResult:
@@ -39,15 +41,13 @@ class FitResult:
         isoflop, envelope: predict(C) -> {"N_opt", "D_opt"}; hparams: predict(C) -> {"lr",
         "batch_size"}. C in FLOPs, N in parameters, D in tokens.
         """
-        import numpy as np
+        from scalinglab.analysis.laws import chinchilla_loss, power_law  # laws imports this module
 
         p = self.params
         if self.law == "power":
-            (x,) = inputs
-            return p.get("E", 0.0) + p["A"] * np.asarray(x, dtype=float) ** (-p["alpha"])
+            return power_law(*inputs, p.get("E", 0.0), p["A"], p["alpha"])
         if self.law == "chinchilla":
-            N, D = (np.asarray(v, dtype=float) for v in inputs)
-            return p["E"] + p["A"] * N ** (-p["alpha"]) + p["B"] * D ** (-p["beta"])
+            return chinchilla_loss(*inputs, **p)
         (C,) = inputs
         C = np.asarray(C, dtype=float)
         if self.law in ("isoflop", "envelope"):
