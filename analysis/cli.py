@@ -42,6 +42,7 @@ from scalinglab.analysis.plots import (
     save,
 )
 from scalinglab.analysis.report import Section, fit_table, format_fit, write_report
+from scalinglab.analysis.result import FitResult
 
 # The metrics.csv column that matches each run-level loss, for the training-curve envelope.
 CURVE_LOSS = {"val_loss": "val/loss", "best_val_loss": "val/loss", "train_loss": "train/loss"}
@@ -63,6 +64,8 @@ class Study:
 
 
 def load_study(args: argparse.Namespace) -> Study:
+    """The completed runs under args.paths (or the rows of args.csv), with `loss` and `budget`,
+    and summary lines: counts, what was left out and why, ranges."""
     if args.csv:
         given = {
             "n_params": args.n_col,
@@ -118,7 +121,7 @@ def _fit_options(study: Study) -> dict:
     return {"n_bootstrap": study.args.bootstrap, "seed": study.args.seed}
 
 
-def _allocations(fit, budgets: Sequence[float]) -> pd.DataFrame:
+def _allocations(fit: FitResult, budgets: Sequence[float]) -> pd.DataFrame:
     """Compute-optimal N, D at each decade of compute from the data's range to one beyond."""
     lo, hi = np.log10(np.min(budgets)), np.log10(np.max(budgets))
     compute = 10.0 ** np.arange(np.round(lo), np.round(hi) + 2)
@@ -180,8 +183,8 @@ def analyse_isoflop(study: Study) -> Section:
     )
     budgets = [b["C"] for b in fit.extras["budgets"]]
     return Section(
-        description=f"A parabola in log10 N per compute budget ({len(budgets)} budgets, {len(rows)} runs), "
-        "then N_opt = k_N C^a and D_opt = k_D C^b through the minima.",
+        description=f"A parabola in log10 N per compute budget ({len(budgets)} budgets, "
+        f"{len(rows)} runs), then N_opt = k_N C^a and D_opt = k_D C^b through the minima.",
         fit=fit,
         figures={"isoflop": plot_isoflop(fit), "frontier_isoflop": plot_frontier(fit, budgets)},
         tables={"Compute-optimal allocation": _allocations(fit, budgets)},
@@ -209,8 +212,8 @@ def analyse_envelope(study: Study) -> Section:
     )
     used = [p["C"] for p in fit.extras["envelope"] if p["in_range"]]
     return Section(
-        description=f"The lowest {loss} at each FLOP count over {curves['run_id'].nunique()} training curves, "
-        "and the model size reaching it: N_opt = k_N C^a.",
+        description=f"The lowest {loss} at each FLOP count over {curves['run_id'].nunique()} "
+        "training curves, and the model size reaching it: N_opt = k_N C^a.",
         fit=fit,
         figures={
             "curves": plot_curves(curves, x="flops", loss=loss, fit=fit),
@@ -228,8 +231,9 @@ def analyse_hparams(study: Study) -> Section:
         rows["budget"], rows["lr"], rows["batch_size"], rows["loss"], **_fit_options(study)
     )
     return Section(
-        description=f"Per budget, the runs within {fit.extras['tolerance']:.0%} of the best loss; their "
-        f"centre is the optimum. lr_opt = k_lr C^e_lr, batch_opt = k_bs C^e_bs ({len(rows)} runs).",
+        description=f"Per budget, the runs within {fit.extras['tolerance']:.0%} of the best loss; "
+        "their centre is the optimum. lr_opt = k_lr C^e_lr, batch_opt = k_bs C^e_bs "
+        f"({len(rows)} runs).",
         fit=fit,
         figures={"hparams": plot_hparams(fit)},
     )
@@ -340,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     fitting = common.add_argument_group("fitting and output")
     fitting.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")
     fitting.add_argument("--seed", type=int, default=0)
-    fitting.add_argument("--json", help="write the fit as JSON to this file")
+    fitting.add_argument("--json", help="write the fit (report: every fit, by title) as JSON")
     fitting.add_argument("--plot", help="write the figures (PNG and SVG) to this directory")
     fitting.add_argument(
         "--wandb", action="store_true", help="log fits and figures to a W&B run (job_type analysis)"
@@ -384,9 +388,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 print(f"== {section.title} == skipped: {section.skipped}")
         fitted = [s for s in sections if s.fit is not None]
-        if args.json and args.command != "report":
+        if args.json:
+            # One fit: its FitResult.to_dict(); report: {section title: to_dict()}.
+            fits = {s.title: s.fit.to_dict() for s in fitted}
+            document = fits if args.command == "report" else next(iter(fits.values()))
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(fitted[0].fit.to_dict(), indent=2) + "\n")
+            Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
         if args.plot:
             for name, figure in (item for s in fitted for item in s.figures.items()):
                 save(figure, args.plot, name)

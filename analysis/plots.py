@@ -16,8 +16,8 @@ from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, LogNorm, Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
-from scalinglab.analysis.laws import chinchilla_loss, compute_optimal_allocation, power_law
+from matplotlib.ticker import LogFormatter, LogLocator, NullFormatter
+from scalinglab.analysis.laws import compute_optimal_allocation
 from scalinglab.analysis.result import FitResult
 
 AXIS_LABELS = {
@@ -29,6 +29,7 @@ AXIS_LABELS = {
     "lr": "peak learning rate",
     "batch_size": "batch size (sequences)",
 }
+SYMBOLS = {"n_params": "N", "tokens": "D", "flops": "C"}
 COLORMAP = "viridis"
 
 
@@ -108,8 +109,11 @@ def plot_loss(
         cmap = _colour_scale(fig, ax, norm, AXIS_LABELS["tokens"])
         ax.scatter(x, loss, color=cmap(norm(tokens)), zorder=3, label="runs")
     if fit is not None and fit.law == "power":
-        label = f"E + A·x^-alpha: {_with_ci(fit, 'alpha')}, {_with_ci(fit, 'E')}"
-        ax.plot(curve_x, power_law(curve_x, **fit.params), color="C3", label=label)
+        symbol = SYMBOLS.get(x_name, "x")
+        label = f"fit L = E + A·{symbol}^-alpha\n" + ", ".join(
+            _with_ci(fit, k) for k in ("alpha", "E") if k in fit.params
+        )
+        ax.plot(curve_x, fit.predict(curve_x), color="C3", label=label)
         if fit.params.get("E", 0) > 0:
             ax.axhline(fit.params["E"], color="C3", ls=":", lw=1, label="irreducible loss E")
     elif fit is not None and fit.law == "chinchilla":
@@ -118,7 +122,7 @@ def plot_loss(
         for level in np.geomspace(np.nanmin(tokens), np.nanmax(tokens), 4):
             ax.plot(
                 curve_x,
-                chinchilla_loss(curve_x, level, **fit.params),
+                fit.predict(curve_x, level),
                 color=cmap(norm(level)),
                 label=f"fit at D = {level:.2g}",
             )
@@ -134,7 +138,8 @@ def plot_loss(
 def plot_isoflop(fit: FitResult) -> Figure:
     """IsoFLOP profiles: loss against N at each compute budget, the parabola fitted in log10 N,
     and its minimum N_opt with its 95% interval. A minimum outside the sizes trained at that
-    budget is drawn hollow and labelled: the parabola is extrapolating there."""
+    budget is drawn hollow and labelled (the parabola is extrapolating there); a budget with
+    no minimum (too few sizes, or a parabola opening downward) shows its points only."""
     budgets = fit.extras["budgets"]
     fig, ax = _figure("IsoFLOP profiles")
     ax.set(xscale="log", xlabel=AXIS_LABELS["n_params"], ylabel=AXIS_LABELS["loss"])
@@ -144,6 +149,8 @@ def plot_isoflop(fit: FitResult) -> Figure:
         color = cmap(norm(budget["C"]))
         n_params = np.asarray(budget["N"], float)
         ax.scatter(n_params, budget["loss"], color=color, zorder=3)
+        if not np.isfinite(budget["N_opt"]):  # < 3 sizes, or a parabola opening downward
+            continue
         curve_n = _span(np.append(n_params, budget["N_opt"]), 0.1, 0.1)
         ax.plot(
             curve_n,
@@ -151,11 +158,10 @@ def plot_isoflop(fit: FitResult) -> Figure:
             color=color,
             ls="-" if budget["in_range"] else "--",
         )
-        xerr = _error_bar(budget["N_opt"], budget.get("N_opt_ci95"))
         ax.errorbar(
             budget["N_opt"],
             budget["loss_opt"],
-            xerr=xerr,
+            xerr=_error_bar(budget["N_opt"], budget.get("N_opt_ci95")),
             color=color,
             zorder=4,
             marker="*",
@@ -244,6 +250,10 @@ def plot_hparams(fit: FitResult) -> Figure:
     cmap = _colour_scale(fig, axes.tolist(), norm, "loss above the budget's best (nats/token)")
     for ax, budget, budget_excess in zip(axes, budgets, excess, strict=False):
         ax.set(xscale="log", yscale="log", title=f"C = {budget['C']:.2g} FLOPs")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter("{x:g}")
+            axis.set_minor_formatter(NullFormatter())
         ax.scatter(budget["lr"], budget["batch_size"], c=cmap(norm(budget_excess)), s=60)
         best = int(np.argmin(budget["loss"]))
         ax.plot(
@@ -263,9 +273,16 @@ def plot_hparams(fit: FitResult) -> Figure:
             ms=10,
             label=f"band centre ({fit.extras.get('tolerance', 0):.0%} of best)",
         )
-        predicted_lr = fit.params["k_lr"] * budget["C"] ** fit.params["e_lr"]
-        predicted_batch = fit.params["k_bs"] * budget["C"] ** fit.params["e_bs"]
-        ax.plot(predicted_lr, predicted_batch, "+", color="C1", ms=14, mew=2, label="fitted law")
+        predicted = fit.predict(budget["C"])
+        ax.plot(
+            predicted["lr"],
+            predicted["batch_size"],
+            "+",
+            color="C1",
+            ms=14,
+            mew=2,
+            label="fitted law",
+        )
         if not budget["in_range"]:
             ax.set_title(ax.get_title() + " (best on grid edge)", color="C3")
     for ax in axes[len(budgets) :]:
@@ -274,7 +291,7 @@ def plot_hparams(fit: FitResult) -> Figure:
         ax.set_xlabel(AXIS_LABELS["lr"])
     for ax in axes[::n_cols]:
         ax.set_ylabel(AXIS_LABELS["batch_size"])
-    axes[0].legend(fontsize=7)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
     fig.suptitle(
         f"Learning rate x batch size: lr_opt ∝ C^{fit.params['e_lr']:.2f}, "
         f"batch_opt ∝ C^{fit.params['e_bs']:.2f}"
@@ -300,8 +317,14 @@ def plot_curves(
         ax.plot(run[x], run[loss], color=cmap(norm(run["n_params"].iloc[0])), lw=1, alpha=0.8)
     envelope = [p for p in (fit.extras.get("envelope", []) if fit else []) if p["in_range"]]
     if envelope:
-        ax.scatter([p["C"] for p in envelope], [p["loss"] for p in envelope], color="C3", s=10,
-                   zorder=3, label="envelope: lowest loss per FLOP bin")
+        ax.scatter(
+            [p["C"] for p in envelope],
+            [p["loss"] for p in envelope],
+            color="C3",
+            s=10,
+            zorder=3,
+            label="envelope: lowest loss per FLOP bin",
+        )
         ax.legend(fontsize=8)
     return fig
 

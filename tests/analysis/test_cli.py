@@ -115,8 +115,11 @@ def test_hparams(hparam_sweep: Path, tmp_path: Path) -> None:
 
 def test_report_links_existing_figures(isoflop_sweep: Path, tmp_path: Path) -> None:
     out = tmp_path / "out" / "report.md"
-    assert main(["report", str(isoflop_sweep), *FAST, "--out", str(out)]) == 0
+    fits = tmp_path / "fits.json"
+    assert main(["report", str(isoflop_sweep), *FAST, "--out", str(out), "--json", str(fits)]) == 0
     text = out.read_text()
+    laws = {title: fit["law"] for title, fit in json.loads(fits.read_text()).items()}
+    assert sorted(laws.values()) == ["chinchilla", "envelope", "isoflop", "power", "power"]
     for title in ["Power law L(N)", "Chinchilla", "IsoFLOP", "envelope"]:
         assert title in text
     assert "2 runs left out: 1 failed, 1 running" in text
