@@ -46,6 +46,13 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float
     return float(lo), float(hi)
 
 
+def skipped_note(n_ok: int, n_bootstrap: int) -> str:
+    """A message fragment when some resamples could not be fitted ("" when all were)."""
+    if n_ok == n_bootstrap:
+        return ""
+    return f"; {n_bootstrap - n_ok} of {n_bootstrap} bootstrap resamples could not be fitted"
+
+
 def bootstrap_intervals(
     fit_resample: Callable[[np.ndarray], Mapping[str, float] | None],
     n: int,

@@ -8,7 +8,7 @@ losses in nats per token.
 from __future__ import annotations
 
 import numpy as np
-from scalinglab.analysis.bootstrap import bootstrap_intervals
+from scalinglab.analysis.bootstrap import bootstrap_intervals, skipped_note
 from scalinglab.analysis.laws import _enough_points, _positive_1d, _same_length
 from scalinglab.analysis.result import FitResult
 
@@ -154,7 +154,7 @@ def fit_isoflop(
                 "in_range": p["in_range"],
             }
         )
-    message = f"{len(used)} of {n_budgets} budgets used"
+    message = f"{len(used)} of {n_budgets} budgets used" + skipped_note(n_ok, n_bootstrap)
     if flagged:
         message += (
             f"; flagged (minimum outside the sampled range or no minimum), left out: "
@@ -258,7 +258,8 @@ def fit_envelope(
         n_points=int(inside.sum()),
         converged=True,
         message=f"{int(inside.sum())} of {len(c)} envelope points used; "
-        f"{int((~inside).sum())} won by the smallest or largest model left out",
+        f"{int((~inside).sum())} won by the smallest or largest model left out"
+        + skipped_note(n_ok, n_bootstrap),
         objective=objective,
         extras={"envelope": envelope, "n_bootstrap": n_bootstrap, "n_bootstrap_ok": n_ok},
     )

@@ -7,7 +7,7 @@ Units: C in FLOPs, lr dimensionless (peak learning rate), batch_size in sequence
 from __future__ import annotations
 
 import numpy as np
-from scalinglab.analysis.bootstrap import bootstrap_intervals
+from scalinglab.analysis.bootstrap import bootstrap_intervals, skipped_note
 from scalinglab.analysis.compute_optimal import budget_labels, loglog_fit
 from scalinglab.analysis.laws import _positive_1d, _same_length
 from scalinglab.analysis.result import FitResult
@@ -104,7 +104,7 @@ def fit_hparams(
             loss=loss[member].tolist(),
         )
     flagged = [r["C"] for r in rows if not r["in_range"]]
-    message = f"{len(rows)} budgets"
+    message = f"{len(rows)} budgets" + skipped_note(n_ok, n_bootstrap)
     if flagged:
         message += (
             f"; best run on the edge of the lr or batch-size grid (optimum may lie "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scalinglab.analysis.bootstrap import bootstrap_intervals
+from scalinglab.analysis.bootstrap import bootstrap_intervals, skipped_note
 from scalinglab.analysis.result import FitResult
 from scipy.optimize import least_squares, minimize
 
@@ -226,7 +226,8 @@ def fit_power_law(
     def fit_resample(idx: np.ndarray) -> dict[str, float] | None:
         if np.unique(x[idx]).size < 2:
             return None
-        return as_params(solve(fit.x, logx[idx], logy[idx]).x)
+        refit = solve(fit.x, logx[idx], logy[idx])
+        return as_params(refit.x) if refit.success else None
 
     ci95, n_ok = bootstrap_intervals(fit_resample, n, n_bootstrap=n_bootstrap, seed=seed)
     return FitResult(
@@ -235,7 +236,7 @@ def fit_power_law(
         ci95=ci95,
         n_points=n,
         converged=bool(fit.success),
-        message=str(fit.message),
+        message=str(fit.message) + skipped_note(n_ok, n_bootstrap),
         objective=float(2.0 * fit.cost),
         extras={"offset": offset, "n_bootstrap": n_bootstrap, "n_bootstrap_ok": n_ok},
     )
@@ -443,13 +444,14 @@ def fit_chinchilla(
         if np.unique(N[idx]).size < 2 or np.unique(D[idx]).size < 2:
             return None
         args = (logN_c[idx], logD_c[idx], logL[idx], delta, exponent_bounds, max_iter)
-        return as_values(min((_polish(w, *args) for w in warm), key=lambda f: f.fun).x)
+        refit = min((_polish(w, *args) for w in warm), key=lambda f: f.fun)
+        return as_values(refit.x) if refit.success else None
 
     ci95, n_ok = bootstrap_intervals(fit_resample, n, n_bootstrap=n_bootstrap, seed=seed)
     values = as_values(best.x)
     params = {k: values[k] for k in ("E", "A", "B", "alpha", "beta")}
     derived = {k: values[k] for k in ("a", "b", "G")}
-    message = str(best.message)
+    message = str(best.message) + skipped_note(n_ok, n_bootstrap)
     on_bound = [
         k
         for k, v in (("alpha", values["alpha"]), ("beta", values["beta"]))

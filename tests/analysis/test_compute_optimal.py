@@ -206,3 +206,12 @@ def test_envelope_rejects_bad_input(mutate, match):
     flops, loss, n_params, _ = training_curves(seed=2, n_sizes=5, steps=10)
     with pytest.raises(ValueError, match=match):
         fit_envelope(*mutate(flops, loss, n_params), n_bootstrap=0)
+
+
+def test_envelope_reports_resamples_it_could_not_fit():
+    # Four sizes: a resample of curves often keeps fewer than two interior sizes.
+    flops, loss, n_params, _ = training_curves(seed=3, n_sizes=4)
+    fit = fit_envelope(flops, loss, n_params, n_bootstrap=50, seed=0)
+    assert 0 < fit.extras["n_bootstrap_ok"] < 50
+    skipped = 50 - fit.extras["n_bootstrap_ok"]
+    assert f"{skipped} of 50 bootstrap resamples could not be fitted" in fit.message
