@@ -1,10 +1,10 @@
 """`scaling-fit`: fit scaling laws to run directories or a table, print them, save JSON and
 figures, write a Markdown report, optionally log everything to W&B.
 
-    scaling-fit power multirun/ladder --x flops --json fit.json --plot figures/
-    scaling-fit chinchilla --csv hoffmann.csv --n-col params --d-col tokens --loss-col loss
-    scaling-fit isoflop multirun/isoflop --plot figures/
-    scaling-fit report multirun/ --out analysis/report.md
+    scaling-fit power outputs/sweeps/ladder --x flops --json fit.json --plot figures/
+    scaling-fit chinchilla --csv points.csv --n-col params --d-col tokens --loss-col loss
+    scaling-fit isoflop outputs/sweeps/isoflop --plot figures/ --bootstrap 500
+    scaling-fit report outputs/sweeps/ --out analysis/report.md --wandb
 
 Bad input (no runs, a missing column, too few points) ends with one line on stderr, exit code 2.
 """
@@ -271,6 +271,17 @@ def run_report(study: Study) -> list[Section]:
     return sections
 
 
+def _strict_json(value: object) -> object:
+    """NaN and infinities as null: JSON has no such numbers and strict parsers (jq) reject them."""
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(item) for item in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def _pixels(figure: Figure) -> np.ndarray:
     """The figure rendered to RGBA pixels: wandb.Image(figure) itself needs pyplot's state."""
     canvas = FigureCanvasAgg(figure)
@@ -351,7 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fitting.add_argument("--wandb-project", default="scalinglab")
 
-    parser = argparse.ArgumentParser(prog="scaling-fit", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="scaling-fit",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     power = commands.add_parser(
         "power", parents=[common], help="L(x) = E + A x^-alpha through the best loss at each x"
@@ -393,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fits = {s.title: s.fit.to_dict() for s in fitted}
             document = fits if args.command == "report" else next(iter(fits.values()))
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+            Path(args.json).write_text(json.dumps(_strict_json(document), indent=2) + "\n")
         if args.plot:
             for name, figure in (item for s in fitted for item in s.figures.items()):
                 save(figure, args.plot, name)

@@ -6,8 +6,10 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
-from fake_runs import HPARAM_TRUTH, TRUTH
+from fake_runs import HPARAM_TRUTH, LADDER_SIZES, TOKENS_PER_PARAM, TRUTH, chinchilla_loss
 from scalinglab.analysis.cli import main
 from scalinglab.analysis.load import completed, load_runs
 
@@ -17,7 +19,11 @@ FAST = ["--bootstrap", "8"]
 def fit_json(tmp_path: Path, argv: list[str]) -> dict:
     out = tmp_path / "fit.json"
     assert main([*argv, *FAST, "--json", str(out)]) == 0
-    return json.loads(out.read_text())
+
+    def no_nan(word: str) -> None:
+        raise AssertionError(f"{word} is not JSON")
+
+    return json.loads(out.read_text(), parse_constant=no_nan)
 
 
 def assert_figures(directory: Path, names: list[str]) -> None:
@@ -38,6 +44,18 @@ def test_power_in_params_and_compute(ladder_sweep: Path, tmp_path: Path) -> None
 
     fit = fit_json(tmp_path, ["power", str(ladder_sweep), "--x", "flops"])
     assert fit["params"]["alpha"] == pytest.approx(TRUTH["alpha"] / 2, abs=0.01)
+
+
+def test_power_in_compute_from_a_table(tmp_path: Path) -> None:
+    # A published-style (C, loss) table: L = E + A' C^-alpha/2 along the ladder (C = 120 N^2).
+    table = tmp_path / "compute.csv"
+    n_params = np.array(LADDER_SIZES)
+    loss = chinchilla_loss(n_params, TOKENS_PER_PARAM * n_params)
+    pd.DataFrame({"compute": 6 * TOKENS_PER_PARAM * n_params**2, "L": loss}).to_csv(table)
+    argv = ["power", "--csv", str(table), "--c-col", "compute", "--loss-col", "L", "--x", "flops"]
+    fit = fit_json(tmp_path, argv)
+    assert fit["params"]["alpha"] == pytest.approx(TRUTH["alpha"] / 2, rel=1e-3)
+    assert fit["params"]["E"] == pytest.approx(TRUTH["E"], rel=1e-3)
 
 
 def test_chinchilla_from_runs(isoflop_sweep: Path, tmp_path: Path, capsys) -> None:
