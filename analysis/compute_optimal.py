@@ -13,9 +13,14 @@ from scalinglab.analysis.laws import _enough_points, _positive_1d, _same_length
 from scalinglab.analysis.result import FitResult
 
 
-def budget_labels(C: np.ndarray) -> np.ndarray:
-    """Budget index per run: runs whose C agree to 0.1% (float noise in 6 N D) share a budget."""
-    return np.unique(np.round(np.log10(C), 3), return_inverse=True)[1]
+def budget_labels(C: np.ndarray, rtol: float = 1e-3) -> np.ndarray:
+    """Budget index per run, 0 for the smallest: runs whose sorted C values step by less than
+    `rtol` (relative) share a budget, so float noise in 6 N D does not split one."""
+    order = np.argsort(C)
+    new_budget = np.r_[True, np.diff(np.log(C[order])) > np.log1p(rtol)]
+    labels = np.empty(len(C), dtype=int)
+    labels[order] = np.cumsum(new_budget) - 1
+    return labels
 
 
 def loglog_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:

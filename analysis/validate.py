@@ -6,6 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from scalinglab.analysis.compute_optimal import budget_labels
+from scalinglab.analysis.laws import _positive_1d
 from scalinglab.analysis.result import FitResult
 
 # Per-budget optima each optimum law reports in extras, and the predict() key for each.
@@ -68,8 +70,8 @@ def leave_largest_out(
     n_out: int = 1,
     **kw: Any,
 ) -> dict[str, Any]:
-    """Refit without the rows at the `n_out` largest distinct values of arrays[key_index], then
-    report the relative error of the extrapolation on them.
+    """Refit without the rows at the `n_out` largest distinct values of arrays[key_index] (values
+    within 0.1% count as one), then report the relative error of the extrapolation on them.
 
     power (x, y) and chinchilla (N, D, loss): the held-out rows' targets are predicted from their
     inputs (key_index 0 holds out the largest x or N; 1 the largest D).
@@ -82,15 +84,17 @@ def leave_largest_out(
     arrays = tuple(np.asarray(a) for a in arrays)
     if not arrays or not 0 <= key_index < len(arrays):
         raise ValueError(f"key_index {key_index} does not name one of the {len(arrays)} arrays")
-    key = arrays[key_index].astype(float)
-    distinct = np.unique(key)
-    if not 1 <= n_out < distinct.size - 1:
+    key = _positive_1d(f"arrays[{key_index}]", arrays[key_index])
+    # Key values within 0.1% are one value (one IsoFLOP budget despite float noise in 6 N D).
+    labels = budget_labels(key)
+    n_distinct = labels.max() + 1
+    if not 1 <= n_out < n_distinct - 1:
         raise ValueError(
-            f"n_out must be in [1, {distinct.size - 2}] for {distinct.size} distinct "
-            f"key values, got {n_out}"
+            f"n_out must be in [1, {n_distinct - 2}] for {n_distinct} distinct key values, "
+            f"got {n_out}"
         )
-    threshold = distinct[-n_out]
-    held = key >= threshold
+    held = labels >= n_distinct - n_out
+    threshold = key[held].min()
     kw.setdefault("n_bootstrap", 0)
     train = fit_fn(*(a[~held] for a in arrays), **kw)
 

@@ -97,6 +97,15 @@ def test_isoflop_with_tokens_matches_6ND():
         assert with_tokens.derived[name] == pytest.approx(default.derived[name], rel=1e-6)
 
 
+def test_isoflop_groups_budgets_despite_float_noise_in_C():
+    C, N, loss = isoflop_data(seed=5)
+    noisy_C = C * (1 + 1e-5 * np.random.default_rng(0).standard_normal(len(C)))
+    fit = fit_isoflop(noisy_C, N, loss, n_bootstrap=0)
+    assert len(fit.extras["budgets"]) == len(BUDGETS)
+    assert fit.derived["a"] == pytest.approx(fit_isoflop(C, N, loss, n_bootstrap=0).derived["a"])
+    assert leave_largest_out(fit_isoflop, noisy_C, N, loss)["n_held_out"] == 9
+
+
 def test_isoflop_is_deterministic_for_a_seed():
     data = isoflop_data(seed=3)
     assert fit_isoflop(*data, n_bootstrap=30, seed=5) == fit_isoflop(*data, n_bootstrap=30, seed=5)
