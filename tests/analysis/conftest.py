@@ -1,11 +1,12 @@
-"""Fixtures: sweeps of fake run directories in a session temporary directory (see fake_runs)."""
+"""Fixtures: sweeps of fake run directories in a session temporary directory (see fake_runs.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from fake_runs import (
+
+from .fake_runs import (
     BATCH_SIZES,
     BUDGETS,
     HPARAM_BUDGETS,

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fake_runs import HPARAM_TRUTH, LADDER_SIZES, TOKENS_PER_PARAM, TRUTH, chinchilla_loss
 from scalinglab.analysis.cli import main
 from scalinglab.analysis.load import completed, load_runs
+
+from .fake_runs import HPARAM_TRUTH, LADDER_SIZES, TOKENS_PER_PARAM, TRUTH, chinchilla_loss
 
 FAST = ["--bootstrap", "8"]
 

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_runs import BUDGETS, chinchilla_loss
 from scalinglab.analysis.load import (
     RUN_COLUMNS,
     assign_budgets,
@@ -18,6 +17,8 @@ from scalinglab.analysis.load import (
     load_wandb_curves,
     parse_overrides,
 )
+
+from .fake_runs import BUDGETS, chinchilla_loss
 
 
 def test_load_runs_schema_and_statuses(isoflop_sweep: Path) -> None:

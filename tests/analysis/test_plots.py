@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_runs import TRUTH, chinchilla_loss, optimal_n_params
 from matplotlib.figure import Figure
 from scalinglab.analysis.compute_optimal import fit_isoflop
 from scalinglab.analysis.laws import fit_chinchilla, fit_power_law
@@ -18,6 +17,8 @@ from scalinglab.analysis.plots import (
     plot_loss,
     save,
 )
+
+from .fake_runs import TRUTH, chinchilla_loss, optimal_n_params
 
 
 @pytest.fixture(scope="module")
