@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import TINY, TINY_TRAINING, compose_train, run_cli
+from tests.conftest import TINY, TINY_TRAINING, compose_train, run_cli
 
 from scalinglab.data import write_shard
 from scalinglab.errors import ConfigError

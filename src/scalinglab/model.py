@@ -7,9 +7,10 @@ Shape and cost are computed from the config alone (`GPTConfig.n_params`, `.flops
 sweep can size models and budgets before building them; a test checks the formulas against the
 module's own parameters.
 
-Size rule for `target_params` and the named ladder in `conf/model/`: heads of 64 dimensions and an
-aspect ratio d_model / n_layers near 64 (Kaplan et al. 2020 found loss flat over a wide band of
-aspect ratios around this), d_ff = 4 d_model for GELU and the parameter-matched 8/3 d_model for SwiGLU.
+Size rule for `target_params` and the named ladder in `conf/model/`: heads of 64 dimensions (32
+below d_model 256), an aspect ratio d_model / n_layers near 64 (Kaplan et al. 2020 found loss flat
+over a wide band of aspect ratios around this) and at least 2 layers, d_ff = 4 d_model for GELU and
+the parameter-matched 8/3 d_model for SwiGLU.
 """
 
 from __future__ import annotations
@@ -121,31 +122,34 @@ class GPTConfig:
 
 def default_d_ff(d_model: int, mlp: str) -> int:
     if mlp == "swiglu":  # same parameter count as a 4x GELU MLP, rounded for fast matmuls
-        return max(64, round(8 * d_model / 3 / 64) * 64)
+        step = head_dim_for(d_model)
+        return max(step, round(8 * d_model / 3 / step) * step)
     return 4 * d_model
+
+
+def head_dim_for(d_model: int) -> int:
+    """64-dimensional heads, or 32 below d_model 256, so the smallest models still have a few."""
+    return 32 if d_model < 256 else HEAD_DIM
 
 
 def shape_for_params(target: int, mlp: str = "gelu", bias: bool = False) -> tuple[int, int, int]:
     """(d_model, n_layers, n_heads) whose non-embedding count is closest to `target`.
 
-    For each depth the width (a multiple of HEAD_DIM) nearest the target is taken; among depths whose
-    count lands within 10% of the target, the one with the aspect ratio closest to ASPECT_RATIO wins.
+    Widths are multiples of the head size (head_dim_for), depths at least 2. For each depth the
+    width nearest the target is taken; among shapes that land within 10% of the target, the one
+    whose aspect ratio is closest to ASPECT_RATIO wins, else the closest count.
     """
     candidates = []
-    for n_layers in range(1, 129):
+    for n_layers in range(2, 129):
         # 12 L d^2 is the leading term of the count for d_ff = 4 d (and its SwiGLU match).
         d_guess = math.sqrt(target / (12 * n_layers))
-        for heads in {
-            max(1, math.floor(d_guess / HEAD_DIM)),
-            max(1, math.ceil(d_guess / HEAD_DIM)),
-        }:
-            d_model = heads * HEAD_DIM
+        step = head_dim_for(int(d_guess))
+        for d_model in {max(32, math.floor(d_guess / step) * step), math.ceil(d_guess / step) * step}:
+            heads = d_model // head_dim_for(d_model)
             n = GPTConfig(d_model=d_model, n_layers=n_layers, n_heads=heads, mlp=mlp, bias=bias)
             error = abs(n.n_params_nonembedding / target - 1)
             aspect = abs(math.log(d_model / n_layers / ASPECT_RATIO))
-            candidates.append(
-                (error > 0.1, aspect if error <= 0.1 else error, d_model, n_layers, heads)
-            )
+            candidates.append((error > 0.1, aspect if error <= 0.1 else error, d_model, n_layers, heads))
     _, _, d_model, n_layers, heads = min(candidates)
     return d_model, n_layers, heads
 
