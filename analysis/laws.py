@@ -320,10 +320,15 @@ def _projected_grid_starts(logN_c, logD_c, logL, delta, alphas, betas, n_starts)
     # Zero coefficients have no logarithm: floor them far below the loss scale.
     coef = np.maximum(coef, 1e-4 * np.exp(logL.mean()))
     ia, ib = np.divmod(np.arange(len(rhs)), k_b)
-    pred = coef[:, 0] + coef[:, 1] * x_n[:, ia] + coef[:, 2] * x_d[:, ib]
-    r = np.abs(np.log(pred) - logL[:, None])
-    huber = np.where(r <= delta, 0.5 * r * r, delta * (r - 0.5 * delta)).sum(0)
-    order = np.argsort(huber)[:n_starts]
+    huber = np.empty(len(rhs))
+    chunk = max(1, 2_000_000 // len(logL))  # bounds the n x pairs temporaries to ~16 MB each
+    for start in range(0, len(rhs), chunk):
+        pairs = slice(start, start + chunk)
+        c, i_a, i_b = coef[pairs], ia[pairs], ib[pairs]
+        pred = c[:, 0] + c[:, 1] * x_n[:, i_a] + c[:, 2] * x_d[:, i_b]
+        r = np.abs(np.log(pred) - logL[:, None])
+        huber[pairs] = np.where(r <= delta, 0.5 * r * r, delta * (r - 0.5 * delta)).sum(0)
+    order = _distinct_starts(huber.reshape(k_a, k_b), n_starts)
     return np.column_stack(
         [
             np.log(coef[order, 1]),
@@ -333,6 +338,25 @@ def _projected_grid_starts(logN_c, logD_c, logL, delta, alphas, betas, n_starts)
             betas[ib[order]],
         ]
     )
+
+
+def _distinct_starts(objective: np.ndarray, n_starts: int) -> np.ndarray:
+    """Flat indices of up to `n_starts` grid points, best first: the grid's local minima (one per
+    basin, so the polish explores distinct basins), then the best remaining points."""
+    padded = np.pad(objective, 1, constant_values=np.inf)
+    rows, cols = objective.shape
+    neighbours = [
+        padded[1 + di : 1 + di + rows, 1 + dj : 1 + dj + cols]
+        for di in (-1, 0, 1)
+        for dj in (-1, 0, 1)
+        if di or dj
+    ]
+    is_local_min = np.all([objective <= nb for nb in neighbours], axis=0).ravel()
+    flat = objective.ravel()
+    by_value = np.argsort(flat, kind="stable")
+    minima = by_value[is_local_min[by_value]]
+    rest = by_value[~is_local_min[by_value]]
+    return np.r_[minima, rest][:n_starts]
 
 
 def _polish(theta0, logN_c, logD_c, logL, delta, exponent_bounds, max_iter):
@@ -422,6 +446,7 @@ def fit_chinchilla(
     fits = [_polish(s, logN_c, logD_c, logL, delta, exponent_bounds, max_iter) for s in starts]
     best = min(fits, key=lambda f: f.fun)
 
+    @np.errstate(divide="ignore", invalid="ignore")  # alpha = beta = 0: NaN a, b, G
     def as_values(theta) -> dict[str, float]:
         a_c, b_c, e, alpha, beta = theta
         A, B = np.exp(a_c + alpha * mean_n), np.exp(b_c + beta * mean_d)
@@ -451,14 +476,12 @@ def fit_chinchilla(
     values = as_values(best.x)
     params = {k: values[k] for k in ("E", "A", "B", "alpha", "beta")}
     derived = {k: values[k] for k in ("a", "b", "G")}
-    message = str(best.message) + skipped_note(n_ok, n_bootstrap)
-    on_bound = [
-        k
-        for k, v in (("alpha", values["alpha"]), ("beta", values["beta"]))
-        if np.isclose(v, exp_lo) or np.isclose(v, exp_hi)
-    ]
-    if on_bound:
-        message += f"; {' and '.join(on_bound)} at the bound {exponent_bounds}"
+    message = str(best.message).rstrip(".") + skipped_note(n_ok, n_bootstrap)
+    for name, term in (("alpha", "A N^-alpha"), ("beta", "B D^-beta")):
+        if values[name] < 0.01:
+            message += f"; {name} ~ 0: {term} is indistinguishable from the constant E"
+        elif np.isclose(values[name], exp_hi):
+            message += f"; {name} at its upper bound {exp_hi}"
     return FitResult(
         law="chinchilla",
         params=params,
