@@ -78,30 +78,67 @@ def positive(cfg: DictConfig, key: str, allow_none: bool = False) -> None:
 def check_config(cfg: DictConfig) -> None:
     for key in ("optimizer.lr", "data.batch_size", "data.seq_len"):
         positive(cfg, key)
-    for key in ("budget.tokens", "budget.flops"):
-        positive(cfg, key, allow_none=True)
-    if cfg.budget.tokens is None and cfg.budget.flops is None:
+    budgets = [k for k in ("tokens", "tokens_per_param", "flops") if cfg.budget[k] is not None]
+    for key in budgets:
+        positive(cfg, f"budget.{key}")
+    if len(budgets) > 1:
+        raise ConfigError(f"set at most one of budget.{', budget.'.join(budgets)}")
+    if not budgets:
         positive(cfg, "trainer.max_steps")
-    if cfg.budget.tokens is not None and cfg.budget.flops is not None:
-        raise ConfigError("set at most one of budget.tokens and budget.flops")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
 
 
 def steps_for_budget(cfg: DictConfig, model: GPTConfig, tokens_per_step: int) -> int:
-    """trainer.max_steps, or the step count that spends budget.tokens or budget.flops."""
-    if cfg.budget.tokens is not None:
-        steps = round(cfg.budget.tokens / tokens_per_step)
-        what = f"budget.tokens={cfg.budget.tokens:g}"
-    elif cfg.budget.flops is not None:
+    """trainer.max_steps, or the step count that spends the budget to within one step."""
+    budget = cfg.budget
+    if budget.tokens is not None:
+        steps, what = budget.tokens / tokens_per_step, f"budget.tokens={budget.tokens:g}"
+    elif budget.tokens_per_param is not None:
+        tokens = budget.tokens_per_param * model.n_params
+        steps = tokens / tokens_per_step
+        what = f"budget.tokens_per_param={budget.tokens_per_param:g} ({tokens:.3g} tokens)"
+    elif budget.flops is not None:
         flops_per_step = tokens_per_step * model.flops_per_token(cfg.data.seq_len)
-        steps = round(cfg.budget.flops / flops_per_step)
-        what = f"budget.flops={cfg.budget.flops:g}"
+        steps, what = budget.flops / flops_per_step, f"budget.flops={budget.flops:g}"
     else:
         return int(cfg.trainer.max_steps)
-    if steps < 1:
-        raise ConfigError(f"{what} is less than one step of {tokens_per_step} tokens")
+    steps = round(steps)
+    if steps < max(1, budget.min_steps):
+        raise ConfigError(
+            f"{what} gives {steps} steps of {tokens_per_step} tokens for a model of "
+            f"{model.n_params:,} parameters, below budget.min_steps={budget.min_steps}"
+        )
     return steps
+
+
+def vocab_size_hint(data: DictConfig) -> int:
+    """The vocabulary a data config will produce, known before any data is read (for planning)."""
+    if data.get("vocab_size"):
+        return int(data.vocab_size)
+    tokenizer = data.get("tokenizer", "bytes")
+    return {"bytes": 256, "gpt2": 50257}.get(tokenizer) or int(data.get("bpe_vocab_size", 256))
+
+
+def plan(cfg: DictConfig, vocab_size: int) -> tuple[GPTConfig, int, int]:
+    """Check a job's config and size it: (model config, tokens per step, max_steps).
+
+    Runs before any data is read or record written, in each job and, for a whole sweep, before
+    launch (see scalinglab.sweeping).
+    """
+    check_config(cfg)
+    model_cfg: GPTConfig = build(cfg.model, vocab_size=vocab_size)
+    if cfg.data.seq_len > model_cfg.max_seq_len:
+        raise ConfigError(
+            f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={model_cfg.max_seq_len}"
+        )
+    trainer = cfg.trainer
+    devices = trainer.devices if isinstance(trainer.devices, int) else 1
+    world_size = int(trainer.get("num_nodes", 1)) * devices
+    tokens_per_step = (
+        cfg.data.batch_size * cfg.data.seq_len * trainer.accumulate_grad_batches * world_size
+    )
+    return model_cfg, tokens_per_step, steps_for_budget(cfg, model_cfg, tokens_per_step)
 
 
 def build(cfg: DictConfig, **kwargs: Any) -> Any:
@@ -145,7 +182,6 @@ def flat_scaling_keys(model: GPTConfig, cfg: DictConfig, tokens_per_step: int) -
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (or resume, or skip) one job; return its final run record."""
-    check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     previous = read_run(output_dir)
@@ -154,24 +190,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return previous
 
     # Everything that can reject the config happens before the first record is written.
+    plan(cfg, vocab_size_hint(cfg.data))  # cheap checks first, before any data is read
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule: pl.LightningDataModule = build(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     data_info = datamodule.metadata()
-    model_cfg: GPTConfig = build(cfg.model, vocab_size=datamodule.vocab_size)
-    if cfg.data.seq_len > model_cfg.max_seq_len:
-        raise ConfigError(
-            f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={model_cfg.max_seq_len}"
-        )
+    model_cfg, tokens_per_step, max_steps = plan(cfg, datamodule.vocab_size)
     trainer_cfg = cfg.trainer
-    world_size = int(trainer_cfg.get("num_nodes", 1)) * (
-        trainer_cfg.devices if isinstance(trainer_cfg.devices, int) else 1
-    )
-    tokens_per_step = (
-        cfg.data.batch_size * cfg.data.seq_len * trainer_cfg.accumulate_grad_batches * world_size
-    )
-    max_steps = steps_for_budget(cfg, model_cfg, tokens_per_step)
 
     module = LanguageModel(
         model=model_cfg.to_dict(),
@@ -250,7 +276,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         status = "completed"
     except Diverged as err:
         log.warning(f"diverged: {err}")
-        status, final = "diverged", {"error": str(err)}
+        steps = trainer.global_step
+        status = "diverged"
+        final = {"error": str(err), "steps": steps, "tokens": steps * tokens_per_step}
     except torch.OutOfMemoryError as err:
         log.warning(f"out of memory: {err}")
         status, final = "oom", {"error": "out of memory"}
@@ -318,6 +346,16 @@ def finish_wandb(
                 del os.environ[key]
         os.environ.update(env)
 
+
+# Hydra finds plugins by scanning the hydra_plugins namespace, which an editable install's import
+# hook hides from its scan: register ours explicitly. The scan re-executes Hydra's own plugin
+# modules, so it runs first, and our subclasses are defined against the classes it leaves.
+from hydra.core.plugins import Plugins  # noqa: E402
+
+Plugins.instance()
+from hydra_plugins.scalinglab.sweeper import PreflightSweeper  # noqa: E402
+
+Plugins.instance().register(PreflightSweeper)
 
 # The repository's conf/ (an editable install, as the README sets up).
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")

@@ -1,0 +1,1 @@
+"""scalinglab's Hydra plugins: Hydra instantiates sweepers and launchers only from `hydra_plugins`."""

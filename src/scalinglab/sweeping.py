@@ -1,0 +1,113 @@
+"""Sweep-level machinery: refuse bad jobs before launch, keep a summary of every job's outcome.
+
+`preflight` runs `train.plan` on every job of a sweep as Hydra composes them before launch (see
+hydra_plugins.scalinglab.sweeper), so a study with one impossible job (a FLOP budget below a step, say) launches
+nothing. `SweepSummary` rewrites `summary.csv` and `summary.json` in the sweep directory as each job
+ends, wherever it ran (in-process, on SLURM, on Ray), from the jobs' own `run.json` records.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict
+
+from scalinglab.errors import ConfigError
+from scalinglab.records import RUN_FILE, write_json_atomic
+
+log = logging.getLogger("scalinglab")
+
+SUMMARY_COLUMNS = [
+    "job", "status", "run_id", "n_params", "n_params_nonembedding", "tokens", "flops", "lr",
+    "batch_size", "steps", "train_loss", "val_loss", "best_val_loss", "wall_time_s", "error", "path",
+]  # fmt: skip
+# Jobs in these states make the sweep's exit code non-zero; a diverged job is a result, not a fault.
+FAILED = ("failed", "oom")
+
+
+def preflight(sweep_config: DictConfig, config_loader: Any, batch: Sequence[Sequence[str]]) -> None:
+    """Compose and plan every job of a batch; refuse them all, naming each bad one, if any is."""
+    from scalinglab.train import plan, vocab_size_hint  # train registers this module's sweeper
+
+    problems = []
+    for overrides in batch:
+        cfg = config_loader.load_sweep_config(sweep_config, list(overrides))
+        try:
+            with open_dict(cfg):  # planning needs no Hydra runtime values
+                cfg.paths.output_dir = "."
+            plan(cfg, vocab_size_hint(cfg.data))
+        except ConfigError as err:
+            problems.append(f"{' '.join(overrides)}: {err}")
+    if problems:
+        raise ConfigError(
+            f"{len(problems)} of {len(batch)} jobs refused before launch:\n  "
+            + "\n  ".join(problems)
+        )
+
+
+class SweepFailed(CompactHydraException):
+    pass
+
+
+def job_row(job_dir: Path, error: str | None = None) -> dict[str, Any]:
+    path = job_dir / RUN_FILE
+    record = json.loads(path.read_text()) if path.exists() else {"status": "failed"}
+    row = {key: record.get(key) for key in SUMMARY_COLUMNS}
+    row.update(job=job_dir.name, path=str(job_dir))
+    if error and record.get("status") != "completed":
+        row["status"] = record.get("status") if path.exists() else "failed"
+        row["error"] = record.get("error") or error
+    return row
+
+
+def update_summary(
+    sweep_dir: Path, job_dir: Path | None = None, error: str | None = None
+) -> list[dict]:
+    """Refresh the summary with one job's row (or, with no job, rescan them all); return its rows.
+
+    A lock serialises jobs that end at once; rows of jobs that failed before writing a record are
+    kept from the previous summary.
+    """
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with open(sweep_dir / ".summary.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        summary = sweep_dir / "summary.json"
+        rows = {r["job"]: r for r in json.loads(summary.read_text())} if summary.exists() else {}
+        for record in sweep_dir.glob(f"*/{RUN_FILE}"):
+            rows[record.parent.name] = job_row(record.parent, None)
+        if job_dir is not None:
+            rows[job_dir.name] = job_row(job_dir, error)
+        ordered = [rows[k] for k in sorted(rows)]
+        write_json_atomic(summary, ordered)  # type: ignore[arg-type]
+        pd.DataFrame(ordered, columns=SUMMARY_COLUMNS).to_csv(
+            sweep_dir / "summary.csv", index=False
+        )
+    return ordered
+
+
+class SweepSummary(Callback):
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode.name != "MULTIRUN":
+            return
+        error = None
+        if job_return.status == JobStatus.FAILED:
+            error = f"{type(job_return._return_value).__name__}: {job_return._return_value}"
+        update_summary(Path(config.hydra.sweep.dir), Path(config.hydra.runtime.output_dir), error)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = update_summary(sweep_dir)
+        counts = pd.Series([r["status"] for r in rows]).value_counts().to_dict()
+        log.info(f"sweep {sweep_dir}: {len(rows)} jobs, {counts}; see summary.csv")
+        failed = [r["job"] for r in rows if r["status"] in FAILED]
+        if failed:
+            raise SweepFailed(f"{len(failed)} jobs did not complete: {', '.join(failed)}")
