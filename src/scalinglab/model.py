@@ -144,12 +144,17 @@ def shape_for_params(target: int, mlp: str = "gelu", bias: bool = False) -> tupl
         # 12 L d^2 is the leading term of the count for d_ff = 4 d (and its SwiGLU match).
         d_guess = math.sqrt(target / (12 * n_layers))
         step = head_dim_for(int(d_guess))
-        for d_model in {max(32, math.floor(d_guess / step) * step), math.ceil(d_guess / step) * step}:
+        for d_model in {
+            max(32, math.floor(d_guess / step) * step),
+            math.ceil(d_guess / step) * step,
+        }:
             heads = d_model // head_dim_for(d_model)
             n = GPTConfig(d_model=d_model, n_layers=n_layers, n_heads=heads, mlp=mlp, bias=bias)
             error = abs(n.n_params_nonembedding / target - 1)
             aspect = abs(math.log(d_model / n_layers / ASPECT_RATIO))
-            candidates.append((error > 0.1, aspect if error <= 0.1 else error, d_model, n_layers, heads))
+            candidates.append(
+                (error > 0.1, aspect if error <= 0.1 else error, d_model, n_layers, heads)
+            )
     _, _, d_model, n_layers, heads = min(candidates)
     return d_model, n_layers, heads
 
