@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +81,47 @@ def test_summary_of_a_clean_sweep_and_a_zero_exit(tmp_path: Path) -> None:
     rows = json.loads((sweep_dir / "summary.json").read_text())
     assert [r["status"] for r in rows] == ["completed", "completed"]
     assert all(Path(r["path"], "run.json").exists() and r["val_loss"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_stopped_sweep_relaunches_to_each_job_completed_once(
+    stop: signal.Signals, tmp_path: Path
+) -> None:
+    args = [
+        "-m", *TINY, "trainer.max_steps=24", "trainer.val_check_interval=4", "model.d_model=64,128",
+        f"paths.output_root={tmp_path}", "logger=wandb",
+    ]  # fmt: skip
+    first = subprocess.Popen(
+        [sys.executable, "-m", "scalinglab.train", *args], cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ},
+    )  # fmt: skip
+    # Stop it once the second job has a checkpoint: the first is done, the second half-way.
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("sweeps/*/*model.d_model=128*/checkpoints/last.ckpt")):
+        assert first.poll() is None and time.monotonic() < deadline, "sweep ended before the stop"
+        time.sleep(0.2)
+    os.killpg(first.pid, stop)
+    first.wait(timeout=60)
+    (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    interrupted = json.loads(next(sweep_dir.glob("*model.d_model=128*/run.json")).read_text())
+    assert interrupted["status"] in ("running", "failed")  # SIGKILL leaves `running` behind
+
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    records = {
+        r["model"]["d_model"]: r
+        for r in map(json.loads, map(Path.read_text, sweep_dir.glob("*/run.json")))
+    }
+    assert sorted(records) == [64, 128]
+    assert all(r["status"] == "completed" and r["steps"] == 24 for r in records.values())
+    assert (records[64]["attempts"], records[128]["attempts"]) == (
+        1,
+        2,
+    )  # the finished job not rerun
+    assert "resuming" in again.stdout + again.stderr  # from its checkpoint, not from scratch
+    for job_dir in sweep_dir.glob("*model.d_model=*"):
+        steps = [int(r["step"]) for r in csv.DictReader((job_dir / "metrics.csv").open())]
+        assert steps == sorted(set(steps)) and steps[-1] == 24  # each step logged once
+    # One W&B run per job: a resumed job continued its run (same id) rather than starting another.
+    wandb_ids = {p.name.rsplit("-", 1)[-1] for p in sweep_dir.glob("*/wandb/offline-run-*")}
+    assert len(wandb_ids) == 2
