@@ -14,6 +14,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,12 @@ from scalinglab.module import Diverged, LanguageModel
 from scalinglab.records import LogLines, MetricsCSV, RunRecord, git_state, read_run
 
 log = logging.getLogger("scalinglab")
+# Keep job logs to what the job did: Lightning 2.6 advertises a cloud logger in every job's log, and
+# its own pytree helper trips a torch deprecation warning on every fit.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: "💡 Tip" not in record.getMessage()
+)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 # ---- stable ids: the same command finds its own directories again ---------------------------------
