@@ -134,6 +134,15 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert train(compose_train(*TINY, output_dir=tmp_path / "resumed"))["attempts"] == 2
 
 
+def test_target_params_records_how_far_the_count_landed(tmp_path: Path) -> None:
+    record = train(compose_train(*TINY, "model.target_params=60000", output_dir=tmp_path))
+    assert record["model"]["target_params"] == 60000
+    assert record["target_params_error"] == pytest.approx(
+        record["n_params_nonembedding"] / 60000 - 1
+    )
+    assert abs(record["target_params_error"]) < 0.1
+
+
 def test_seed_zero_is_honoured_and_seeds_do_not_leak(tmp_path: Path) -> None:
     first = train(compose_train(*TINY, "seed=0", output_dir=tmp_path / "a"))
     train(compose_train(*TINY, "seed=1", output_dir=tmp_path / "b"))

@@ -215,6 +215,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         divergence_threshold=cfg.divergence_threshold,
         peak_flops=cfg.peak_flops,
     )
+    if model_cfg.target_params:
+        off = model_cfg.n_params_nonembedding / model_cfg.target_params - 1
+        log.info(
+            f"model.target_params={model_cfg.target_params:.3g}: d_model={model_cfg.d_model} "
+            f"n_layers={model_cfg.n_layers}, {model_cfg.n_params_nonembedding:,} non-embedding "
+            f"parameters ({off:+.1%})"
+        )
     run_id, run_name = job_identity(cfg, output_dir)
     commit, dirty = git_state()
     scaling = flat_scaling_keys(model_cfg, cfg, tokens_per_step)
@@ -232,6 +239,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "model": model_cfg.to_dict(),
             **scaling,
             "max_steps": max_steps,
+            "target_params_error": (
+                model_cfg.n_params_nonembedding / model_cfg.target_params - 1
+                if model_cfg.target_params
+                else None
+            ),
             "irreducible_loss": data_info.get("irreducible_loss"),
             "data": data_info,
         },
