@@ -1,0 +1,182 @@
+"""One job of a sweep in a fresh process: `python -m scalinglab.launching.jobs SPEC RESULT`.
+
+The launcher composes each job's config as Hydra's basic launcher does (`load_sweep_config`: same
+overrides, job number and output directory, and the sweep's resolver cache, so `sweep_id` is the
+launcher's although the job's sys.argv differs), pickles it to SPEC and starts this module, under
+torchrun when the job has several devices. The worker runs Hydra's `run_job` and writes the
+JobReturn to RESULT (rank 0), so the sweeper sees each job's status and return value as if it had
+run in-process, and raises the first failure after every job has ended.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.callbacks import Callbacks
+from hydra.core.plugins import Plugins
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
+from hydra.errors import CompactHydraException
+from hydra.types import HydraContext
+from omegaconf import DictConfig, ListConfig, open_dict
+
+from scalinglab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobSpec:
+    number: int  # hydra.job.num
+    overrides: list[str]
+    config: DictConfig  # the job's composed config, resolver cache included
+    # Hydra's singletons (config store, version base...) without the resolvers, which plain pickle
+    # cannot hold: the worker registers Hydra's again and the app's by importing the task's module.
+    singletons: dict[type, Any]
+    task: tuple[str, str]  # (module, qualified name) of the task function
+    cwd: str  # relative sweep directories are relative to the launcher's working directory
+
+
+def job_specs(
+    config: DictConfig,
+    hydra_context: HydraContext,
+    task_function: Callable[[DictConfig], Any],
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+) -> list[JobSpec]:
+    task = task_reference(task_function)
+    singletons = Singleton.get_state()["instances"]
+    specs = []
+    for number, overrides in enumerate(job_overrides, start=initial_job_idx):
+        log.info(f"\t#{number} : {' '.join(filter_overrides(overrides))}")
+        job_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(job_config):
+            job_config.hydra.job.id = number
+            job_config.hydra.job.num = number
+        specs.append(JobSpec(number, list(overrides), job_config, singletons, task, os.getcwd()))
+    return specs
+
+
+def trainer_devices(job: DictConfig) -> int | None:
+    """The job's trainer.devices as a count; None where Lightning decides (auto, -1)."""
+    devices = job.trainer.get("devices")
+    if isinstance(devices, (list, ListConfig)):
+        return len(devices)
+    return devices if isinstance(devices, int) and devices > 0 else None
+
+
+def check_devices(specs: Sequence[JobSpec], devices_per_job: int) -> None:
+    """Refuse, before anything starts, a job whose trainer wants another number of processes."""
+    for spec in specs:
+        devices = trainer_devices(spec.config)
+        if devices not in (None, devices_per_job):
+            raise ConfigError(
+                f"hydra.launcher.devices_per_job={devices_per_job} != trainer.devices={devices} "
+                f"in job #{spec.number} ({' '.join(filter_overrides(spec.overrides))}): "
+                "each device needs a process of its own"
+            )
+
+
+def task_reference(task_function: Callable) -> tuple[str, str]:
+    """Where the worker imports the task function from (importing it registers the app's resolvers)."""
+    module = task_function.__module__
+    if module == "__main__":  # `python -m app`: the worker imports the module under its own name
+        spec = sys.modules["__main__"].__spec__
+        if spec is None:
+            raise CompactHydraException(
+                "this launcher runs jobs in fresh processes: start the app as a module "
+                "(python -m ...) or an installed command, not as a script path"
+            )
+        module = spec.name
+    return module, task_function.__qualname__
+
+
+def import_task(module: str, qualname: str) -> Callable[[DictConfig], Any]:
+    task: Any = importlib.import_module(module)
+    for name in qualname.split("."):
+        task = getattr(task, name)
+    return inspect.unwrap(task)  # @hydra.main's wrapper -> the task function it wraps
+
+
+def failed(spec: JobSpec, error: BaseException) -> JobReturn:
+    ret = JobReturn(overrides=spec.overrides, status=JobStatus.FAILED)
+    ret.return_value = error
+    return ret
+
+
+def run_in_process(spec: JobSpec, devices: int, env: dict[str, str]) -> JobReturn:
+    """Run one job in a fresh process (torchrun's ranks when devices > 1); never raises."""
+    with tempfile.TemporaryDirectory(prefix="scalinglab-job-") as tmp:
+        spec_file, result_file = Path(tmp, "spec.pkl"), Path(tmp, "result.pkl")
+        spec_file.write_bytes(pickle.dumps(spec))
+        worker = ["-m", "scalinglab.launching.jobs", str(spec_file), str(result_file)]
+        if devices > 1:  # torchrun sets RANK, WORLD_SIZE and MASTER_*; Lightning takes them up
+            distributed = [
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc-per-node={devices}",
+            ]
+            worker = [*distributed, *worker]
+        try:
+            code = subprocess.run([sys.executable, *worker], env=env, cwd=spec.cwd).returncode
+            ret = pickle.loads(result_file.read_bytes()) if result_file.exists() else None
+        except Exception as err:  # the launcher records it and goes on with the other jobs
+            return failed(spec, err)
+    if ret is None or (code != 0 and ret.status == JobStatus.COMPLETED):
+        problem = "before reporting a result" if ret is None else "(a rank other than 0 failed)"
+        return failed(spec, RuntimeError(f"job #{spec.number} exited with code {code} {problem}"))
+    return ret
+
+
+def main(spec_file: str, result_file: str) -> int:
+    # Hydra's plugin scan re-executes plugin modules, redefining their config classes: scan before
+    # unpickling, so that the job's config refers to the classes that stay.
+    Plugins.instance()
+    spec: JobSpec = pickle.loads(Path(spec_file).read_bytes())
+    Singleton._instances.update(spec.singletons)
+    setup_globals()
+    task_function = import_task(*spec.task)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank > 0:  # rank 0 saves .hydra/ and reports
+        with open_dict(spec.config):
+            spec.config.hydra.output_subdir = None
+    ret = run_job(
+        task_function=task_function,
+        config=spec.config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+        hydra_context=HydraContext(config_loader=None, callbacks=Callbacks(spec.config)),  # type: ignore[arg-type]
+    )
+    if ret.status == JobStatus.FAILED:  # the traceback stays here, in the job's log
+        error = ret._return_value
+        log.error(
+            f"job failed: {error}",
+            exc_info=None if isinstance(error, CompactHydraException) else error,
+        )
+    if rank == 0:
+        try:
+            result = pickle.dumps(ret)
+            pickle.loads(result)
+        except Exception:  # an exception that does not survive pickling travels as its message
+            ret.return_value = RuntimeError(
+                f"{type(ret._return_value).__name__}: {ret._return_value}"
+            )
+            result = pickle.dumps(ret)
+        Path(result_file).write_bytes(result)
+    return 0 if ret.status == JobStatus.COMPLETED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))

@@ -1,0 +1,268 @@
+"""Launchers end to end on the CPU: a local pool of processes, DDP ranks started from outside, a real
+one-node SLURM cluster, a local Ray cluster, and the SLURM resource check.
+
+Each job's process records who ran it (JobProbe: pid, rank, SLURM job id, times) in its directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+from hydra import compose, initialize_config_dir
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from scalinglab.launching.local_gpus import LocalGPUsLauncher
+from scalinglab.train import CONFIG_DIR
+from tests.conftest import TINY, compose_train, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = [f"+hydra.callbacks.probe._target_={__name__}.JobProbe"]
+CPU_SLOTS = "hydra.launcher.gpus=[cpu,cpu]"
+
+
+class JobProbe(Callback):
+    """Writes probe-RANK.json in the job's directory, from the process that ran the job."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        env = os.environ
+        rank = env.get("RANK") or env.get("SLURM_PROCID") or "0"
+        probe = {"pid": os.getpid(), "start": self.started, "end": time.time()}
+        for key in ("RANK", "WORLD_SIZE", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_PROCID"):
+            probe[key] = env.get(key)
+        Path(config.hydra.runtime.output_dir, f"probe-{rank}.json").write_text(json.dumps(probe))
+
+
+class CrashOnSeed(pl.Callback):
+    """Fails the job whose seed is `seed`, after a few steps."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == 2 and int(os.environ["PL_GLOBAL_SEED"]) == self.seed:
+            raise RuntimeError(f"simulated crash of seed {self.seed}")
+
+
+@pytest.fixture(autouse=True)
+def importable_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs in fresh processes (and on SLURM) import this module for the probe."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+def sweep(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[Path]]:
+    """`scaling-train -m TINY PROBE ARGS` under tmp_path; (the process, its job directories)."""
+    result = run_cli(
+        "-m", *TINY, *PROBE, f"paths.output_root={tmp_path / 'out'}", *args, cwd=tmp_path
+    )
+    sweeps = list((tmp_path / "out" / "sweeps").glob("*"))
+    jobs = sorted(
+        p for s in sweeps for p in s.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
+    return result, jobs
+
+
+def read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def max_in_flight(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = peak = 0
+    for _, step in events:  # at equal times an end (-1) sorts before a start
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+# ---- config ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in Path(CONFIG_DIR, "launcher").glob("*.yaml"))
+)
+def test_launcher_options_compose(name: str) -> None:
+    if name == "slurm":
+        pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"+launcher={name}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.startswith(
+        ("hydra_plugins.", "hydra._internal.core_plugins")
+    )
+
+
+def test_slots_group_devices_and_share_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = LocalGPUsLauncher(gpus=[0, 1, 2, 3], jobs_per_gpu=2, devices_per_job=2)
+    assert pool.slots() == ["0,1", "2,3", "0,1", "2,3"]
+    assert LocalGPUsLauncher(gpus=["cpu", "cpu"]).slots() == ["", ""]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # children must name the parent's devices
+    assert LocalGPUsLauncher(jobs_per_gpu=3).slots() == ["3", "5"] * 3
+
+
+# ---- local_gpus -----------------------------------------------------------------------------------
+
+
+def test_pool_runs_each_job_in_its_own_process_and_records_a_failure(tmp_path: Path) -> None:
+    crash = [f"+callbacks.crash._target_={__name__}.CrashOnSeed", "+callbacks.crash.seed=2"]
+    result, jobs = sweep(tmp_path, "+launcher=local_gpus", CPU_SLOTS, "seed=0,1,2,3", *crash)
+    assert result.returncode != 0  # the failure is the sweep's exit status...
+    assert "simulated crash of seed 2" in result.stderr
+    records = {read(j / "run.json")["seed"]: read(j / "run.json") for j in jobs}
+    statuses = {seed: r["status"] for seed, r in records.items()}
+    assert statuses == {
+        0: "completed",
+        1: "completed",
+        2: "failed",
+        3: "completed",
+    }  # ...after all ran
+    assert len({r["sweep_id"] for r in records.values()} | {jobs[0].parent.name}) == 1
+
+    probes = [read(j / "probe-0.json") for j in jobs]
+    assert len({p["pid"] for p in probes}) == 4  # four fresh processes
+    assert all(p["CUDA_VISIBLE_DEVICES"] == "" for p in probes)
+    assert max_in_flight([(p["start"], p["end"]) for p in probes]) == 2  # two slots, both used
+    assert (result.stdout + result.stderr).count("Launching 4 jobs") == 1
+
+
+def test_ddp_job_ranks_are_started_from_outside(tmp_path: Path) -> None:
+    ddp = ["trainer.accelerator=cpu", "trainer.devices=2", "+trainer.strategy=ddp"]
+    result, jobs = sweep(tmp_path, "+launcher=local_gpus", CPU_SLOTS, *ddp, "seed=0,1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (result.stdout + result.stderr).count("Launching") == 1  # the sweep ran once
+    assert len(jobs) == 2
+    for job in jobs:
+        record = read(job / "run.json")
+        assert record["status"] == "completed" and record["attempts"] == 1  # rank 0's only
+        assert record["tokens_per_step"] == 2 * 4 * 32  # both ranks' batches
+        ranks = [read(job / f"probe-{rank}.json") for rank in (0, 1)]
+        assert {r["WORLD_SIZE"] for r in ranks} == {"2"} and ranks[0]["pid"] != ranks[1]["pid"]
+
+
+# ---- SLURM ----------------------------------------------------------------------------------------
+
+
+def slurm_answers() -> bool:
+    try:
+        states = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return states.returncode == 0 and any(
+        s.startswith(("idle", "mixed", "allocated")) for s in states.stdout.split()
+    )
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster() -> Any:
+    """A SLURM cluster that takes jobs: the one running here, or one started by .ci/slurm-up.sh
+    (then stopped afterwards, by the process ids the script printed)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the slurm extra")
+    if shutil.which("sbatch") is None:
+        pytest.skip("no SLURM here (sbatch not found); .ci/slurm-up.sh sets up a one-node cluster")
+    started: list[int] = []
+    if not slurm_answers():
+        if os.geteuid() != 0 or shutil.which("slurmctld") is None:
+            pytest.skip("SLURM does not answer, and this user cannot start slurmctld")
+        up = subprocess.run(
+            [ROOT / ".ci" / "slurm-up.sh"], capture_output=True, text=True, timeout=300
+        )
+        assert up.returncode == 0, up.stdout + up.stderr
+        started = [
+            int(line.split()[2]) for line in up.stdout.splitlines() if line.startswith("started ")
+        ]
+    yield
+    for pid in reversed(started):  # slurmd, slurmctld, munged
+        os.kill(pid, signal.SIGTERM)
+
+
+SLURM_CPU = ["+launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
+             "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]  # fmt: skip
+
+
+def test_sweep_on_slurm(slurm_cluster: None, tmp_path: Path) -> None:
+    result, jobs = sweep(tmp_path, *SLURM_CPU, "seed=0,1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(jobs) == 2
+    assert {read(j / "run.json")["status"] for j in jobs} == {"completed"}
+    assert {read(j / "run.json")["sweep_id"] for j in jobs} == {jobs[0].parent.name}
+    slurm_job_ids = {read(j / "probe-0.json")["SLURM_JOB_ID"] for j in jobs}
+    assert None not in slurm_job_ids and len(slurm_job_ids) == 2  # two SLURM jobs (an array)
+    assert list(jobs[0].parent.glob(".submitit/*/*_result.pkl"))
+
+
+def test_ddp_job_on_slurm_gets_a_task_per_device(slurm_cluster: None, tmp_path: Path) -> None:
+    ddp = ["trainer.accelerator=cpu", "trainer.devices=2", "+trainer.strategy=ddp"]
+    result, jobs = sweep(tmp_path, *SLURM_CPU, *ddp, "seed=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (job,) = jobs
+    assert read(job / "run.json")["status"] == "completed"
+    ranks = [read(job / f"probe-{rank}.json") for rank in (0, 1)]
+    assert [r["SLURM_PROCID"] for r in ranks] == ["0", "1"]
+    assert (
+        ranks[0]["SLURM_JOB_ID"] == ranks[1]["SLURM_JOB_ID"] and ranks[0]["pid"] != ranks[1]["pid"]
+    )
+
+
+SLURM_CONTRADICTIONS = {
+    "tasks": (["trainer.devices=2"], {"tasks_per_node": 1}, "hydra.launcher.tasks_per_node=1 != trainer.devices=2"),
+    "gpus": (["trainer=gpu", "trainer.devices=4"], {"tasks_per_node": 4, "gpus_per_node": 2}, "hydra.launcher.gpus_per_node=2 < trainer.devices=4"),
+    "no_gpus": (["trainer=gpu"], {"gpus_per_node": 0}, "trainer.accelerator=gpu with hydra.launcher.gpus_per_node=0"),
+    "nodes": (["trainer.num_nodes=2"], {"nodes": 1}, "hydra.launcher.nodes=1 != trainer.num_nodes=2"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", SLURM_CONTRADICTIONS)
+def test_slurm_check_names_contradictory_keys(case: str, tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from scalinglab.launching.slurm import resource_conflicts
+
+    overrides, params, message = SLURM_CONTRADICTIONS[case]
+    job = compose_train(*overrides, output_dir=tmp_path)
+    request = {"tasks_per_node": 1, "gpus_per_node": 1, "nodes": 1, **params}
+    assert resource_conflicts(request, job) == [message]
+    agreeing = {
+        "tasks_per_node": job.trainer.devices,
+        "gpus_per_node": 8,
+        "nodes": job.trainer.num_nodes,
+    }
+    assert resource_conflicts(agreeing, job) == []
+
+
+def test_slurm_refuses_contradictions_before_submitting(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    # The second job wants 2 devices; the launcher asks SLURM for 1 task per node.
+    result, jobs = sweep(
+        tmp_path, *SLURM_CPU, "hydra.launcher.tasks_per_node=1", "trainer.devices=1,2"
+    )
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "slurm launcher:" in line]
+    assert len(lines) == 1 and "hydra.launcher.tasks_per_node=1 != trainer.devices=2" in lines[0]
+    assert "nothing was submitted" in lines[0] and "Traceback" not in result.stderr
+    assert jobs == [] and not list(tmp_path.glob("out/sweeps/*/.submitit"))
+
+
+# ---- Ray ------------------------------------------------------------------------------------------
+
+
+def test_sweep_on_a_local_ray_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster: no token in ~/.ray
+    result, jobs = sweep(tmp_path, "+launcher=ray", "hydra.launcher.gpus_per_job=0", "seed=0,1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(jobs) == 2
+    assert {read(j / "run.json")["status"] for j in jobs} == {"completed"}
+    assert {read(j / "run.json")["sweep_id"] for j in jobs} == {jobs[0].parent.name}
+    assert len({read(j / "probe-0.json")["pid"] for j in jobs}) == 2
