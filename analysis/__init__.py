@@ -3,7 +3,7 @@
 The command line is `scaling-fit` (analysis/cli.py); everything it does is importable here.
 """
 
-from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop
+from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop, frontier_band
 from scalinglab.analysis.hparams import fit_hparams
 from scalinglab.analysis.laws import (
     chinchilla_loss,
@@ -47,6 +47,7 @@ __all__ = [
     "fit_power_law",
     "fit_table",
     "format_fit",
+    "frontier_band",
     "leave_largest_out",
     "left_out_message",
     "load_csv",

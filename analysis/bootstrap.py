@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -53,7 +53,7 @@ def skipped_note(n_ok: int, n_bootstrap: int) -> str:
     return f"; {n_bootstrap - n_ok} of {n_bootstrap} bootstrap resamples could not be fitted"
 
 
-def bootstrap_intervals(
+def bootstrap_draws(
     fit_resample: Callable[[np.ndarray], Mapping[str, float] | None],
     n: int,
     *,
@@ -61,14 +61,14 @@ def bootstrap_intervals(
     seed: int,
     strata: np.ndarray | None = None,
     groups: np.ndarray | None = None,
-    level: float = 0.95,
-) -> tuple[dict[str, tuple[float, float]], int]:
-    """Percentile intervals of every quantity `fit_resample` returns, over `n_bootstrap` resamples.
+) -> tuple[dict[str, list[float]], int]:
+    """Every quantity `fit_resample` returns, over `n_bootstrap` resamples: ({name: draws}, number
+    of resamples that fitted). The i-th draw of every name comes from the same resample, so
+    functions of several parameters (a frontier k_N C^a) keep their correlation.
 
-    fit_resample(indices) refits on the given rows and returns {name: value}; it returns None
-    (or raises ValueError) when a resample cannot be fitted, e.g. too few distinct points; such
-    resamples are skipped. Returns (intervals, number of resamples that fitted).
-    Deterministic for a given seed.
+    fit_resample(indices) refits on the given rows and returns {name: value}, the same names every
+    time; it returns None (or raises ValueError) when a resample cannot be fitted, e.g. too few
+    distinct points; such resamples are skipped. Deterministic for a given seed.
     """
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {}
@@ -84,6 +84,29 @@ def bootstrap_intervals(
         n_ok += 1
         for name, value in values.items():
             draws.setdefault(name, []).append(float(value))
-    if n_ok == 0:
-        return {}, 0
-    return {name: percentile_interval(v, level) for name, v in draws.items()}, n_ok
+    return draws, n_ok
+
+
+def intervals(
+    draws: Mapping[str, Sequence[float]], level: float = 0.95
+) -> dict[str, tuple[float, float]]:
+    """The percentile interval of each quantity's draws."""
+    return {name: percentile_interval(v, level) for name, v in draws.items()}
+
+
+def bootstrap_intervals(
+    fit_resample: Callable[[np.ndarray], Mapping[str, float] | None],
+    n: int,
+    *,
+    n_bootstrap: int,
+    seed: int,
+    strata: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+    level: float = 0.95,
+) -> tuple[dict[str, tuple[float, float]], int]:
+    """Percentile intervals of every quantity `fit_resample` returns (see bootstrap_draws):
+    (intervals, number of resamples that fitted)."""
+    draws, n_ok = bootstrap_draws(
+        fit_resample, n, n_bootstrap=n_bootstrap, seed=seed, strata=strata, groups=groups
+    )
+    return intervals(draws, level), n_ok

@@ -6,6 +6,9 @@ figures, write a Markdown report, optionally log everything to W&B.
     scaling-fit isoflop outputs/sweeps/isoflop --plot figures/ --bootstrap 500
     scaling-fit report outputs/sweeps/ --out analysis/report.md --wandb
 
+--json writes FitResult.to_dict(), NaN as null; bootstrap draws (extras["bootstrap"], behind the
+frontier bands) are capped at the first 1000 per quantity.
+
 Bad input (no runs, a missing column, too few points) ends with one line on stderr, exit code 2.
 """
 
@@ -44,6 +47,8 @@ from scalinglab.analysis.plots import (
 from scalinglab.analysis.report import Section, fit_table, format_fit, write_report
 from scalinglab.analysis.result import FitResult
 
+# Bootstrap draws per quantity written by --json (see _capped_draws).
+MAX_JSON_DRAWS = 1000
 # The metrics.csv column that matches each run-level loss, for the training-curve envelope.
 CURVE_LOSS = {"val_loss": "val/loss", "best_val_loss": "val/loss", "train_loss": "train/loss"}
 
@@ -271,6 +276,19 @@ def run_report(study: Study) -> list[Section]:
     return sections
 
 
+def _capped_draws(fit: dict) -> dict:
+    """A fit's to_dict() with at most MAX_JSON_DRAWS bootstrap draws per quantity, so --json stays
+    small at any --bootstrap. The first k draws of a seeded bootstrap are themselves a bootstrap
+    of k resamples, so a band recomputed from the file is valid, only noisier; ci95 keeps using
+    every draw. A capped fit says so in extras["bootstrap_capped_at"]."""
+    draws = fit["extras"].get("bootstrap", {})
+    if all(len(v) <= MAX_JSON_DRAWS for v in draws.values()):
+        return fit
+    capped = {name: v[:MAX_JSON_DRAWS] for name, v in draws.items()}
+    extras = fit["extras"] | {"bootstrap": capped, "bootstrap_capped_at": MAX_JSON_DRAWS}
+    return fit | {"extras": extras}
+
+
 def _strict_json(value: object) -> object:
     """NaN and infinities as null: JSON has no such numbers and strict parsers (jq) reject them."""
     if isinstance(value, dict):
@@ -405,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fitted = [s for s in sections if s.fit is not None]
         if args.json:
             # One fit: its FitResult.to_dict(); report: {section title: to_dict()}.
-            fits = {s.title: s.fit.to_dict() for s in fitted}
+            fits = {s.title: _capped_draws(s.fit.to_dict()) for s in fitted}
             document = fits if args.command == "report" else next(iter(fits.values()))
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(_strict_json(document), indent=2) + "\n")

@@ -8,8 +8,13 @@ losses in nats per token.
 from __future__ import annotations
 
 import numpy as np
-from scalinglab.analysis.bootstrap import bootstrap_intervals, skipped_note
-from scalinglab.analysis.laws import _enough_points, _positive_1d, _same_length
+from scalinglab.analysis.bootstrap import bootstrap_draws, intervals, skipped_note
+from scalinglab.analysis.laws import (
+    _enough_points,
+    _positive_1d,
+    _same_length,
+    optimal_allocation,
+)
 from scalinglab.analysis.result import FitResult
 
 
@@ -92,7 +97,8 @@ def fit_isoflop(
     intervals come from the same resamples.
     params and derived: k_N, a, k_D, b. objective: sum of squared log10 residuals of the N_opt law.
     extras["budgets"]: per budget {C, N, loss, coef, N_opt, N_opt_ci95 (None without bootstrap),
-    D_opt, loss_opt, in_range}.
+    D_opt, loss_opt, in_range}. extras["bootstrap"]: {k_N, a, k_D, b: per-resample values}, the
+    i-th entries from one resample, for frontier_band; {} without bootstrap.
     """
     C = _positive_1d("C", C)
     N = _positive_1d("N", N)
@@ -140,9 +146,11 @@ def fit_isoflop(
         out.update({f"N_opt[{k}]": r["N_opt"] for k, r in enumerate(rows)})
         return out
 
-    ci95, n_ok = bootstrap_intervals(
+    draws, n_ok = bootstrap_draws(
         fit_resample, n, n_bootstrap=n_bootstrap, seed=seed, strata=labels
     )
+    ci95 = intervals(draws)
+    law_draws = {name: draws[name] for name in values if name in draws}  # not per-budget N_opt
     budgets = []
     for k, p in enumerate(profiles):
         member = labels == k
@@ -179,6 +187,7 @@ def fit_isoflop(
             "flagged_budgets": flagged,
             "n_bootstrap": n_bootstrap,
             "n_bootstrap_ok": n_ok,
+            "bootstrap": law_draws,
         },
     )
 
@@ -212,7 +221,8 @@ def fit_envelope(
     are left out of the fits (flagged in extras), since the optimum may lie beyond the sweep.
     Intervals: bootstrap over whole curves (runs).
     params and derived: k_N, a, k_D, b. objective: sum of squared log10 residuals of the N_opt law.
-    extras["envelope"]: per bin {C, loss, N, in_range}.
+    extras["envelope"]: per bin {C, loss, N, in_range}. extras["bootstrap"]: {k_N, a, k_D, b:
+    per-resample values}, the i-th entries from one resample, for frontier_band; {} without.
     """
     flops = _positive_1d("flops", flops)
     loss = _positive_1d("loss", loss)
@@ -248,7 +258,7 @@ def fit_envelope(
         )
     c, best_loss, wins, inside = _envelope_points(flops, loss, n_params, edges, smallest, largest)
     _, _, objective = loglog_fit(c[inside], wins[inside])
-    ci95, n_ok = bootstrap_intervals(
+    draws, n_ok = bootstrap_draws(
         law, n, n_bootstrap=n_bootstrap, seed=seed, groups=n_params if run_id is None else run_id
     )
     envelope = [
@@ -258,7 +268,7 @@ def fit_envelope(
     return FitResult(
         law="envelope",
         params=dict(values),
-        ci95=ci95,
+        ci95=intervals(draws),
         derived=dict(values),
         n_points=int(inside.sum()),
         converged=True,
@@ -266,5 +276,39 @@ def fit_envelope(
         f"{int((~inside).sum())} won by the smallest or largest model left out"
         + skipped_note(n_ok, n_bootstrap),
         objective=objective,
-        extras={"envelope": envelope, "n_bootstrap": n_bootstrap, "n_bootstrap_ok": n_ok},
+        extras={
+            "envelope": envelope,
+            "n_bootstrap": n_bootstrap,
+            "n_bootstrap_ok": n_ok,
+            "bootstrap": draws,
+        },
     )
+
+
+def frontier_band(
+    result: FitResult, C: float | np.ndarray, *, quantity: str = "N_opt", level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """The bootstrap band of a compute-optimal frontier: at each budget C (FLOPs), the central
+    `level` percentile interval of N_opt(C) (or D_opt(C), `quantity`) predicted by each resample's
+    refitted law (extras["bootstrap"] of a chinchilla, isoflop or envelope fit).
+
+    Each resample's parameters are used together, so the band carries the intercept's uncertainty
+    and its correlation with the exponent: narrowest near the data's budgets, widening when
+    extrapolated. Returns (lo, hi) arrays shaped like C. A ValueError if the fit has no draws
+    (n_bootstrap=0, or no resample could be fitted): there is then no band to give.
+    """
+    draws = result.extras.get("bootstrap")
+    if not draws:
+        raise ValueError(
+            f"the {result.law} fit has no bootstrap draws (n_bootstrap="
+            f"{result.extras.get('n_bootstrap', 0)}, {result.extras.get('n_bootstrap_ok', 0)} "
+            "fitted), so its frontier has no band; refit with n_bootstrap > 0"
+        )
+    if quantity not in ("N_opt", "D_opt"):
+        raise ValueError(f"quantity must be 'N_opt' or 'D_opt', got {quantity!r}")
+    C = np.asarray(C, dtype=float)
+    per_draw = {name: np.asarray(v, dtype=float) for name, v in draws.items()}
+    n_opt, d_opt = optimal_allocation(result.law, per_draw, C[..., None])  # C x resamples
+    tail = 50.0 * (1.0 - level)  # as percentile_interval, vectorised over C
+    lo, hi = np.nanpercentile(n_opt if quantity == "N_opt" else d_opt, [tail, 100 - tail], axis=-1)
+    return lo, hi

@@ -6,9 +6,15 @@ Units: x, N (parameters), D (tokens) and C (FLOPs) are counts; losses are in nat
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from scalinglab.analysis.bootstrap import bootstrap_intervals, skipped_note
+from scalinglab.analysis.bootstrap import (
+    bootstrap_draws,
+    bootstrap_intervals,
+    intervals,
+    skipped_note,
+)
 from scalinglab.analysis.result import FitResult
 from scipy.optimize import least_squares, minimize
 
@@ -30,6 +36,18 @@ def chinchilla_loss(
     return E + A * N ** (-alpha) + B * D ** (-beta)
 
 
+def optimal_allocation(law: str, d: Mapping[str, Any], C: np.ndarray) -> tuple[Any, Any]:
+    """(N_opt, D_opt) at C from a fit's derived values `d`; the values may be arrays (bootstrap
+    draws), broadcast against C."""
+    if law == "chinchilla":
+        return d["G"] * (C / 6.0) ** d["a"], (C / 6.0) ** d["b"] / d["G"]
+    if law in ("isoflop", "envelope"):
+        return d["k_N"] * C ** d["a"], d["k_D"] * C ** d["b"]
+    raise ValueError(
+        f"compute-optimal allocation needs a chinchilla, isoflop or envelope fit, got law={law!r}"
+    )
+
+
 def compute_optimal_allocation(result: FitResult, C: float | np.ndarray) -> dict[str, np.ndarray]:
     """Compute-optimal model size N_opt, tokens D_opt and D_opt/N_opt at budget C = 6 N D FLOPs.
 
@@ -37,18 +55,7 @@ def compute_optimal_allocation(result: FitResult, C: float | np.ndarray) -> dict
     envelope fit (N_opt = k_N C^a, D_opt = k_D C^b). Scalars in, scalars out.
     """
     C_arr = _positive_1d("C", np.atleast_1d(C))
-    d = result.derived
-    if result.law == "chinchilla":
-        n_opt = d["G"] * (C_arr / 6.0) ** d["a"]
-        d_opt = (C_arr / 6.0) ** d["b"] / d["G"]
-    elif result.law in ("isoflop", "envelope"):
-        n_opt = d["k_N"] * C_arr ** d["a"]
-        d_opt = d["k_D"] * C_arr ** d["b"]
-    else:
-        raise ValueError(
-            f"compute_optimal_allocation needs a chinchilla, isoflop or envelope fit, "
-            f"got law={result.law!r}"
-        )
+    n_opt, d_opt = optimal_allocation(result.law, result.derived, C_arr)
     out = {"N_opt": n_opt, "D_opt": d_opt, "tokens_per_param": d_opt / n_opt}
     if np.ndim(C) == 0:
         return {k: float(v[0]) for k, v in out.items()}
@@ -419,6 +426,8 @@ def fit_chinchilla(
         so that N_opt(C) = G (C/6)^a and D_opt(C) = (C/6)^b / G (see compute_optimal_allocation).
     objective: sum of Huber_delta(log L_hat - log L). Intervals: bootstrap over runs, each resample
         warm-started from the full-data optimum and the next-best grid starts.
+    extras["bootstrap"]: {name: per-resample values} of every param and derived value, the i-th
+        entries from one resample (what ci95 and frontier_band are percentiles of); {} without.
     """
     N = _positive_1d("N", N)
     D = _positive_1d("D", D)
@@ -472,7 +481,7 @@ def fit_chinchilla(
         refit = min((_polish(w, *args) for w in warm), key=lambda f: f.fun)
         return as_values(refit.x) if refit.success else None
 
-    ci95, n_ok = bootstrap_intervals(fit_resample, n, n_bootstrap=n_bootstrap, seed=seed)
+    draws, n_ok = bootstrap_draws(fit_resample, n, n_bootstrap=n_bootstrap, seed=seed)
     values = as_values(best.x)
     params = {k: values[k] for k in ("E", "A", "B", "alpha", "beta")}
     derived = {k: values[k] for k in ("a", "b", "G")}
@@ -485,7 +494,7 @@ def fit_chinchilla(
     return FitResult(
         law="chinchilla",
         params=params,
-        ci95=ci95,
+        ci95=intervals(draws),
         derived=derived,
         n_points=n,
         converged=bool(best.success),
@@ -496,5 +505,6 @@ def fit_chinchilla(
             "n_starts": len(starts),
             "n_bootstrap": n_bootstrap,
             "n_bootstrap_ok": n_ok,
+            "bootstrap": draws,
         },
     )

@@ -17,6 +17,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, LogLocator, NullFormatter
+from scalinglab.analysis.compute_optimal import frontier_band
 from scalinglab.analysis.laws import compute_optimal_allocation
 from scalinglab.analysis.result import FitResult
 
@@ -188,12 +189,13 @@ def plot_frontier(
     fit: FitResult, budgets: Sequence[float], *, beyond_decades: float = 1.0
 ) -> Figure:
     """The compute-optimal model size N_opt(C) of a chinchilla, isoflop or envelope fit, from the
-    smallest budget to `beyond_decades` past the largest, with its 95% band.
+    smallest budget to `beyond_decades` past the largest, with its 95% bootstrap band.
 
-    The fits report intervals per parameter, not joint draws, so the band is the exponent's
-    95% interval pivoted at the geometric centre of the budgets: it says how far the slope's
-    uncertainty alone carries the extrapolation. The measured optima (IsoFLOP minima with their
-    intervals, or the envelope's winners) are drawn as points; flagged ones hollow.
+    The band is frontier_band: at each C, the 2.5-97.5 percentiles of N_opt(C) over the
+    bootstrap resamples' refitted laws, so it includes the intercept's uncertainty and its
+    correlation with the exponent. A fit without bootstrap draws (n_bootstrap=0) gets no band,
+    and the legend says so. The measured optima (IsoFLOP minima with their intervals, or the
+    envelope's winners) are drawn as points; flagged ones hollow.
     """
     budgets = np.asarray(budgets, float)
     compute = np.logspace(np.log10(budgets.min()), np.log10(budgets.max()) + beyond_decades, 100)
@@ -203,18 +205,20 @@ def plot_frontier(
         xscale="log", yscale="log", xlabel=AXIS_LABELS["flops"], ylabel="optimal parameters N_opt"
     )
     ax.plot(compute, n_opt, color="C0", label=f"N_opt ∝ C^a, {_with_ci(fit, 'a')}")
-    if "a" in fit.ci95:
-        centre = np.exp(np.log(budgets).mean())
-        n_centre = compute_optimal_allocation(fit, centre)["N_opt"]
-        slopes = [n_centre * (compute / centre) ** a for a in fit.ci95["a"]]
+    if fit.extras.get("bootstrap"):
+        lo, hi = frontier_band(fit, compute)
         ax.fill_between(
             compute,
-            np.minimum(*slopes),
-            np.maximum(*slopes),
+            lo,
+            hi,
             color="C0",
             alpha=0.2,
-            label="95% band (interval of a)",
+            label=f"95% band ({fit.extras['n_bootstrap_ok']} bootstrap refits)",
         )
+    else:  # never a stand-in band: say there is none
+        n_bootstrap = fit.extras.get("n_bootstrap", 0)
+        why = f"none of {n_bootstrap} resamples fitted" if n_bootstrap else "n_bootstrap=0"
+        ax.plot([], [], " ", label=f"no band: no bootstrap draws ({why})")
     ax.axvspan(budgets.max(), compute.max(), color="0.9", zorder=0, label="extrapolation")
     for point in fit.extras.get("budgets", []):
         yerr = _error_bar(point["N_opt"], point.get("N_opt_ci95"))

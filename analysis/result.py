@@ -21,7 +21,8 @@ class FitResult:
     converged: whether the optimiser reported success; `message` says why not.
     objective: final value of the fit's objective (lower is better).
     extras:    law-specific data for plots and reports (per-budget parabolas, residuals...);
-               JSON-serialisable.
+               JSON-serialisable. chinchilla/isoflop/envelope: extras["bootstrap"] holds each
+               resample's refitted values, {name: [draw, ...]}, for frontier_band.
     """
 
     law: str

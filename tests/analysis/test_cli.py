@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from scalinglab.analysis.cli import main
+from scalinglab.analysis.compute_optimal import frontier_band
 from scalinglab.analysis.load import completed, load_runs
+from scalinglab.analysis.result import FitResult
 
 from .fake_runs import HPARAM_TRUTH, LADDER_SIZES, TOKENS_PER_PARAM, TRUTH, chinchilla_loss
 
@@ -101,6 +103,22 @@ def test_isoflop_from_runs(isoflop_sweep: Path, tmp_path: Path) -> None:
     # Budgets are the runs' `budget.flops` overrides, not their slightly different FLOPs.
     assert [b["C"] for b in fit["extras"]["budgets"]] == pytest.approx([1e15, 1e16, 1e17])
     assert_figures(tmp_path, ["isoflop", "frontier_isoflop"])
+
+
+def test_isoflop_json_keeps_bootstrap_draws_capped(isoflop_sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "many.json"
+    assert main(["isoflop", str(isoflop_sweep), "--bootstrap", "1200", "--json", str(out)]) == 0
+    assert out.stat().st_size < 200_000  # 4 x 1000 draws, not 4 x 1200
+    many = json.loads(out.read_text())
+    fit = fit_json(tmp_path, ["isoflop", str(isoflop_sweep)])  # strict JSON, 8 resamples
+    assert many["extras"]["n_bootstrap_ok"] > 1000 and many["extras"]["bootstrap_capped_at"] == 1000
+    for document, n_draws in ((many, 1000), (fit, fit["extras"]["n_bootstrap_ok"])):
+        draws = document["extras"]["bootstrap"]
+        assert set(draws) == {"k_N", "a", "k_D", "b"}
+        assert {len(v) for v in draws.values()} == {n_draws}
+    assert "bootstrap_capped_at" not in fit["extras"]
+    lo, hi = frontier_band(FitResult(**fit), [1e15, 1e18])  # the band can be rebuilt from JSON
+    assert np.all(lo < hi)
 
 
 def test_isoflop_groups_flops_into_budgets(isoflop_sweep: Path, tmp_path: Path, capsys) -> None:

@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop
+from scalinglab.analysis.bootstrap import percentile_interval
+from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop, frontier_band
 from scalinglab.analysis.laws import chinchilla_loss, compute_optimal_allocation
+from scalinglab.analysis.result import FitResult
 from scalinglab.analysis.validate import leave_largest_out, residual_summary
 
 TRUTH = {"E": 1.7, "A": 400.0, "B": 400.0, "alpha": 0.34, "beta": 0.28}
@@ -147,6 +149,55 @@ def test_isoflop_interval_coverage():
     assert all(h >= 0.85 * 50 for h in hits.values()), hits
 
 
+# --- frontier band --------------------------------------------------------------------------
+
+
+def log_width(fit, C):
+    lo, hi = frontier_band(fit, C)
+    return np.log(hi / lo)
+
+
+def test_frontier_band_brackets_the_fit_and_the_truth(isoflop):
+    _, fit = isoflop
+    draws = fit.extras["bootstrap"]
+    assert set(draws) == {"k_N", "a", "k_D", "b"}
+    assert all(len(v) == fit.extras["n_bootstrap_ok"] == 200 for v in draws.values())
+    assert percentile_interval(draws["a"]) == fit.ci95["a"]  # ci95 comes from these very draws
+    grid = np.geomspace(BUDGETS[0], 10 * BUDGETS[-1], 50)
+    lo, hi = frontier_band(fit, grid)
+    estimate = compute_optimal_allocation(fit, grid)["N_opt"]
+    assert np.all((lo < estimate) & (estimate < hi))
+    # Not pivoted on the exponent alone: the intercept's uncertainty keeps it open at the centre.
+    centre = np.exp(np.log(BUDGETS).mean())
+    assert 0.01 < log_width(fit, centre) < log_width(fit, BUDGETS[-1])
+    assert log_width(fit, BUDGETS[-1]) < log_width(fit, 10 * BUDGETS[-1])
+    lo, hi = frontier_band(fit, BUDGETS)
+    truth = true_n_opt(BUDGETS)
+    assert np.all((lo <= truth) & (truth <= hi)), (lo / truth, hi / truth)
+
+
+def test_frontier_band_is_the_spread_of_each_resamples_law(isoflop):
+    # Recomputed one resample at a time through compute_optimal_allocation, D_opt included.
+    _, fit = isoflop
+    draws = fit.extras["bootstrap"]
+    C = np.array([1e19, 1e23])
+    resamples = [dict(zip(draws, v, strict=True)) for v in zip(*draws.values(), strict=True)]
+    per_resample = [
+        compute_optimal_allocation(FitResult("isoflop", {}, derived=d), C) for d in resamples
+    ]
+    for quantity in ("N_opt", "D_opt"):
+        predicted = np.array([r[quantity] for r in per_resample])
+        expected = np.percentile(predicted, [2.5, 97.5], axis=0)
+        assert np.allclose(frontier_band(fit, C, quantity=quantity), expected, rtol=1e-12)
+
+
+def test_no_bootstrap_means_no_band():
+    fit = fit_isoflop(*isoflop_data(seed=2), n_bootstrap=0)
+    assert fit.extras["bootstrap"] == {}
+    with pytest.raises(ValueError, match="no bootstrap draws"):
+        frontier_band(fit, 1e20)
+
+
 # --- envelope -------------------------------------------------------------------------------
 
 
@@ -178,6 +229,11 @@ def test_envelope_recovers_exponent(envelope):
     assert fit.derived["b"] == pytest.approx(1 - fit.derived["a"])
     assert set(fit.ci95) == {"k_N", "a", "k_D", "b"}
     assert fit.ci95["a"][0] <= fit.derived["a"] <= fit.ci95["a"][1]
+    c = np.array([p["C"] for p in fit.extras["envelope"] if p["in_range"]])
+    lo, hi = frontier_band(fit, c)
+    estimate = compute_optimal_allocation(fit, c)["N_opt"]
+    assert np.all((lo < estimate) & (estimate < hi))
+    assert np.all((lo <= true_n_opt(c)) & (true_n_opt(c) <= hi))
     # The compute-optimal size at a mid budget, within one step of the size ladder (x1.8).
     assert compute_optimal_allocation(fit, 1e19)["N_opt"] == pytest.approx(
         true_n_opt(1e19), rel=0.5

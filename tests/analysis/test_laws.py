@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from scalinglab.analysis.compute_optimal import frontier_band
 from scalinglab.analysis.laws import (
     chinchilla_loss,
     chinchilla_objective,
@@ -82,6 +83,21 @@ def test_compute_optimal_allocation_minimises_the_fitted_loss(chinchilla_fit):
     assert many["N_opt"].shape == (2,) and many["N_opt"][1] > many["N_opt"][0]
 
 
+def test_chinchilla_frontier_band_covers_the_true_optimum(chinchilla_fit):
+    (N, D, _), fit = chinchilla_fit
+    assert set(fit.extras["bootstrap"]) == set(fit.ci95)  # E, A, B, alpha, beta and a, b, G
+    t = CHINCHILLA_TRUTH
+    a = t["beta"] / (t["alpha"] + t["beta"])
+    G = (t["alpha"] * t["A"] / (t["beta"] * t["B"])) ** (1 / (t["alpha"] + t["beta"]))
+    C = np.geomspace((6 * N * D).min(), 10 * (6 * N * D).max(), 12)
+    lo, hi = frontier_band(fit, C)
+    estimate = compute_optimal_allocation(fit, C)["N_opt"]
+    assert np.all((lo < estimate) & (estimate < hi))
+    truth = G * (C / 6) ** a
+    assert np.all((lo <= truth) & (truth <= hi))
+    assert np.log(hi / lo)[-1] > np.log(hi / lo).min() > 0  # widest when extrapolated
+
+
 def test_chinchilla_is_deterministic_for_a_seed():
     N, D, loss = chinchilla_data(seed=3, n=120)
     first = fit_chinchilla(N, D, loss, n_bootstrap=20, seed=7).to_dict()
@@ -100,6 +116,7 @@ def test_chinchilla_without_bootstrap_has_no_intervals():
     N, D, loss = chinchilla_data(seed=1, n=60)
     fit = fit_chinchilla(N, D, loss, n_bootstrap=0)
     assert fit.ci95 == {} and fit.extras["n_bootstrap_ok"] == 0
+    assert fit.extras["bootstrap"] == {}
 
 
 GOOD = chinchilla_data(seed=2, n=20)

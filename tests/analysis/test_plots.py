@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
-from scalinglab.analysis.compute_optimal import fit_isoflop
+from scalinglab.analysis.compute_optimal import fit_isoflop, frontier_band
 from scalinglab.analysis.laws import fit_chinchilla, fit_power_law
 from scalinglab.analysis.load import assign_budgets, completed, load_curves, load_runs
 from scalinglab.analysis.plots import (
@@ -26,6 +27,10 @@ def runs(isoflop_sweep: Path):
     runs = completed(load_runs(isoflop_sweep))
     runs["budget"] = assign_budgets(runs["flops"])
     return runs
+
+
+def legend(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def labels(fig: Figure) -> list[str]:
@@ -71,8 +76,21 @@ def test_isoflop_plot_flags_minima_outside_the_sampled_sizes(tmp_path: Path) -> 
     frontier = plot_frontier(fit, budgets)
     ax = frontier.axes[0]
     assert ax.get_xlim()[1] >= 1e18  # one decade of extrapolation
-    assert any(t.get_text().startswith("95% band") for t in ax.get_legend().get_texts())
+    assert f"95% band ({fit.extras['n_bootstrap_ok']} bootstrap refits)" in legend(ax)
+    (band,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    line = ax.get_lines()[0]
+    lo, hi = frontier_band(fit, line.get_xdata())
+    assert np.allclose(band.get_paths()[0].vertices[:, 1].min(), lo.min())
+    assert np.allclose(band.get_paths()[0].vertices[:, 1].max(), hi.max())
     assert len(save(frontier, tmp_path, "frontier")) == 2
+
+
+def test_frontier_without_bootstrap_has_no_band(runs) -> None:
+    fit = fit_isoflop(runs["budget"], runs["n_params"], runs["val_loss"], n_bootstrap=0)
+    ax = plot_frontier(fit, [1e15, 1e17]).axes[0]
+    assert not [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert "no band: no bootstrap draws (n_bootstrap=0)" in legend(ax)
+    assert not any("95%" in text for text in legend(ax))
 
 
 def test_curves_plot_one_line_per_run(isoflop_sweep: Path) -> None:
