@@ -213,3 +213,11 @@ def test_cli_reports_bad_input_in_one_line(args: list[str], message: str, tmp_pa
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "run.json").exists()
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path: Path) -> None:
+    eager = train(compose_train(*TINY, output_dir=tmp_path / "eager"))
+    compiled = train(compose_train(*TINY, "compile=true", output_dir=tmp_path / "compiled"))
+    assert compiled["status"] == "completed"
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], abs=1e-3)
