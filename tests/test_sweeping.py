@@ -125,3 +125,11 @@ def test_stopped_sweep_relaunches_to_each_job_completed_once(
     # One W&B run per job: a resumed job continued its run (same id) rather than starting another.
     wandb_ids = {p.name.rsplit("-", 1)[-1] for p in sweep_dir.glob("*/wandb/offline-run-*")}
     assert len(wandb_ids) == 2
+
+
+def test_demo_learning_rate_falls_as_one_over_width() -> None:
+    lrs = {
+        d: compose_train("sweep=demo", f"model.d_model={d}", output_dir=Path(".")).optimizer.lr
+        for d in (32, 64, 256)
+    }
+    assert lrs == pytest.approx({32: 6e-3, 64: 3e-3, 256: 7.5e-4})

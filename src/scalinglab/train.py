@@ -67,7 +67,15 @@ def safe_name(text: str, limit: int = 150) -> str:
     return text if len(text) <= limit else f"{text[: limit - 9]}-{digest(text)}"
 
 
+def inverse_width_lr(base_lr: float, base_width: int, d_model: int) -> float:
+    """Adam's learning rate scaled as 1/width from a tuned base width: muP's rule for hidden
+    weights (Yang et al. 2022), applied to the whole model. In a config:
+    `optimizer.lr: ${inverse_width_lr:3e-3,64,${model.d_model}}`."""
+    return float(base_lr) * int(base_width) / int(d_model)
+
+
 OmegaConf.register_new_resolver("sweep_id", sweep_id_from_argv, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("inverse_width_lr", inverse_width_lr, replace=True)
 OmegaConf.register_new_resolver("safe_name", safe_name, replace=True)
 
 
