@@ -102,8 +102,10 @@ def plot_loss(
     ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS[x_name], ylabel=AXIS_LABELS["loss"])
     _plain_log_labels(ax.yaxis)
     curve_x = _span(x)
-    if tokens is None:
-        ax.scatter(x, loss, color="C0", zorder=3, label="runs")
+    one_token_count = tokens is not None and np.nanmin(tokens) == np.nanmax(tokens)
+    if tokens is None or (one_token_count and (fit is None or fit.law == "power")):
+        label = f"runs (D = {np.nanmin(tokens):.3g} tokens)" if one_token_count else "runs"
+        ax.scatter(x, loss, color="C0", zorder=3, label=label)
     else:
         tokens = np.asarray(tokens, float)
         norm = _log_norm(tokens)
