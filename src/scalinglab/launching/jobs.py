@@ -122,13 +122,15 @@ def run_in_process(spec: JobSpec, devices: int, env: dict[str, str]) -> JobRetur
         spec_file.write_bytes(pickle.dumps(spec))
         worker = ["-m", "scalinglab.launching.jobs", str(spec_file), str(result_file)]
         if devices > 1:  # torchrun sets RANK, WORLD_SIZE and MASTER_*; Lightning takes them up
-            distributed = [
+            torchrun = [
                 "-m",
                 "torch.distributed.run",
                 "--standalone",
                 f"--nproc-per-node={devices}",
             ]
-            worker = [*distributed, *worker]
+            worker = [*torchrun, *worker]
+            # Inside a SLURM allocation Lightning would take SLURM's task count over torchrun's.
+            env = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
         try:
             code = subprocess.run([sys.executable, *worker], env=env, cwd=spec.cwd).returncode
             ret = pickle.loads(result_file.read_bytes()) if result_file.exists() else None
