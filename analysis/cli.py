@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
 from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop
 from scalinglab.analysis.hparams import fit_hparams
 from scalinglab.analysis.laws import compute_optimal_allocation, fit_chinchilla, fit_power_law

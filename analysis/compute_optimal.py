@@ -8,6 +8,7 @@ losses in nats per token.
 from __future__ import annotations
 
 import numpy as np
+
 from scalinglab.analysis.bootstrap import bootstrap_draws, intervals, skipped_note
 from scalinglab.analysis.laws import (
     _enough_points,

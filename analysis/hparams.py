@@ -7,6 +7,7 @@ Units: C in FLOPs, lr dimensionless (peak learning rate), batch_size in sequence
 from __future__ import annotations
 
 import numpy as np
+
 from scalinglab.analysis.bootstrap import bootstrap_intervals, skipped_note
 from scalinglab.analysis.compute_optimal import budget_labels, loglog_fit
 from scalinglab.analysis.laws import _positive_1d, _same_length

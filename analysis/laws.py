@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.optimize import least_squares, minimize
+
 from scalinglab.analysis.bootstrap import (
     bootstrap_draws,
     bootstrap_intervals,
@@ -16,7 +18,6 @@ from scalinglab.analysis.bootstrap import (
     skipped_note,
 )
 from scalinglab.analysis.result import FitResult
-from scipy.optimize import least_squares, minimize
 
 # --------------------------------------------------------------------------------------------
 # Model functions

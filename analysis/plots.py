@@ -17,6 +17,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, LogLocator, NullFormatter
+
 from scalinglab.analysis.compute_optimal import frontier_band
 from scalinglab.analysis.laws import compute_optimal_allocation
 from scalinglab.analysis.result import FitResult

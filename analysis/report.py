@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+
 from scalinglab.analysis.plots import save
 from scalinglab.analysis.result import FitResult
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from scalinglab.analysis.compute_optimal import budget_labels
 from scalinglab.analysis.laws import _positive_1d
 from scalinglab.analysis.result import FitResult

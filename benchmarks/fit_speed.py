@@ -19,13 +19,14 @@ import os
 import time
 
 import numpy as np
+from scipy.optimize import minimize
+
 from scalinglab.analysis.laws import (
     _huber_lse,
     chinchilla_loss,
     chinchilla_objective,
     fit_chinchilla,
 )
-from scipy.optimize import minimize
 
 TRUTH = {"E": 1.7, "A": 400.0, "B": 400.0, "alpha": 0.34, "beta": 0.28}
 PAPER_GRID = list(

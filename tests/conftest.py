@@ -32,13 +32,25 @@ def token_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def offline(tmp_path: Path, token_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test touches the network or the user's W&B and cache directories."""
+def offline(tmp_path: Path, token_cache: Path, monkeypatch: pytest.MonkeyPatch):
+    """No test touches the network or the user's W&B and cache directories.
+
+    W&B publishes its service in WANDB_SERVICE for child processes to reuse; a test that runs W&B
+    in-process would leave it behind, and later subprocess sweeps would attach to this process's
+    long-lived service (where a killed job's run id stays "in use"). So every WANDB_* variable is
+    restored after each test.
+    """
+    saved = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("SCALINGLAB_CACHE", str(token_cache))
     (tmp_path / "wandb").mkdir(exist_ok=True)
+    yield
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        del os.environ[key]
+    os.environ.update(saved)
 
 
 def compose_train(*overrides: str, output_dir: Path | None = None) -> DictConfig:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from tests.conftest import TINY, TINY_TRAINING, compose_train, run_cli
 
 from scalinglab.data import write_shard
 from scalinglab.errors import ConfigError
 from scalinglab.records import METRIC_COLUMNS
 from scalinglab.train import train
+from tests.conftest import TINY, TINY_TRAINING, compose_train, run_cli
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -168,7 +168,7 @@ BAD_INPUTS = {
     "batch": (["data.batch_size=-4"], "data.batch_size must be a positive number"),
     "steps": (["trainer.max_steps=0"], "trainer.max_steps must be a positive number"),
     "budget": (["budget.tokens=-1e6"], "budget.tokens must be a positive number"),
-    "tiny_budget": (["budget.flops=10"], "budget.flops=10 is less than one step"),
+    "tiny_budget": (["budget.flops=10"], "budget.flops=10 gives 0 steps"),
     "seq_len": (["model.max_seq_len=16"], "data.seq_len=32 exceeds model.max_seq_len=16"),
 }
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from scalinglab.analysis.cli import main
 from scalinglab.analysis.compute_optimal import frontier_band
 from scalinglab.analysis.load import completed, load_runs

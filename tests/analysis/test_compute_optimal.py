@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from scalinglab.analysis.bootstrap import percentile_interval
 from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop, frontier_band
 from scalinglab.analysis.laws import chinchilla_loss, compute_optimal_allocation

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from scalinglab.analysis.hparams import fit_hparams
 from scalinglab.analysis.validate import leave_largest_out, residual_summary
 

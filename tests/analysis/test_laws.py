@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from scalinglab.analysis.compute_optimal import frontier_band
 from scalinglab.analysis.laws import (
     chinchilla_loss,

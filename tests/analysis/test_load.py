@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from scalinglab.analysis.load import (
     RUN_COLUMNS,
     assign_budgets,

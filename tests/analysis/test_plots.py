@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
+
 from scalinglab.analysis.compute_optimal import fit_isoflop, frontier_band
 from scalinglab.analysis.laws import fit_chinchilla, fit_power_law
 from scalinglab.analysis.load import assign_budgets, completed, load_curves, load_runs
