@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,17 @@ CPU_SLOTS = "hydra.launcher.gpus=[cpu,cpu]"
 
 
 class JobProbe(Callback):
-    """Writes probe-RANK.json in the job's directory, from the process that ran the job."""
+    """Writes probe-RANK.json in the job's directory, from the process that ran the job.
+
+    `hold_s` stretches each job, so that jobs meant to run at once overlap whatever their start-up.
+    """
+
+    def __init__(self, hold_s: float = 0.0):
+        self.hold_s = hold_s
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
+        time.sleep(self.hold_s)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         env = os.environ
@@ -123,7 +131,10 @@ def test_slots_group_devices_and_share_gpus(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_pool_runs_each_job_in_its_own_process_and_records_a_failure(tmp_path: Path) -> None:
     crash = [f"+callbacks.crash._target_={__name__}.CrashOnSeed", "+callbacks.crash.seed=2"]
-    result, jobs = sweep(tmp_path, f"{LAUNCHER}=local_gpus", CPU_SLOTS, "seed=0,1,2,3", *crash)
+    hold = "+hydra.callbacks.probe.hold_s=3"
+    result, jobs = sweep(
+        tmp_path, f"{LAUNCHER}=local_gpus", CPU_SLOTS, "seed=0,1,2,3", hold, *crash
+    )
     assert result.returncode != 0  # the failure is the sweep's exit status...
     assert "simulated crash of seed 2" in result.stderr
     records = {read(j / "run.json")["seed"]: read(j / "run.json") for j in jobs}
@@ -221,6 +232,55 @@ def test_ddp_job_on_slurm_gets_a_task_per_device(slurm_cluster: None, tmp_path: 
     assert (
         ranks[0]["SLURM_JOB_ID"] == ranks[1]["SLURM_JOB_ID"] and ranks[0]["pid"] != ranks[1]["pid"]
     )
+
+
+def slurm_state(job_id: str) -> str:
+    return subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True
+    ).stdout
+
+
+def test_preempted_slurm_job_is_requeued_by_submitit_and_resumes(
+    slurm_cluster: None, tmp_path: Path
+) -> None:
+    long = [
+        "trainer.max_steps=3000",
+        "trainer.val_check_interval=100",
+        "trainer.log_every_n_steps=100",
+    ]
+    args = [*TINY, f"paths.output_root={tmp_path / 'out'}", *SLURM_CPU, *long]
+    command = [sys.executable, "-m", "scalinglab.train", "-m", *args]
+    log = tmp_path / "launcher.log"  # a file: a pipe nobody reads while we wait could fill up
+    launcher = subprocess.Popen(
+        command, cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+    job_id = None
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.glob("out/sweeps/*/*/checkpoints/last.ckpt")):
+            assert launcher.poll() is None and time.time() < deadline, "no checkpoint in time"
+            time.sleep(0.2)
+        job_id = next(tmp_path.glob("out/sweeps/*/.submitit/*/*_submitted.pkl")).parent.name
+        # SLURM's warning before it pre-empts a job: submitit requeues it (Lightning must not).
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+        while "PENDING" not in slurm_state(job_id):
+            assert time.time() < deadline, "the job was not requeued"
+            time.sleep(0.2)
+        # A requeued job waits two minutes before it is eligible again; no need here.
+        subprocess.run(["scontrol", "update", f"jobid={job_id}", "starttime=now"], check=True)
+        launcher.wait(timeout=240)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            if job_id:
+                subprocess.run(["scancel", job_id])
+    assert launcher.returncode == 0, log.read_text()[-3000:]
+    (record_file,) = tmp_path.glob("out/sweeps/*/*/run.json")
+    record = read(record_file)
+    assert record["status"] == "completed" and record["steps"] == 3000 and record["attempts"] == 2
+    assert (
+        "from step" in (record_file.parent / "train.log").read_text()
+    )  # "resuming ... from step N"
 
 
 SLURM_CONTRADICTIONS = {
