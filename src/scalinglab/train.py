@@ -9,9 +9,11 @@ the same command finds that directory again: a completed job is skipped, an unfi
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import math
 import os
+import pkgutil
 import re
 import sys
 import warnings
@@ -374,15 +376,31 @@ def finish_wandb(
         os.environ.update(env)
 
 
-# Hydra finds plugins by scanning the hydra_plugins namespace, which an editable install's import
-# hook hides from its scan: register ours explicitly. The scan re-executes Hydra's own plugin
-# modules, so it runs first, and our subclasses are defined against the classes it leaves.
-from hydra.core.plugins import Plugins  # noqa: E402
+def register_plugins() -> None:
+    """Register scalinglab's Hydra plugins (the sweeper and launchers in hydra_plugins.scalinglab).
 
-Plugins.instance()
-from hydra_plugins.scalinglab.sweeper import PreflightSweeper  # noqa: E402
+    Hydra finds plugins by scanning the hydra_plugins namespace, which an editable install's
+    import hook hides from its scan. The scan also re-executes Hydra's own plugin modules, so it
+    runs first, and our subclasses are imported against the classes it leaves behind.
+    """
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.plugin import Plugin
 
-Plugins.instance().register(PreflightSweeper)
+    import hydra_plugins.scalinglab as ours
+
+    plugins = Plugins.instance()
+    for module_info in pkgutil.iter_modules(ours.__path__):
+        module = importlib.import_module(f"{ours.__name__}.{module_info.name}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Plugin)
+                and value.__module__ == module.__name__
+            ):
+                plugins.register(value)
+
+
+register_plugins()
 
 # The repository's conf/ (an editable install, as the README sets up).
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
