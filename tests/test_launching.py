@@ -178,15 +178,14 @@ def slurm_answers() -> bool:
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return states.returncode == 0 and any(
-        s.startswith(("idle", "mixed", "allocated")) for s in states.stdout.split()
-    )
+    up = ("idle", "mixed", "allocated", "completing")  # "idle*" (not responding) is not up
+    return states.returncode == 0 and any(s.split("+")[0] in up for s in states.stdout.split())
 
 
 @pytest.fixture(scope="module")
 def slurm_cluster() -> Any:
-    """A SLURM cluster that takes jobs: the one running here, or one started by .ci/slurm-up.sh
-    (then stopped afterwards, by the process ids the script printed)."""
+    """A SLURM cluster that takes jobs: the one running here, or one started by .ci/slurm-up.sh and
+    stopped afterwards, by the process ids the script printed, unless others' jobs are still on it."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the slurm extra")
     if shutil.which("sbatch") is None:
         pytest.skip("no SLURM here (sbatch not found); .ci/slurm-up.sh sets up a one-node cluster")
@@ -202,8 +201,12 @@ def slurm_cluster() -> Any:
             int(line.split()[2]) for line in up.stdout.splitlines() if line.startswith("started ")
         ]
     yield
-    for pid in reversed(started):  # slurmd, slurmctld, munged
-        os.kill(pid, signal.SIGTERM)
+    if (
+        started
+        and not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip()
+    ):
+        for pid in reversed(started):  # slurmd, slurmctld, munged
+            os.kill(pid, signal.SIGTERM)
 
 
 SLURM_CPU = [f"{LAUNCHER}=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
