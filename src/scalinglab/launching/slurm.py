@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hydra.core.utils import JobReturn, filter_overrides
-from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from omegaconf import DictConfig
 
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from scalinglab.errors import ConfigError
 from scalinglab.launching.jobs import trainer_devices
 
