@@ -1,8 +1,6 @@
 """scalinglab's launchers under names Hydra accepts: it instantiates launchers only from classes
 defined in `hydra_plugins` modules. The code is in scalinglab.launching."""
 
-from hydra.plugins.launcher import Launcher
-
 from scalinglab.launching import local_gpus, ray_cluster
 
 
@@ -14,17 +12,11 @@ class RayLauncher(ray_cluster.RayLauncher):
     __doc__ = ray_cluster.RayLauncher.__doc__
 
 
-LAUNCHERS: tuple[type[Launcher], ...] = (LocalGPUsLauncher, RayLauncher)
-
 try:
     from scalinglab.launching import slurm
-except (
-    ImportError
-):  # without the `slurm` extra (hydra-submitit-launcher) there is no slurm launcher
+except ImportError:  # no `slurm` extra (hydra-submitit-launcher): no slurm launcher
     pass
 else:
 
     class SlurmLauncher(slurm.SlurmLauncher):
         __doc__ = slurm.SlurmLauncher.__doc__
-
-    LAUNCHERS += (SlurmLauncher,)
