@@ -166,6 +166,18 @@ class MetricsCSV(Logger):
         self._rewrite(columns + new, [merged[s] for s in sorted(merged)])
 
 
+class SaveAtSteps(pl.Callback):
+    """Checkpoints after given optimizer steps (the points WSD decay branches start from)."""
+
+    def __init__(self, paths: dict[int, str]):
+        self.paths = paths
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        path = self.paths.get(trainer.global_step)
+        if path and not Path(path).exists():
+            trainer.save_checkpoint(path)
+
+
 class LogLines(pl.Callback):
     """Plain periodic progress lines, for logs that are files (SLURM, CI), where bars garble."""
 

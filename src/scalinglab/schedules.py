@@ -71,6 +71,15 @@ class WSD(Schedule):
                 f"scheduler.decay_fraction must be in (0, 1], got {self.decay_fraction}"
             )
 
+    def stable_until(self, total_steps: int) -> int:
+        """Steps after which this schedule, over `total_steps`, leaves its flat phase.
+
+        A run of any longer WSD schedule (same warm-up) matches this one up to here, so its
+        checkpoint at this step can branch off into this schedule's decay.
+        """
+        warmup = min(self.warmup_steps, max(total_steps - 1, 0))
+        return warmup + math.floor((1.0 - self.decay_fraction) * (total_steps - warmup))
+
     def decay(self, progress: float) -> float:
         start = 1.0 - self.decay_fraction
         if progress <= start:

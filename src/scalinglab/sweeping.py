@@ -28,7 +28,8 @@ log = logging.getLogger("scalinglab")
 
 SUMMARY_COLUMNS = [
     "job", "status", "run_id", "n_params", "n_params_nonembedding", "tokens", "flops", "lr",
-    "batch_size", "steps", "train_loss", "val_loss", "best_val_loss", "wall_time_s", "error", "path",
+    "batch_size", "steps", "train_loss", "val_loss", "best_val_loss", "wall_time_s", "flops_shared",
+    "error", "path",
 ]  # fmt: skip
 # Jobs in these states make the sweep's exit code non-zero; a diverged job is a result, not a fault.
 FAILED = ("failed", "oom")
@@ -58,11 +59,11 @@ class SweepFailed(CompactHydraException):
     pass
 
 
-def job_row(job_dir: Path, error: str | None = None) -> dict[str, Any]:
+def job_row(sweep_dir: Path, job_dir: Path, error: str | None = None) -> dict[str, Any]:
     path = job_dir / RUN_FILE
     record = json.loads(path.read_text()) if path.exists() else {"status": "failed"}
     row = {key: record.get(key) for key in SUMMARY_COLUMNS}
-    row.update(job=job_dir.name, path=str(job_dir))
+    row.update(job=str(job_dir.relative_to(sweep_dir)), path=str(job_dir))
     if error and record.get("status") != "completed":
         row["status"] = record.get("status") if path.exists() else "failed"
         row["error"] = record.get("error") or error
@@ -82,10 +83,12 @@ def update_summary(
         fcntl.flock(lock, fcntl.LOCK_EX)
         summary = sweep_dir / "summary.json"
         rows = {r["job"]: r for r in json.loads(summary.read_text())} if summary.exists() else {}
-        for record in sweep_dir.glob(f"*/{RUN_FILE}"):
-            rows[record.parent.name] = job_row(record.parent, None)
+        for record in sweep_dir.glob(f"**/{RUN_FILE}"):  # jobs and their WSD branches
+            row = job_row(sweep_dir, record.parent)
+            rows[row["job"]] = row
         if job_dir is not None:
-            rows[job_dir.name] = job_row(job_dir, error)
+            row = job_row(sweep_dir, job_dir, error)
+            rows[row["job"]] = row
         ordered = [rows[k] for k in sorted(rows)]
         write_json_atomic(summary, ordered)  # type: ignore[arg-type]
         pd.DataFrame(ordered, columns=SUMMARY_COLUMNS).to_csv(
@@ -107,7 +110,15 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = update_summary(sweep_dir)
         counts = pd.Series([r["status"] for r in rows]).value_counts().to_dict()
-        log.info(f"sweep {sweep_dir}: {len(rows)} jobs, {counts}; see summary.csv")
+        log.info(f"sweep {sweep_dir}: {len(rows)} runs, {counts}; see summary.csv")
+        shared = sum(r["flops_shared"] or 0 for r in rows if r["status"] == "completed")
+        if shared:
+            spent = sum(r["flops"] or 0 for r in rows if r["status"] == "completed") - shared
+            log.info(
+                f"WSD branches: {shared:.3g} FLOPs reused from their trunks; the sweep spent "
+                f"{spent:.3g} FLOPs for what straight runs would train with {spent + shared:.3g} "
+                f"({shared / (spent + shared):.0%} saved)"
+            )
         failed = [r["job"] for r in rows if r["status"] in FAILED]
         if failed:
             raise SweepFailed(f"{len(failed)} jobs did not complete: {', '.join(failed)}")

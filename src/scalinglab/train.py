@@ -15,6 +15,7 @@ import math
 import os
 import pkgutil
 import re
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -26,12 +27,20 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from scalinglab.errors import ConfigError
 from scalinglab.model import GPTConfig
 from scalinglab.module import Diverged, LanguageModel
-from scalinglab.records import LogLines, MetricsCSV, RunRecord, git_state, read_run
+from scalinglab.records import (
+    METRICS_FILE,
+    LogLines,
+    MetricsCSV,
+    RunRecord,
+    SaveAtSteps,
+    git_state,
+    read_run,
+)
 
 log = logging.getLogger("scalinglab")
 # Keep job logs to what the job did: Lightning 2.6 advertises a cloud logger in every job's log, and
@@ -178,6 +187,8 @@ def job_identity(cfg: DictConfig, output_dir: Path) -> tuple[str, str]:
         hc = HydraConfig.get()
         if hc.mode == hydra.types.RunMode.MULTIRUN:
             name = hc.job.override_dirname or cfg.name
+    if cfg.get("init_from"):  # a WSD branch: its trunk's name and its own token count
+        name = f"{name}/{output_dir.name}"
     run_id = cfg.run_id or f"{cfg.sweep_id}-{digest(str(output_dir.resolve()), 6)}"
     return safe_name(str(run_id), 120), name
 
@@ -198,7 +209,66 @@ def flat_scaling_keys(model: GPTConfig, cfg: DictConfig, tokens_per_step: int) -
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train (or resume, or skip) one job; return its final run record."""
+    """Train (or resume, or skip) one job, then its WSD decay branches if it has any.
+
+    Returns the job's final run record (with branches: the longest run's; each branch has its own
+    record under `branches/`).
+    """
+    trunk, branches = wsd_branch_configs(cfg)
+    save_at = {int(b.init_step): b.init_from for b in branches}
+    record = run_job(trunk, save_at=save_at)
+    for branch in branches:
+        if record.get("status") == "completed":
+            run_job(branch)
+    return record
+
+
+def wsd_branch_configs(cfg: DictConfig) -> tuple[DictConfig, list[DictConfig]]:
+    """The job to train, and one config per WSD decay branch (none without `wsd_branches`).
+
+    With `wsd_branches: [D1, D2, ...]` (tokens) the job trains to the largest count with its WSD
+    schedule, saving a checkpoint where each smaller count's schedule leaves its flat phase; each
+    branch resumes from there into its own decay, so it ends exactly where a run trained straight
+    to that count would, for the cost of the decay alone.
+    """
+    tokens = sorted(float(t) for t in cfg.get("wsd_branches") or [])
+    if not tokens:
+        return cfg, []
+    if not str(cfg.scheduler._target_).endswith(".WSD"):
+        raise ConfigError("wsd_branches needs scheduler=wsd (a flat phase to branch from)")
+    if any(cfg.budget[k] is not None for k in ("tokens", "tokens_per_param", "flops")):
+        raise ConfigError("wsd_branches sets each run's token budget: leave budget.* unset")
+    output_dir = Path(cfg.paths.output_dir)
+    schedule = instantiate(cfg.scheduler)
+
+    def with_budget(tokens: float) -> DictConfig:
+        job = cfg.copy()
+        with open_dict(job):
+            job.wsd_branches = None
+            job.budget.tokens = tokens
+        return job
+
+    branches = []
+    for count in tokens[:-1]:
+        branch = with_budget(count)
+        _, _, steps = plan(branch, vocab_size_hint(branch.data))
+        start = schedule.stable_until(steps)
+        if start < 1:
+            raise ConfigError(f"wsd_branches: {count:g} tokens end before the flat phase begins")
+        with open_dict(branch):
+            branch.paths.output_dir = str(output_dir / "branches" / f"tokens={count:g}")
+            branch.run_id = None
+            branch.init_step = start
+            branch.init_from = str(output_dir / "checkpoints" / f"branch-step{start}.ckpt")
+        branches.append(branch)
+    return with_budget(tokens[-1]), branches
+
+
+def run_job(cfg: DictConfig, save_at: dict[int, str] | None = None) -> dict[str, Any]:
+    """Train (or resume, or skip) one run in cfg.paths.output_dir; return its final run record.
+
+    save_at: extra checkpoints to save, by optimizer step (WSD branch points).
+    """
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     previous = read_run(output_dir)
@@ -272,6 +342,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(pl.callbacks.TQDMProgressBar(refresh_rate=10))
     else:
         callbacks.append(LogLines(every_n_steps=max(1, max_steps // 20)))
+    if save_at:
+        callbacks.append(SaveAtSteps(save_at))
+    if cfg.get("init_from"):  # the FLOPs of the trunk up to the branch point, trained once
+        record.fields["init_from"] = cfg.init_from
+        record.fields["flops_shared"] = cfg.init_step * tokens_per_step * scaling["flops_per_token"]
     precision = trainer_cfg.precision or ("bf16-mixed" if torch.cuda.is_available() else "32-true")
     trainer: pl.Trainer = build(
         trainer_cfg,
@@ -284,11 +359,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
 
     ckpt = output_dir / "checkpoints" / "last.ckpt"
-    resume_from = str(ckpt) if ckpt.exists() else None
+    resume_from = str(ckpt) if ckpt.exists() else cfg.get("init_from")
     if resume_from:
-        step = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+        if not Path(resume_from).exists():
+            raise ConfigError(f"init_from={resume_from}: no such checkpoint")
+        step = torch.load(resume_from, map_location="cpu", weights_only=True)["global_step"]
+        if resume_from == cfg.get("init_from"):
+            # A branch's curve starts with its trunk's, up to the branch point.
+            shutil.copy(Path(resume_from).parents[1] / METRICS_FILE, output_dir / METRICS_FILE)
         metrics_csv.truncate_after(step)
-        log.info(f"resuming {output_dir} from step {step}")
+        log.info(f"resuming {output_dir} from step {step} of {resume_from}")
+
     wandb_env = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
     record.start()
     status, final = "failed", {}
