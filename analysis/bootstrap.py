@@ -92,21 +92,3 @@ def intervals(
 ) -> dict[str, tuple[float, float]]:
     """The percentile interval of each quantity's draws."""
     return {name: percentile_interval(v, level) for name, v in draws.items()}
-
-
-def bootstrap_intervals(
-    fit_resample: Callable[[np.ndarray], Mapping[str, float] | None],
-    n: int,
-    *,
-    n_bootstrap: int,
-    seed: int,
-    strata: np.ndarray | None = None,
-    groups: np.ndarray | None = None,
-    level: float = 0.95,
-) -> tuple[dict[str, tuple[float, float]], int]:
-    """Percentile intervals of every quantity `fit_resample` returns (see bootstrap_draws):
-    (intervals, number of resamples that fitted)."""
-    draws, n_ok = bootstrap_draws(
-        fit_resample, n, n_bootstrap=n_bootstrap, seed=seed, strata=strata, groups=groups
-    )
-    return intervals(draws, level), n_ok

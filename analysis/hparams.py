@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scalinglab.analysis.bootstrap import bootstrap_intervals, skipped_note
+from scalinglab.analysis.bootstrap import bootstrap_draws, intervals, skipped_note
 from scalinglab.analysis.compute_optimal import budget_labels, loglog_fit
 from scalinglab.analysis.laws import _positive_1d, _same_length
 from scalinglab.analysis.result import FitResult
@@ -94,9 +94,10 @@ def fit_hparams(
             _near_optimal_bands(C[idx], lr[idx], batch_size[idx], loss[idx], labels[idx], tolerance)
         )
 
-    ci95, n_ok = bootstrap_intervals(
+    draws, n_ok = bootstrap_draws(
         fit_resample, n, n_bootstrap=n_bootstrap, seed=seed, strata=labels
     )
+    ci95 = intervals(draws)
     for k, row in enumerate(rows):
         member = labels == k
         row.update(
@@ -123,6 +124,7 @@ def fit_hparams(
         extras={
             "budgets": rows,
             "tolerance": tolerance,
+            "bootstrap": draws,
             "flagged_budgets": flagged,
             "n_bootstrap": n_bootstrap,
             "n_bootstrap_ok": n_ok,

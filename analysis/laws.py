@@ -13,7 +13,6 @@ from scipy.optimize import least_squares, minimize
 
 from scalinglab.analysis.bootstrap import (
     bootstrap_draws,
-    bootstrap_intervals,
     intervals,
     skipped_note,
 )
@@ -237,16 +236,21 @@ def fit_power_law(
         refit = solve(fit.x, logx[idx], logy[idx])
         return as_params(refit.x) if refit.success else None
 
-    ci95, n_ok = bootstrap_intervals(fit_resample, n, n_bootstrap=n_bootstrap, seed=seed)
+    draws, n_ok = bootstrap_draws(fit_resample, n, n_bootstrap=n_bootstrap, seed=seed)
     return FitResult(
         law="power",
         params=params,
-        ci95=ci95,
+        ci95=intervals(draws),
         n_points=n,
         converged=bool(fit.success),
         message=str(fit.message) + skipped_note(n_ok, n_bootstrap),
         objective=float(2.0 * fit.cost),
-        extras={"offset": offset, "n_bootstrap": n_bootstrap, "n_bootstrap_ok": n_ok},
+        extras={
+            "offset": offset,
+            "bootstrap": draws,
+            "n_bootstrap": n_bootstrap,
+            "n_bootstrap_ok": n_ok,
+        },
     )
 
 
