@@ -184,6 +184,7 @@ class LogLines(pl.Callback):
     def __init__(self, every_n_steps: int = 50):
         self.every_n_steps = every_n_steps
 
+    @rank_zero_only
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         step = trainer.global_step
         if step % self.every_n_steps and step < trainer.max_steps:

@@ -67,7 +67,8 @@ def sweep_id_from_argv(name: str) -> str:
     overrides = sorted(
         a
         for a in sys.argv[1:]
-        if not a.startswith(("-", "hydra.", "hydra/", "sweep_id=", "run_id=")) and "=" in a
+        if not a.startswith(("-", "hydra.", "hydra/", "launcher=", "sweep_id=", "run_id="))
+        and "=" in a
     )
     return f"{safe_name(name)}-{digest(' '.join(overrides))}"
 
@@ -411,10 +412,13 @@ def final_figures(
     """Final step, tokens, FLOPs and losses; validates once more if the last step was not."""
     _, rows = metrics_csv.read()
     val_steps = [int(float(r["step"])) for r in rows if r.get("val/loss")]
-    if not val_steps or val_steps[-1] != trainer.global_step:
+    # Validating is collective, so every rank decides as rank 0 (which writes the file) does.
+    if not trainer.strategy.broadcast(bool(val_steps) and val_steps[-1] == trainer.global_step):
         trainer.validate(module, datamodule=datamodule, verbose=False)
         metrics_csv.finalize("success")
         _, rows = metrics_csv.read()
+    if trainer.global_rank != 0:  # only rank 0 keeps the record
+        return {}
     val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
     train_losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     tokens = trainer.global_step * scaling["tokens_per_step"]
