@@ -1,0 +1,462 @@
+"""Training throughput: scalinglab's path against a minimal PyTorch loop, and the chunked loss.
+
+    python benchmarks/throughput.py --device cuda --shapes paper                  # the main table
+    python benchmarks/throughput.py --device cuda --shapes 7M --processes 1,2,4,8  # packing
+    python benchmarks/throughput.py --device cuda --shapes 7M,124M --variants scalinglab \\
+        --data fixed,memory,shards                                                 # data loading
+    python benchmarks/throughput.py --device cpu --shapes tiny --threads 1        # CPU smoke check
+
+For each shape, in one process, on one device, with the same model, batch and optimizer settings:
+- plain: scalinglab's GPT in a bare loop: bf16 autocast on CUDA, SDPA (the model's own), AdamW
+  (fused on CUDA), gradient clipping at 1.0 (as the trainer config), `torch.compile` of the loss
+  (on by default on CUDA), random batches already on the device.
+- scalinglab: what a sweep job runs. The root config is composed with Hydra (`trainer=gpu` on
+  CUDA, so bf16-mixed, fused AdamW with its weight-decay groups, the cosine schedule, clipping,
+  the CSV logger and checkpoint callback) and the LanguageModel and pl.Trainer are built from it
+  as `scalinglab.train.train` builds them; only validation is off and a timing callback added.
+  Its batches come through scalinglab's data module: `--data memory` (tokens in a RAM array,
+  default), `shards` (a uint16 shard file, memory-mapped; written locally with `write_shard`
+  unless `--shard-path` names real ones) or `fixed` (one batch repeated: no data loading at all).
+  `scalinglab-compiled` is the same with `compile=true`.
+- chunked: the plain loop with `scalinglab.ops.chunked_cross_entropy` in place of the logit head
+  and `F.cross_entropy`, so the (tokens, vocab) logits are never materialised.
+
+Rates are measured over --steps steps after --warmup steps (compilation happens in warm-up).
+MFU = tokens/s x GPTConfig.flops_per_token(seq_len) / the device's peak from
+scalinglab.module.peak_flops (n/a on CPUs). `--processes K` starts K copies of each measurement
+on the same device at once (as `launcher=local_gpus hydra.launcher.jobs_per_gpu=K` packs jobs),
+times them after a common barrier and reports their summed tokens/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, IterableDataset
+
+from scalinglab.data import ShardsDataModule, TokenDataModule, write_shard
+from scalinglab.data.datamodule import TokenSequence
+from scalinglab.model import GPT, GPTConfig
+from scalinglab.module import LanguageModel, peak_flops
+from scalinglab.ops import DEFAULT_CHUNK_SIZE, chunked_cross_entropy
+from scalinglab.train import CONFIG_DIR, build, plan
+
+# name: (d_model, n_layers, n_heads, vocab_size, seq_len, batch_size). Batches fill an 80 GB GPU
+# with the plain loop's materialised logits; every variant of a shape uses the same one.
+SHAPES = {
+    "7M": (128, 4, 4, 50304, 1024, 64),
+    "30M": (384, 6, 6, 50304, 1024, 32),
+    "124M": (768, 12, 12, 50304, 1024, 16),
+    "355M": (1024, 24, 16, 50304, 1024, 8),
+    "760M": (1536, 24, 24, 50304, 1024, 8),
+    "cpu-d64": (64, 2, 2, 4096, 128, 8),
+    "cpu-d128": (128, 2, 4, 4096, 128, 8),
+}
+GROUPS = {"paper": ["7M", "30M", "124M", "355M", "760M"], "tiny": ["cpu-d64", "cpu-d128"]}
+VARIANTS = ("plain", "scalinglab", "scalinglab-compiled", "chunked")
+DATA_MODES = ("memory", "shards", "fixed")
+LR, BETAS, WEIGHT_DECAY, CLIP = 3e-3, (0.9, 0.95), 0.1, 1.0  # conf/optimizer/adamw.yaml, trainer
+
+
+@dataclass
+class Result:
+    shape: str
+    variant: str
+    data: str
+    processes: int
+    tokens_per_step: int
+    step_ms: float
+    tokens_per_sec: float
+    mfu: float | None
+    loss: float
+    error: str = ""
+
+
+def model_config(shape: str) -> GPTConfig:
+    d, layers, heads, vocab, seq_len, _ = SHAPES[shape]
+    return GPTConfig(
+        vocab_size=vocab, max_seq_len=seq_len, d_model=d, n_layers=layers, n_heads=heads
+    )
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Barrier:
+    """Processes started together wait here after warm-up, so they are timed while all run."""
+
+    def __init__(self, directory: str | None, n: int):
+        self.directory, self.n = directory, n
+
+    def wait(self) -> None:
+        if self.directory is None:
+            return
+        Path(self.directory, f"ready-{os.getpid()}").touch()
+        deadline = time.monotonic() + 900
+        while len(list(Path(self.directory).glob("ready-*"))) < self.n:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the other benchmark processes never became ready")
+            time.sleep(0.01)
+
+
+# ---- (a) and (c): the plain loop -----------------------------------------------------------------
+
+
+def time_plain(
+    shape: str, args: argparse.Namespace, device: torch.device, chunked: bool, barrier: Barrier
+) -> tuple[float, float]:
+    """(seconds per step, mean loss) of the bare loop, with or without the chunked loss."""
+    cfg = model_config(shape)
+    batch_size, seq_len = SHAPES[shape][5], cfg.max_seq_len
+    torch.manual_seed(0)
+    model = GPT(cfg).to(device)
+    cuda = device.type == "cuda"
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY, fused=cuda
+    )
+    if chunked:
+        weight = model.head.weight  # tied: the embedding matrix
+        model.head = nn.Identity()  # so the model returns the final hidden states
+        trunk = torch.compile(model) if args.compile else model
+
+        def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            hidden = trunk(x).flatten(0, 1)
+            return chunked_cross_entropy(hidden, weight, y.flatten(), args.chunk_size)
+
+    else:
+        loss_fn = torch.compile(model.loss) if args.compile else model.loss
+    gen = torch.Generator(device=device).manual_seed(0)
+    batches = [
+        torch.randint(0, cfg.vocab_size, (2, batch_size, seq_len), device=device, generator=gen)
+        for _ in range(4)
+    ]
+    losses = torch.zeros((), device=device)
+
+    def step(i: int) -> None:
+        nonlocal losses
+        x, y = batches[i % len(batches)]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            loss = loss_fn(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses += loss.detach()
+
+    for i in range(args.warmup):
+        step(i)
+    sync(device)
+    barrier.wait()
+    losses.zero_()
+    start = time.perf_counter()
+    for i in range(args.steps):
+        step(i)
+    sync(device)
+    return (time.perf_counter() - start) / args.steps, losses.item() / args.steps
+
+
+# ---- (b): scalinglab's path ---------------------------------------------------------------------
+
+
+class InMemoryTokens(TokenDataModule):
+    """scalinglab's batching over tokens held in a RAM array (what `shards` reads from a file)."""
+
+    name = "memory"
+
+    def __init__(self, tokens: np.ndarray, vocab_size: int, **common):
+        super().__init__(**common)
+        self.tokens, self._vocab_size = tokens, vocab_size
+
+    def load_splits(self) -> tuple[TokenSequence, TokenSequence, dict]:
+        n, val = len(self.tokens), self.val_tokens
+        sequence = TokenSequence([self.tokens])
+        return (
+            sequence.span(0, n - val),
+            sequence.span(n - val, n),
+            {"vocab_size": self._vocab_size},
+        )
+
+
+class OneBatchForever(IterableDataset):
+    def __init__(self, batch: tuple[torch.Tensor, torch.Tensor]):
+        self.batch = batch
+
+    def __iter__(self):
+        while True:
+            yield self.batch
+
+
+class FixedBatch(InMemoryTokens):
+    """No data loading: the first batch, repeated (the floor the other modes are compared to)."""
+
+    name = "fixed"
+
+    def train_dataloader(self) -> DataLoader:
+        batch = next(iter(super().train_dataloader()))
+        return DataLoader(OneBatchForever(batch), batch_size=None, collate_fn=lambda b: b)
+
+
+def datamodule(
+    mode: str, shape: str, args: argparse.Namespace, workdir: Path, n_steps: int
+) -> TokenDataModule:
+    _, _, _, vocab, seq_len, batch_size = SHAPES[shape]
+    common = {"batch_size": batch_size, "seq_len": seq_len, "val_tokens": seq_len + 1}
+    if mode == "shards" and args.shard_path:
+        return ShardsDataModule(path=args.shard_path, vocab_size=vocab, **common)
+    # Enough distinct windows that no batch repeats within the run.
+    n_tokens = (n_steps + 2) * batch_size * (seq_len + 1) + seq_len + 1
+    tokens = np.random.default_rng(0).integers(0, vocab, n_tokens, dtype=np.uint16)
+    if mode == "shards":
+        path = workdir / "tokens.bin"
+        write_shard(path, tokens)
+        return ShardsDataModule(path=str(path), vocab_size=vocab, **common)
+    return (FixedBatch if mode == "fixed" else InMemoryTokens)(tokens, vocab, **common)
+
+
+class StepTimer(pl.Callback):
+    def __init__(self, warmup: int, barrier: Barrier):
+        self.warmup, self.barrier = warmup, barrier
+        self.start = self.stop = math.nan
+        self.losses: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.warmup:
+            sync(module.device)
+            self.barrier.wait()
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step > self.warmup:
+            self.losses.append(outputs["loss"].detach())
+        if trainer.global_step == trainer.max_steps:
+            sync(module.device)
+            self.stop = time.perf_counter()
+
+
+def time_scalinglab(
+    shape: str,
+    args: argparse.Namespace,
+    device: torch.device,
+    compiled: bool,
+    data: str,
+    barrier: Barrier,
+) -> tuple[float, float]:
+    """(seconds per step, mean loss) of a sweep job's LanguageModel and Trainer."""
+    d, layers, heads, vocab, seq_len, batch_size = SHAPES[shape]
+    with tempfile.TemporaryDirectory(prefix="scalinglab-throughput-") as tmp:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(
+                "train",
+                overrides=[
+                    "model=gpt",
+                    f"model.d_model={d}",
+                    f"model.n_layers={layers}",
+                    f"model.n_heads={heads}",
+                    f"data.batch_size={batch_size}",
+                    f"data.seq_len={seq_len}",
+                    f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}",
+                    f"trainer.max_steps={args.warmup + args.steps}",
+                    "+trainer.limit_val_batches=0",  # time training only
+                    f"compile={compiled}",
+                    f"paths.output_dir={tmp}",
+                    "sweep_id=throughput",
+                ],
+            )
+        torch.manual_seed(0)
+        model_cfg, _, max_steps = plan(cfg, vocab)
+        module = LanguageModel(  # as scalinglab.train.train builds it
+            model=model_cfg.to_dict(),
+            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+            scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+            compile=bool(cfg.compile),
+            divergence_threshold=cfg.divergence_threshold,
+            peak_flops=cfg.peak_flops,
+        )
+        timer = StepTimer(args.warmup, barrier)
+        trainer: pl.Trainer = build(
+            cfg.trainer,
+            max_steps=max_steps,
+            precision=cfg.trainer.precision
+            or ("bf16-mixed" if device.type == "cuda" else "32-true"),
+            logger=[build(c) for c in cfg.logger.values()],
+            callbacks=[*(build(c) for c in cfg.callbacks.values()), timer],
+            enable_progress_bar=False,
+            default_root_dir=tmp,
+        )
+        trainer.fit(module, datamodule=datamodule(data, shape, args, Path(tmp), max_steps))
+    loss = torch.stack(timer.losses).mean().item()
+    return (timer.stop - timer.start) / args.steps, loss
+
+
+# ---- measuring and reporting ----------------------------------------------------------------------
+
+
+def measure(
+    shape: str, variant: str, data: str, args: argparse.Namespace, barrier: Barrier
+) -> Result:
+    device = torch.device(args.device)
+    cfg = model_config(shape)
+    tokens_per_step = SHAPES[shape][5] * cfg.max_seq_len
+    try:
+        if variant.startswith("scalinglab"):
+            seconds, loss = time_scalinglab(
+                shape, args, device, variant.endswith("compiled"), data, barrier
+            )
+        else:
+            seconds, loss = time_plain(shape, args, device, variant == "chunked", barrier)
+    except torch.OutOfMemoryError:
+        return Result(
+            shape, variant, data, 1, tokens_per_step, math.nan, math.nan, None, math.nan, "OOM"
+        )
+    finally:
+        gc.collect()
+        torch._dynamo.reset()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    tokens_per_sec = tokens_per_step / seconds
+    peak = peak_flops(device, args.peak_flops)
+    mfu = tokens_per_sec * cfg.flops_per_token(cfg.max_seq_len) / peak if peak else None
+    return Result(
+        shape, variant, data, 1, tokens_per_step, 1e3 * seconds, tokens_per_sec, mfu, loss
+    )
+
+
+def measure_in_processes(shape: str, variant: str, data: str, args, k: int) -> Result:
+    """K copies of one measurement at once on the same device; their rates summed."""
+    with tempfile.TemporaryDirectory(prefix="scalinglab-barrier-") as barrier_dir:
+        command = [
+            sys.executable, __file__, "--child", "--barrier", barrier_dir, "--n-procs", str(k),
+            "--device", args.device, "--shapes", shape, "--variants", variant, "--data", data,
+            "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--chunk-size", str(args.chunk_size), "--compile" if args.compile else "--no-compile",
+        ]  # fmt: skip
+        if args.shard_path:
+            command += ["--shard-path", args.shard_path]
+        if args.peak_flops:
+            command += ["--peak-flops", str(args.peak_flops)]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        children = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(k)]
+        outputs = [child.communicate()[0] for child in children]
+    if any(child.returncode for child in children):
+        error = f"{sum(bool(c.returncode) for c in children)} of {k} processes failed"
+        return Result(shape, variant, data, k, 0, math.nan, math.nan, None, math.nan, error)
+    results = [Result(**json.loads(out.strip().splitlines()[-1])) for out in outputs]
+    if any(r.error for r in results):
+        return Result(**{**asdict(results[0]), "processes": k, "error": results[0].error})
+    mfus = [r.mfu for r in results]
+    return Result(
+        shape, variant, data, k, sum(r.tokens_per_step for r in results),
+        float(np.mean([r.step_ms for r in results])), sum(r.tokens_per_sec for r in results),
+        sum(mfus) if None not in mfus else None, float(np.mean([r.loss for r in results])),
+    )  # fmt: skip
+
+
+def print_table(results: list[Result], args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"\n{name}, torch {torch.__version__}, {args.warmup} warm-up + {args.steps} timed steps, "
+          f"compile={args.compile}, chunk_size={args.chunk_size}")  # fmt: skip
+    print("| shape | params | variant | data | procs | tokens/step | step ms | tokens/s | MFU "
+          "| vs plain | step vs first data | mean loss |")  # fmt: skip
+    print("|---" * 5 + "|---:" * 7 + "|")
+    # Ratios: tokens/s against the plain loop at the same shape and process count; step time
+    # against the same variant with the first --data mode (the data-loading check).
+    plain = {(r.shape, r.processes): r for r in results if r.variant == "plain"}
+    first_data = {}
+    for r in results:
+        first_data.setdefault((r.shape, r.variant, r.processes), r)
+    for r in results:
+        params = f"{model_config(r.shape).n_params / 1e6:.1f}M"
+        cells = [r.error or str(r.tokens_per_step), "", "", "", "", "", ""]
+        if not r.error:
+            base, data_base = (
+                plain.get((r.shape, r.processes)),
+                first_data[r.shape, r.variant, r.processes],
+            )
+            cells[1:] = [
+                f"{r.step_ms:.1f}",
+                f"{r.tokens_per_sec:,.0f}",
+                "n/a" if r.mfu is None else f"{100 * r.mfu:.1f}%",
+                f"{r.tokens_per_sec / base.tokens_per_sec:.2f}x" if base and not base.error else "",
+                f"{r.step_ms / data_base.step_ms - 1:+.1%}" if data_base is not r else "",
+                f"{r.loss:.4f}",
+            ]
+        print(f"| {r.shape} | {params} | {r.variant} | {r.data} | {r.processes} | "
+              + " | ".join(cells) + " |")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--shapes", default="paper", help=f"names or groups: {list(GROUPS)}, {list(SHAPES)}"
+    )
+    parser.add_argument("--variants", default="plain,scalinglab,chunked", help=f"of {VARIANTS}")
+    parser.add_argument("--data", default="memory", help=f"scalinglab's data, of {DATA_MODES}")
+    parser.add_argument("--processes", default="", help="e.g. 1,2,4,8: that many at once")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile in the plain and chunked loops (default: on CUDA)")  # fmt: skip
+    parser.add_argument("--shard-path", help="real shards for --data shards (default: a local one)")
+    parser.add_argument("--peak-flops", type=float, help="override the device's peak FLOP/s")
+    parser.add_argument("--threads", type=int, help="CPU threads per process (default: cores / K)")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--barrier", help=argparse.SUPPRESS)
+    parser.add_argument("--n-procs", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.compile is None:
+        args.compile = args.device.startswith("cuda")
+    shapes = [s for name in args.shapes.split(",") for s in GROUPS.get(name, [name])]
+    variants, data_modes = args.variants.split(","), args.data.split(",")
+    for name, chosen, allowed in [("shape", shapes, SHAPES), ("variant", variants, VARIANTS),
+                                  ("data", data_modes, (*DATA_MODES, "device"))]:  # fmt: skip
+        if unknown := [c for c in chosen if c not in allowed]:
+            parser.error(f"unknown {name} {unknown}; choose from {list(allowed)}")
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // args.n_procs))
+
+    if args.child:  # one measurement, as one of --n-procs processes
+        result = measure(
+            shapes[0], variants[0], data_modes[0], args, Barrier(args.barrier, args.n_procs)
+        )
+        print(json.dumps(asdict(result)))
+        return
+    pl.seed_everything(0, verbose=False)
+    results = []
+    for shape in shapes:
+        for variant in variants:
+            for data in data_modes if variant.startswith("scalinglab") else ["device"]:
+                if args.processes:
+                    for k in map(int, args.processes.split(",")):
+                        results.append(measure_in_processes(shape, variant, data, args, k))
+                else:
+                    results.append(measure(shape, variant, data, args, Barrier(None, 1)))
+                print(json.dumps(asdict(results[-1])), file=sys.stderr, flush=True)
+    print_table(results, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))
+
+
+if __name__ == "__main__":
+    main()
