@@ -85,6 +85,7 @@ class Result:
     tokens_per_sec: float
     mfu: float | None
     loss: float
+    peak_gb: float | None = None  # torch.cuda.max_memory_allocated over the measurement
     error: str = ""
 
 
@@ -315,6 +316,9 @@ def measure(
     device = torch.device(args.device)
     cfg = model_config(shape)
     tokens_per_step = SHAPES[shape][5] * cfg.max_seq_len
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     try:
         if variant.startswith("scalinglab"):
             seconds, loss = time_scalinglab(
@@ -322,20 +326,20 @@ def measure(
             )
         else:
             seconds, loss = time_plain(shape, args, device, variant == "chunked", barrier)
+        peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None
     except torch.OutOfMemoryError:
-        return Result(
-            shape, variant, data, 1, tokens_per_step, math.nan, math.nan, None, math.nan, "OOM"
-        )
+        nan = math.nan
+        return Result(shape, variant, data, 1, tokens_per_step, nan, nan, None, nan, error="OOM")
     finally:
         gc.collect()
         torch._dynamo.reset()
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.empty_cache()
     tokens_per_sec = tokens_per_step / seconds
     peak = peak_flops(device, args.peak_flops)
     mfu = tokens_per_sec * cfg.flops_per_token(cfg.max_seq_len) / peak if peak else None
     return Result(
-        shape, variant, data, 1, tokens_per_step, 1e3 * seconds, tokens_per_sec, mfu, loss
+        shape, variant, data, 1, tokens_per_step, 1e3 * seconds, tokens_per_sec, mfu, loss, peak_gb
     )
 
 
@@ -358,7 +362,7 @@ def measure_in_processes(shape: str, variant: str, data: str, args, k: int) -> R
         outputs = [child.communicate()[0] for child in children]
     if any(child.returncode for child in children):
         error = f"{sum(bool(c.returncode) for c in children)} of {k} processes failed"
-        return Result(shape, variant, data, k, 0, math.nan, math.nan, None, math.nan, error)
+        return Result(shape, variant, data, k, 0, math.nan, math.nan, None, math.nan, error=error)
     results = [Result(**json.loads(out.strip().splitlines()[-1])) for out in outputs]
     if any(r.error for r in results):
         return Result(**{**asdict(results[0]), "processes": k, "error": results[0].error})
@@ -367,6 +371,7 @@ def measure_in_processes(shape: str, variant: str, data: str, args, k: int) -> R
         shape, variant, data, k, sum(r.tokens_per_step for r in results),
         float(np.mean([r.step_ms for r in results])), sum(r.tokens_per_sec for r in results),
         sum(mfus) if None not in mfus else None, float(np.mean([r.loss for r in results])),
+        max(r.peak_gb for r in results) if results[0].peak_gb is not None else None,
     )  # fmt: skip
 
 
@@ -376,8 +381,8 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     print(f"\n{name}, torch {torch.__version__}, {args.warmup} warm-up + {args.steps} timed steps, "
           f"compile={args.compile}, chunk_size={args.chunk_size}")  # fmt: skip
     print("| shape | params | variant | data | procs | tokens/step | step ms | tokens/s | MFU "
-          "| vs plain | step vs first data | mean loss |")  # fmt: skip
-    print("|---" * 5 + "|---:" * 7 + "|")
+          "| vs plain | step vs first data | mean loss | peak GB |")  # fmt: skip
+    print("|---" * 5 + "|---:" * 8 + "|")
     # Ratios: tokens/s against the plain loop at the same shape and process count; step time
     # against the same variant with the first --data mode (the data-loading check).
     plain = {(r.shape, r.processes): r for r in results if r.variant == "plain"}
@@ -386,7 +391,7 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         first_data.setdefault((r.shape, r.variant, r.processes), r)
     for r in results:
         params = f"{model_config(r.shape).n_params / 1e6:.1f}M"
-        cells = [r.error or str(r.tokens_per_step), "", "", "", "", "", ""]
+        cells = [r.error or str(r.tokens_per_step), "", "", "", "", "", "", ""]
         if not r.error:
             base, data_base = (
                 plain.get((r.shape, r.processes)),
@@ -399,6 +404,7 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
                 f"{r.tokens_per_sec / base.tokens_per_sec:.2f}x" if base and not base.error else "",
                 f"{r.step_ms / data_base.step_ms - 1:+.1%}" if data_base is not r else "",
                 f"{r.loss:.4f}",
+                "n/a" if r.peak_gb is None else f"{r.peak_gb:.1f}",
             ]
         print(f"| {r.shape} | {params} | {r.variant} | {r.data} | {r.processes} | "
               + " | ".join(cells) + " |")  # fmt: skip
