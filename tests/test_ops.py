@@ -136,3 +136,13 @@ def test_full_logits_are_never_materialised() -> None:
     with LargestTensor() as control:  # the detector sees the materialised logits when they exist
         reference(hidden, weight, targets).backward()
     assert control.largest == n * v
+
+
+def test_compiles_as_one_graph() -> None:
+    """`compile=true` compiles GPT.loss; the chunk loop must trace without graph breaks."""
+    hidden, weight, targets = inputs(300, 16, 301)
+    compiled = torch.compile(chunked_cross_entropy, backend="aot_eager", fullgraph=True)
+    got = loss_and_grads(lambda h, w, t: compiled(h, w, t, 128), hidden, weight, targets)
+    want = loss_and_grads(reference, hidden, weight, targets)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
