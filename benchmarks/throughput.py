@@ -19,7 +19,8 @@ For each shape, in one process, on one device, with the same model, batch and op
   unless `--shard-path` names real ones) or `fixed` (one batch repeated: no data loading at all).
   `scalinglab-compiled` is the same with `compile=true`.
 - chunked: the plain loop with `scalinglab.ops.chunked_cross_entropy` in place of the logit head
-  and `F.cross_entropy`, so the (tokens, vocab) logits are never materialised.
+  and `F.cross_entropy`, so the (tokens, vocab) logits are never materialised; compiled whole,
+  as `GPT.loss` would be with a chunked loss and `compile=true`.
 
 Rates are measured over --steps steps after --warmup steps (compilation happens in warm-up).
 MFU = tokens/s x GPTConfig.flops_per_token(seq_len) / the device's peak from
@@ -133,17 +134,17 @@ def time_plain(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY, fused=cuda
     )
+    loss_fn = model.loss
     if chunked:
         weight = model.head.weight  # tied: the embedding matrix
         model.head = nn.Identity()  # so the model returns the final hidden states
-        trunk = torch.compile(model) if args.compile else model
 
         def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            hidden = trunk(x).flatten(0, 1)
+            hidden = model(x).flatten(0, 1)
             return chunked_cross_entropy(hidden, weight, y.flatten(), args.chunk_size)
 
-    else:
-        loss_fn = torch.compile(model.loss) if args.compile else model.loss
+    # The whole loss, as LanguageModel compiles GPT.loss (the chunk loop traces as one graph).
+    loss_fn = torch.compile(loss_fn) if args.compile else loss_fn
     gen = torch.Generator(device=device).manual_seed(0)
     batches = [
         torch.randint(0, cfg.vocab_size, (2, batch_size, seq_len), device=device, generator=gen)
