@@ -106,3 +106,16 @@ def test_sequence_longer_than_the_model_is_refused() -> None:
     model = GPT(GPTConfig(vocab_size=10, max_seq_len=8, d_model=32, n_layers=1, n_heads=1))
     with pytest.raises(ValueError, match="max_seq_len=8"):
         model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_chunked_loss_matches_the_plain_loss() -> None:
+    torch.manual_seed(0)
+    shape = dict(vocab_size=300, max_seq_len=32, d_model=64, n_layers=2, n_heads=2)
+    plain, chunked = GPT(GPTConfig(**shape)), GPT(GPTConfig(**shape, loss_chunk_size=50))
+    chunked.load_state_dict(plain.state_dict())
+    x, y = torch.randint(0, 300, (2, 4, 32))
+    a, b = plain.loss(x, y), chunked.loss(x, y)
+    a.backward(), b.backward()
+    assert b.item() == pytest.approx(a.item(), abs=1e-5)
+    for (name, p), q in zip(plain.named_parameters(), chunked.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5), name

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from scalinglab.errors import ConfigError
+from scalinglab.ops import chunked_cross_entropy
 
 HEAD_DIM = 64
 ASPECT_RATIO = 64  # d_model / n_layers of the size rule
@@ -43,6 +44,9 @@ class GPTConfig:
     dropout: float = 0.0
     # If set, d_model / n_layers / n_heads come from the size rule instead (non-embedding count).
     target_params: int | None = None
+    # If set, the loss takes the logits this many tokens at a time and never holds all of them
+    # (scalinglab.ops.chunked_cross_entropy): with a large vocabulary they dominate memory.
+    loss_chunk_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.target_params is not None:
@@ -74,6 +78,8 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.loss_chunk_size is not None and self.loss_chunk_size <= 0:
+            raise ConfigError(f"model.loss_chunk_size must be positive, got {self.loss_chunk_size}")
 
     # ---- exact counts, from the shape alone ---------------------------------------------------
     @property
@@ -254,6 +260,10 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) -> logits (B, T, vocab_size)."""
+        return self.head(self.hidden_states(idx))
+
+    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> the final normalised hidden states (B, T, d_model)."""
         T = idx.shape[1]
         if self.cfg.max_seq_len < T:
             raise ValueError(f"sequence of {T} tokens exceeds max_seq_len={self.cfg.max_seq_len}")
@@ -264,9 +274,14 @@ class GPT(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, rotary)
-        return self.head(self.norm(x))
+        return self.norm(x)
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy in nats; computed in fp32 whatever the autocast dtype."""
+        if self.cfg.loss_chunk_size:
+            hidden = self.hidden_states(idx).flatten(0, 1)
+            return chunked_cross_entropy(
+                hidden, self.head.weight, targets.flatten(), self.cfg.loss_chunk_size
+            )
         logits = self(idx)
         return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
