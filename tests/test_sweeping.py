@@ -133,3 +133,21 @@ def test_demo_learning_rate_falls_as_one_over_width() -> None:
         for d in (32, 64, 256)
     }
     assert lrs == pytest.approx({32: 6e-3, 64: 3e-3, 256: 7.5e-4})
+
+
+@pytest.mark.parametrize(
+    "study", sorted(p.stem for p in (Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
+)
+def test_every_job_of_every_study_is_planned(study: str) -> None:
+    """Each study's grid composes and every job gets a positive step count before any launch."""
+    import itertools
+
+    import yaml
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / f"{study}.yaml").read_text())
+    grid = params["hydra"]["sweeper"]["params"]
+    for values in itertools.product(*(str(v).split(",") for v in grid.values())):
+        overrides = [f"{key}={value}" for key, value in zip(grid, values, strict=True)]
+        cfg = compose_train(f"sweep={study}", *overrides, output_dir=Path("."))
+        _, tokens_per_step, steps = plan(cfg, vocab_size_hint(cfg.data))
+        assert steps >= max(1, cfg.budget.min_steps), overrides
