@@ -94,6 +94,9 @@ OmegaConf.register_new_resolver("safe_name", safe_name, replace=True)
 # ---- checks before anything is written ------------------------------------------------------------
 
 
+BUDGET_KEYS = ("tokens", "tokens_per_param", "flops")  # budget.*: at most one is set
+
+
 def positive(cfg: DictConfig, key: str, allow_none: bool = False) -> None:
     value = OmegaConf.select(cfg, key)
     if value is None and allow_none:
@@ -105,7 +108,7 @@ def positive(cfg: DictConfig, key: str, allow_none: bool = False) -> None:
 def check_config(cfg: DictConfig) -> None:
     for key in ("optimizer.lr", "data.batch_size", "data.seq_len"):
         positive(cfg, key)
-    budgets = [k for k in ("tokens", "tokens_per_param", "flops") if cfg.budget[k] is not None]
+    budgets = [k for k in BUDGET_KEYS if cfg.budget[k] is not None]
     for key in budgets:
         positive(cfg, f"budget.{key}")
     if len(budgets) > 1:
@@ -237,7 +240,7 @@ def wsd_branch_configs(cfg: DictConfig) -> tuple[DictConfig, list[DictConfig]]:
         return cfg, []
     if not str(cfg.scheduler._target_).endswith(".WSD"):
         raise ConfigError("wsd_branches needs scheduler=wsd (a flat phase to branch from)")
-    if any(cfg.budget[k] is not None for k in ("tokens", "tokens_per_param", "flops")):
+    if any(cfg.budget[k] is not None for k in BUDGET_KEYS):
         raise ConfigError("wsd_branches sets each run's token budget: leave budget.* unset")
     output_dir = Path(cfg.paths.output_dir)
     schedule = instantiate(cfg.scheduler)
@@ -296,12 +299,13 @@ def run_job(cfg: DictConfig, save_at: dict[int, str] | None = None) -> dict[str,
         divergence_threshold=cfg.divergence_threshold,
         peak_flops=cfg.peak_flops,
     )
+    target_params_error = None
     if model_cfg.target_params:
-        off = model_cfg.n_params_nonembedding / model_cfg.target_params - 1
+        target_params_error = model_cfg.n_params_nonembedding / model_cfg.target_params - 1
         log.info(
             f"model.target_params={model_cfg.target_params:.3g}: d_model={model_cfg.d_model} "
             f"n_layers={model_cfg.n_layers}, {model_cfg.n_params_nonembedding:,} non-embedding "
-            f"parameters ({off:+.1%})"
+            f"parameters ({target_params_error:+.1%})"
         )
     run_id, run_name = job_identity(cfg, output_dir)
     commit, dirty = git_state()
@@ -320,11 +324,7 @@ def run_job(cfg: DictConfig, save_at: dict[int, str] | None = None) -> dict[str,
             "model": model_cfg.to_dict(),
             **scaling,
             "max_steps": max_steps,
-            "target_params_error": (
-                model_cfg.n_params_nonembedding / model_cfg.target_params - 1
-                if model_cfg.target_params
-                else None
-            ),
+            "target_params_error": target_params_error,
             "irreducible_loss": data_info.get("irreducible_loss"),
             "data": data_info,
         },
