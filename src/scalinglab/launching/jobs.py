@@ -26,9 +26,17 @@ from typing import Any
 from hydra._internal.callbacks import Callbacks
 from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
 from hydra.errors import CompactHydraException
-from hydra.types import HydraContext
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, open_dict
 
 from scalinglab.errors import ConfigError
@@ -66,6 +74,37 @@ def job_specs(
             job_config.hydra.job.num = number
         specs.append(JobSpec(number, list(overrides), job_config, singletons, task, os.getcwd()))
     return specs
+
+
+class SpecLauncher(Launcher):
+    """What scalinglab's launchers share: Hydra's setup, then every job composed into a JobSpec."""
+
+    devices_per_job: int = 1
+    config: DictConfig | None = None
+    hydra_context: HydraContext | None = None
+    task_function: TaskFunction | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def job_specs(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, announce: str = ""
+    ) -> list[JobSpec]:
+        """Hydra's globals and logging set up, the sweep directory made, `announce` logged, each
+        job composed as the basic launcher would, and its devices checked against the launcher's."""
+        assert self.config and self.hydra_context and self.task_function
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        if announce:
+            log.info(announce)
+        specs = job_specs(
+            self.config, self.hydra_context, self.task_function, job_overrides, initial_job_idx
+        )
+        check_devices(specs, self.devices_per_job)
+        return specs
 
 
 def trainer_devices(job: DictConfig) -> int | None:

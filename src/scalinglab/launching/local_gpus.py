@@ -7,16 +7,12 @@ import os
 import queue
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn, configure_log, setup_globals
-from hydra.plugins.launcher import Launcher
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from hydra.core.utils import JobReturn
 
 from scalinglab.errors import ConfigError
-from scalinglab.launching.jobs import JobSpec, check_devices, job_specs, run_in_process
+from scalinglab.launching.jobs import JobSpec, SpecLauncher, run_in_process
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +28,7 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-class LocalGPUsLauncher(Launcher):
+class LocalGPUsLauncher(SpecLauncher):
     """Runs a sweep's jobs on this machine's GPUs, `jobs_per_gpu` at a time on each.
 
     A job takes `devices_per_job` GPUs (torchrun starts one rank per device); at most
@@ -49,14 +45,6 @@ class LocalGPUsLauncher(Launcher):
         self.gpus = None if gpus is None else [str(g) for g in gpus]
         self.jobs_per_gpu = jobs_per_gpu
         self.devices_per_job = devices_per_job
-        self.config: DictConfig | None = None
-        self.hydra_context: HydraContext | None = None
-        self.task_function: TaskFunction | None = None
-
-    def setup(
-        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-    ) -> None:
-        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def slots(self) -> list[str]:
         """CUDA_VISIBLE_DEVICES of each slot: devices_per_job GPUs, each group jobs_per_gpu times."""
@@ -73,16 +61,12 @@ class LocalGPUsLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        assert self.config and self.hydra_context and self.task_function
-        setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         slots = self.slots()
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        log.info(f"Launching {len(job_overrides)} jobs locally, {len(slots)} at a time")
-        specs = job_specs(
-            self.config, self.hydra_context, self.task_function, job_overrides, initial_job_idx
+        specs = self.job_specs(
+            job_overrides,
+            initial_job_idx,
+            announce=f"Launching {len(job_overrides)} jobs locally, {len(slots)} at a time",
         )
-        check_devices(specs, self.devices_per_job)
         free: queue.SimpleQueue[str] = queue.SimpleQueue()
         for slot in slots:
             free.put(slot)

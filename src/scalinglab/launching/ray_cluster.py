@@ -10,16 +10,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn, configure_log, setup_globals
-from hydra.plugins.launcher import Launcher
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.utils import JobReturn
+from omegaconf import OmegaConf
 
 from scalinglab.errors import ConfigError
-from scalinglab.launching.jobs import JobSpec, check_devices, failed, job_specs, run_in_process
+from scalinglab.launching.jobs import JobSpec, SpecLauncher, failed, run_in_process
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +25,7 @@ def run_task(spec: JobSpec, devices: int) -> JobReturn:
     return run_in_process(spec, devices, dict(os.environ))
 
 
-class RayLauncher(Launcher):
+class RayLauncher(SpecLauncher):
     """Runs a sweep's jobs as Ray tasks of `cpus_per_job` CPUs and `gpus_per_job` GPUs.
 
     `address`: a running cluster (`auto`, `ray://host:10001`); null starts a local one for this
@@ -47,28 +44,13 @@ class RayLauncher(Launcher):
         self.init = OmegaConf.to_container(init) if OmegaConf.is_config(init) else dict(init or {})
         self.cpus_per_job, self.gpus_per_job = cpus_per_job, gpus_per_job
         self.devices_per_job = devices_per_job
-        self.config: DictConfig | None = None
-        self.hydra_context: HydraContext | None = None
-        self.task_function: TaskFunction | None = None
-
-    def setup(
-        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-    ) -> None:
-        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         import ray
 
-        assert self.config and self.hydra_context and self.task_function
-        setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        specs = job_specs(
-            self.config, self.hydra_context, self.task_function, job_overrides, initial_job_idx
-        )
-        check_devices(specs, self.devices_per_job)
+        specs = self.job_specs(job_overrides, initial_job_idx)
         started = not ray.is_initialized()
         if started:
             ray.init(address=self.address, **self.init)
