@@ -56,7 +56,8 @@ from scalinglab.data.datamodule import TokenSequence
 from scalinglab.model import GPT, GPTConfig
 from scalinglab.module import LanguageModel, peak_flops
 from scalinglab.ops import DEFAULT_CHUNK_SIZE, chunked_cross_entropy
-from scalinglab.train import CONFIG_DIR, build, plan
+from scalinglab.planning import build, plan
+from scalinglab.train import CONFIG_DIR
 
 # name: (d_model, n_layers, n_heads, vocab_size, seq_len, batch_size). Batches fill an 80 GB GPU
 # with the plain loop's materialised logits; every variant of a shape uses the same one.
@@ -272,6 +273,7 @@ def time_scalinglab(
                     f"model.d_model={d}",
                     f"model.n_layers={layers}",
                     f"model.n_heads={heads}",
+                    f"model.vocab_size={vocab}",
                     f"data.batch_size={batch_size}",
                     f"data.seq_len={seq_len}",
                     f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}",
@@ -283,7 +285,7 @@ def time_scalinglab(
                 ],
             )
         torch.manual_seed(0)
-        model_cfg, _, max_steps = plan(cfg, vocab)
+        model_cfg, _, max_steps = plan(cfg)
         module = LanguageModel(  # as scalinglab.train.train builds it
             model=model_cfg.to_dict(),
             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),

@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 
 from scalinglab.data import write_shard
 from scalinglab.model import GPTConfig
-from scalinglab.train import CONFIG_DIR, build
+from scalinglab.planning import build
+from scalinglab.train import CONFIG_DIR
 from tests.conftest import TINY_TRAINING, compose_train
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scalinglab.train import plan, vocab_size_hint
+from scalinglab.planning import plan
 from tests.conftest import TINY, compose_train, run_cli
 
 
@@ -23,7 +23,7 @@ def test_flop_budget_is_spent_to_within_one_step(flops: float, target_params: fl
     cfg = compose_train(
         f"budget.flops={flops}", f"model.target_params={target_params:.0f}", output_dir=Path(".")
     )
-    model, tokens_per_step, steps = plan(cfg, vocab_size_hint(cfg.data))
+    model, tokens_per_step, steps = plan(cfg)
     flops_per_step = tokens_per_step * model.flops_per_token(cfg.data.seq_len)
     assert abs(steps * flops_per_step - flops) <= flops_per_step / 2
 
@@ -34,7 +34,7 @@ def test_token_budgets_are_spent_to_within_one_step() -> None:
         (["budget.tokens_per_param=20"], lambda model: 20 * model.n_params),
     ]:
         cfg = compose_train(*overrides, output_dir=Path("."))
-        model, tokens_per_step, steps = plan(cfg, 256)
+        model, tokens_per_step, steps = plan(cfg)
         assert abs(steps * tokens_per_step - tokens(model)) <= tokens_per_step / 2
 
 
@@ -149,5 +149,5 @@ def test_every_job_of_every_study_is_planned(study: str) -> None:
     for values in itertools.product(*(str(v).split(",") for v in grid.values())):
         overrides = [f"{key}={value}" for key, value in zip(grid, values, strict=True)]
         cfg = compose_train(f"sweep={study}", *overrides, output_dir=Path("."))
-        _, tokens_per_step, steps = plan(cfg, vocab_size_hint(cfg.data))
+        _, tokens_per_step, steps = plan(cfg)
         assert steps >= max(1, cfg.budget.min_steps), overrides

@@ -166,7 +166,7 @@ BAD_INPUTS = {
     "heads": (["model.d_model=100", "model.n_heads=3"], "model.d_model=100 is not divisible"),
     "lr": (["optimizer.lr=0"], "optimizer.lr must be a positive number"),
     "batch": (["data.batch_size=-4"], "data.batch_size must be a positive number"),
-    "steps": (["trainer.max_steps=0"], "trainer.max_steps must be a positive number"),
+    "steps": (["trainer.max_steps=0"], "trainer.max_steps must be a positive integer"),
     "budget": (["budget.tokens=-1e6"], "budget.tokens must be a positive number"),
     "tiny_budget": (["budget.flops=10"], "budget.flops=10 gives 0 steps"),
     "seq_len": (["model.max_seq_len=16"], "data.seq_len=32 exceeds model.max_seq_len=16"),

@@ -1,6 +1,6 @@
 """Sweep-level machinery: refuse bad jobs before launch, keep a summary of every job's outcome.
 
-`preflight` runs `train.plan` on every job of a sweep as Hydra composes them before launch (see
+`preflight` runs `planning.plan` on every job of a sweep as Hydra composes them before launch (see
 hydra_plugins.scalinglab.sweeper), so a study with one impossible job (a FLOP budget below a step, say) launches
 nothing. `SweepSummary` rewrites `summary.csv` and `summary.json` in the sweep directory as each job
 ends, wherever it ran (in-process, on SLURM, on Ray), from the jobs' own `run.json` records.
@@ -37,7 +37,7 @@ FAILED = ("failed", "oom")
 
 def preflight(sweep_config: DictConfig, config_loader: Any, batch: Sequence[Sequence[str]]) -> None:
     """Compose and plan every job of a batch; refuse them all, naming each bad one, if any is."""
-    from scalinglab.train import plan, vocab_size_hint  # train registers this module's sweeper
+    from scalinglab.planning import plan
 
     problems = []
     for overrides in batch:
@@ -45,7 +45,7 @@ def preflight(sweep_config: DictConfig, config_loader: Any, batch: Sequence[Sequ
         try:
             with open_dict(cfg):  # planning needs no Hydra runtime values
                 cfg.paths.output_dir = "."
-            plan(cfg, vocab_size_hint(cfg.data))
+            plan(cfg)
         except ConfigError as err:
             problems.append(f"{' '.join(overrides)}: {err}")
     if problems:

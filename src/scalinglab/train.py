@@ -25,13 +25,13 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from scalinglab.errors import ConfigError
 from scalinglab.model import GPTConfig
 from scalinglab.module import Diverged, LanguageModel
+from scalinglab.planning import BUDGET_KEYS, build, plan
 from scalinglab.records import (
     METRICS_FILE,
     LogLines,
@@ -79,106 +79,8 @@ def safe_name(text: str, limit: int = 150) -> str:
     return text if len(text) <= limit else f"{text[: limit - 9]}-{digest(text)}"
 
 
-def inverse_width_lr(base_lr: float, base_width: int, d_model: int) -> float:
-    """Adam's learning rate scaled as 1/width from a tuned base width: muP's rule for hidden
-    weights (Yang et al. 2022), applied to the whole model. In a config:
-    `optimizer.lr: ${inverse_width_lr:3e-3,64,${model.d_model}}`."""
-    return float(base_lr) * int(base_width) / int(d_model)
-
-
 OmegaConf.register_new_resolver("sweep_id", sweep_id_from_argv, use_cache=True, replace=True)
-OmegaConf.register_new_resolver("inverse_width_lr", inverse_width_lr, replace=True)
 OmegaConf.register_new_resolver("safe_name", safe_name, replace=True)
-
-
-# ---- checks before anything is written ------------------------------------------------------------
-
-
-BUDGET_KEYS = ("tokens", "tokens_per_param", "flops")  # budget.*: at most one is set
-
-
-def positive(cfg: DictConfig, key: str, allow_none: bool = False) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value is None and allow_none:
-        return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ConfigError(f"{key} must be a positive number, got {value!r}")
-
-
-def check_config(cfg: DictConfig) -> None:
-    for key in ("optimizer.lr", "data.batch_size", "data.seq_len"):
-        positive(cfg, key)
-    budgets = [k for k in BUDGET_KEYS if cfg.budget[k] is not None]
-    for key in budgets:
-        positive(cfg, f"budget.{key}")
-    if len(budgets) > 1:
-        raise ConfigError(f"set at most one of budget.{', budget.'.join(budgets)}")
-    if not budgets:
-        positive(cfg, "trainer.max_steps")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
-
-
-def steps_for_budget(cfg: DictConfig, model: GPTConfig, tokens_per_step: int) -> int:
-    """trainer.max_steps, or the step count that spends the budget to within one step."""
-    budget = cfg.budget
-    if budget.tokens is not None:
-        steps, what = budget.tokens / tokens_per_step, f"budget.tokens={budget.tokens:g}"
-    elif budget.tokens_per_param is not None:
-        tokens = budget.tokens_per_param * model.n_params
-        steps = tokens / tokens_per_step
-        what = f"budget.tokens_per_param={budget.tokens_per_param:g} ({tokens:.3g} tokens)"
-    elif budget.flops is not None:
-        flops_per_step = tokens_per_step * model.flops_per_token(cfg.data.seq_len)
-        steps, what = budget.flops / flops_per_step, f"budget.flops={budget.flops:g}"
-    else:
-        return int(cfg.trainer.max_steps)
-    steps = round(steps)
-    if steps < max(1, budget.min_steps):
-        raise ConfigError(
-            f"{what} gives {steps} steps of {tokens_per_step} tokens for a model of "
-            f"{model.n_params:,} parameters, below budget.min_steps={budget.min_steps}"
-        )
-    return steps
-
-
-def vocab_size_hint(data: DictConfig) -> int:
-    """The vocabulary a data config will produce, known before any data is read (for planning)."""
-    if data.get("vocab_size"):
-        return int(data.vocab_size)
-    tokenizer = data.get("tokenizer", "bytes")
-    return {"bytes": 256, "gpt2": 50257}.get(tokenizer) or int(data.get("bpe_vocab_size", 256))
-
-
-def plan(cfg: DictConfig, vocab_size: int) -> tuple[GPTConfig, int, int]:
-    """Check a job's config and size it: (model config, tokens per step, max_steps).
-
-    Runs before any data is read or record written, in each job and, for a whole sweep, before
-    launch (see scalinglab.sweeping).
-    """
-    check_config(cfg)
-    model_cfg: GPTConfig = build(cfg.model, vocab_size=vocab_size)
-    if cfg.data.seq_len > model_cfg.max_seq_len:
-        raise ConfigError(
-            f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={model_cfg.max_seq_len}"
-        )
-    trainer = cfg.trainer
-    devices = trainer.devices if isinstance(trainer.devices, int) else 1
-    world_size = int(trainer.get("num_nodes", 1)) * devices
-    tokens_per_step = (
-        cfg.data.batch_size * cfg.data.seq_len * trainer.accumulate_grad_batches * world_size
-    )
-    return model_cfg, tokens_per_step, steps_for_budget(cfg, model_cfg, tokens_per_step)
-
-
-def build(cfg: DictConfig, **kwargs: Any) -> Any:
-    """hydra.utils.instantiate, letting a ConfigError through unwrapped (it is the user's message)."""
-    try:
-        return instantiate(cfg, **kwargs)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, ConfigError):
-            raise err.__cause__ from None
-        raise
 
 
 # ---- the job -------------------------------------------------------------------------------------
@@ -255,7 +157,7 @@ def wsd_branch_configs(cfg: DictConfig) -> tuple[DictConfig, list[DictConfig]]:
     branches = []
     for count in tokens[:-1]:
         branch = with_budget(count)
-        _, _, steps = plan(branch, vocab_size_hint(branch.data))
+        _, _, steps = plan(branch)
         start = schedule.stable_until(steps)
         if start < 1:
             raise ConfigError(f"wsd_branches: {count:g} tokens end before the flat phase begins")
@@ -281,13 +183,17 @@ def run_job(cfg: DictConfig, save_at: dict[int, str] | None = None) -> dict[str,
         return previous
 
     # Everything that can reject the config happens before the first record is written.
-    plan(cfg, vocab_size_hint(cfg.data))  # cheap checks first, before any data is read
+    model_cfg, tokens_per_step, max_steps = plan(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule: pl.LightningDataModule = build(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     data_info = datamodule.metadata()
-    model_cfg, tokens_per_step, max_steps = plan(cfg, datamodule.vocab_size)
+    if datamodule.vocab_size > model_cfg.vocab_size:
+        raise ConfigError(
+            f"the data has {datamodule.vocab_size} token ids, more than the {model_cfg.vocab_size} "
+            "its config announces (the model's vocabulary): set data.vocab_size"
+        )
     trainer_cfg = cfg.trainer
 
     module = LanguageModel(
