@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop
-from scalinglab.analysis.hparams import fit_hparams
+from scalinglab.analysis.hparams import fit_hparams, hparam_rules
 from scalinglab.analysis.laws import compute_optimal_allocation, fit_chinchilla, fit_power_law
 from scalinglab.analysis.load import (
     assign_budgets,
@@ -230,19 +231,35 @@ def analyse_envelope(study: Study) -> Section:
 
 
 def analyse_hparams(study: Study) -> Section:
-    rows = _rows(study, ["budget", "lr", "batch_size", "loss"], "the hyperparameter fit")
+    # The batch law in tokens per optimizer step where runs record it (it carries across sequence
+    # lengths and device counts, and the training rules take it); else in sequences.
+    points = study.points
+    recorded = "tokens_per_step" in points and points["tokens_per_step"].notna().all()
+    batch = "tokens_per_step" if recorded else "batch_size"
+    rows = _rows(study, ["budget", "lr", batch, "loss"], "the hyperparameter fit")
     if rows.groupby("budget")["lr"].nunique().max() < 2:
         raise ValueError("the learning rate does not vary within any compute budget")
-    fit = fit_hparams(
-        rows["budget"], rows["lr"], rows["batch_size"], rows["loss"], **_fit_options(study)
-    )
+    fit = fit_hparams(rows["budget"], rows["lr"], rows[batch], rows["loss"], **_fit_options(study))
+    fit.extras["batch_unit"] = "tokens" if batch == "tokens_per_step" else "sequences"
+    rules = getattr(study.args, "rules", None)
+    if rules:
+        document = hparam_rules(fit, sources=study.args.paths or [study.args.csv])
+        Path(rules).parent.mkdir(parents=True, exist_ok=True)
+        Path(rules).write_text(RULES_HEADER + yaml.safe_dump(document, sort_keys=False))
+        print(f"wrote {rules}: use it with scaling-train hparams=fitted hparams_file=...")
     return Section(
         description=f"Per budget, the runs within {fit.extras['tolerance']:.0%} of the best loss; "
         "their centre is the optimum. lr_opt = k_lr C^e_lr, batch_opt = k_bs C^e_bs "
-        f"({len(rows)} runs).",
+        f"({fit.extras['batch_unit']} per step; {len(rows)} runs).",
         fit=fit,
         figures={"hparams": plot_hparams(fit)},
     )
+
+
+RULES_HEADER = """\
+# Learning rate and batch size as power laws of the compute budget C (FLOPs), fitted by
+# `scaling-fit hparams`. Train with them: scaling-train hparams=fitted hparams_file=THIS_FILE
+"""
 
 
 # What `report` attempts, in order: (title, command, options).
@@ -394,7 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("chinchilla", parents=[common], help="L(N, D), Chinchilla Approach 3")
     commands.add_parser("isoflop", parents=[common], help="IsoFLOP parabolas, Approach 2")
     commands.add_parser("envelope", parents=[common], help="training-curve envelope, Approach 1")
-    commands.add_parser("hparams", parents=[common], help="optimal lr and batch size vs compute")
+    hparams = commands.add_parser(
+        "hparams", parents=[common], help="optimal lr and batch size vs compute"
+    )
+    hparams.add_argument(
+        "--rules",
+        help="also write the fitted laws to this YAML file, for scaling-train hparams=fitted",
+    )
     report = commands.add_parser(
         "report", parents=[common], help="every fit the data supports, as one Markdown report"
     )

@@ -130,3 +130,38 @@ def fit_hparams(
             "n_bootstrap_ok": n_ok,
         },
     )
+
+
+def hparam_rules(fit: FitResult, sources: list[str]) -> dict:
+    """The laws of a `fit_hparams` fit as the rules file that training reads (conf/hparams/
+    fitted.yaml): lr and batch_tokens, each {coefficient, exponent} of C in FLOPs, with their 95%
+    intervals and the range of budgets fitted. Needs the batch law in tokens per step
+    (fit.extras["batch_unit"] == "tokens")."""
+    if fit.extras.get("batch_unit") != "tokens":
+        raise ValueError(
+            "a rules file needs the batch law in tokens per step: the runs do not record "
+            "tokens_per_step (a CSV gives batch_size in sequences)"
+        )
+    p, ci = fit.params, fit.ci95
+    budgets = [b["C"] for b in fit.extras["budgets"]]
+
+    def law(k: str, e: str) -> dict:
+        nan = (float("nan"), float("nan"))  # no interval when every bootstrap refit failed
+        return {
+            "coefficient": float(p[k]),
+            "exponent": float(p[e]),
+            "ci95": {
+                "coefficient": [float(v) for v in ci.get(k, nan)],
+                "exponent": [float(v) for v in ci.get(e, nan)],
+            },
+        }
+
+    return {
+        "x": "compute budget C in FLOPs (plan.budget_flops)",
+        "lr": law("k_lr", "e_lr"),
+        "batch_tokens": law("k_bs", "e_bs"),
+        "fitted_range": [float(min(budgets)), float(max(budgets))],
+        "n_runs": int(fit.n_points),
+        "flagged_budgets": [float(c) for c in fit.extras["flagged_budgets"]],
+        "sources": [str(s) for s in sources],
+    }

@@ -32,6 +32,7 @@ RUN_COLUMNS = [
     "steps",
     "lr",
     "batch_size",
+    "tokens_per_step",
     "seq_len",
     "val_loss",
     "best_val_loss",
@@ -111,7 +112,8 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     Columns (see RUN_COLUMNS): run_id, sweep_id, name, status ("completed", "running",
     "failed", "diverged", "oom"); n_params, n_params_nonembedding (parameters);
     flops_per_token (FLOPs/token); tokens (tokens trained on); flops (training FLOPs);
-    steps; lr (peak learning rate); batch_size (sequences/step); seq_len (tokens/sequence);
+    steps; lr (peak learning rate); batch_size (sequences/step per device); tokens_per_step
+    (tokens/optimizer step, all devices); seq_len (tokens/sequence);
     val_loss (final), best_val_loss, train_loss (nats/token); wall_time_s (s);
     irreducible_loss (nats/token, synthetic data only); seed; path (the run directory);
     then one column per Hydra override (`optimizer.lr=0.003` -> column "optimizer.lr" =

@@ -29,7 +29,6 @@ AXIS_LABELS = {
     "flops": "training compute C (FLOPs)",
     "loss": "loss (nats/token)",
     "lr": "peak learning rate",
-    "batch_size": "batch size (sequences)",
 }
 SYMBOLS = {"n_params": "N", "tokens": "D", "flops": "C"}
 COLORMAP = "viridis"
@@ -297,7 +296,7 @@ def plot_hparams(fit: FitResult) -> Figure:
     for ax in axes[(n_rows - 1) * n_cols :]:
         ax.set_xlabel(AXIS_LABELS["lr"])
     for ax in axes[::n_cols]:
-        ax.set_ylabel(AXIS_LABELS["batch_size"])
+        ax.set_ylabel(f"batch size ({fit.extras.get('batch_unit', 'sequences')} per step)")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
     fig.suptitle(
         f"Learning rate x batch size: lr_opt ∝ C^{fit.params['e_lr']:.2f}, "

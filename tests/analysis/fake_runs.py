@@ -14,7 +14,8 @@ import yaml
 TRUTH = {"E": 1.8, "A": 40.0, "B": 98.0, "alpha": 0.3, "beta": 0.3}
 BUDGETS = [1e15, 1e16, 1e17]
 SIZE_FACTORS = [0.25, 0.5, 1.0, 2.0, 4.0]
-TOKENS_PER_STEP = 4096
+SEQ_LEN = 256
+TOKENS_PER_STEP = 16 * SEQ_LEN  # at the default batch_size
 VOCAB_SIZE = 512
 
 
@@ -46,8 +47,9 @@ def write_run(
 ) -> Path:
     """One job directory: .hydra/, run.json, metrics.csv, checkpoints/."""
     n_params = int(n_params)
-    steps = max(1, round(tokens / TOKENS_PER_STEP))
-    tokens = steps * TOKENS_PER_STEP
+    tokens_per_step = batch_size * SEQ_LEN
+    steps = max(1, round(tokens / tokens_per_step))
+    tokens = steps * tokens_per_step
     flops_per_token = 6.0 * n_params * flops_factor
     final_loss = chinchilla_loss(n_params, tokens) if loss is None else loss
     overrides = overrides or [f"model.n_params={n_params}", f"optimizer.lr={lr}"]
@@ -74,9 +76,9 @@ def write_run(
         "n_params_nonembedding": n_params - 64 * VOCAB_SIZE,
         "flops_per_token": flops_per_token,
         "flops_per_token_6n": 6.0 * n_params,
-        "tokens_per_step": TOKENS_PER_STEP,
+        "tokens_per_step": tokens_per_step,
         "batch_size": batch_size,
-        "seq_len": TOKENS_PER_STEP // batch_size,
+        "seq_len": SEQ_LEN,
         "lr": lr,
         "max_steps": steps,
         "steps": steps if finished else None,
@@ -97,7 +99,7 @@ def write_run(
     logged_steps = np.unique(np.geomspace(1, steps, n_logged).round().astype(int))
     lines = ["step,tokens,flops,lr,train/loss,val/loss,perf/tokens_per_sec"]
     for i, step in enumerate(logged_steps):
-        seen = step * TOKENS_PER_STEP
+        seen = step * tokens_per_step
         step_loss = chinchilla_loss(n_params, seen) if loss is None else loss
         val = f"{step_loss:.6f}" if i % 2 == 1 or step == steps else ""
         lines.append(

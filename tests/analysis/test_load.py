@@ -33,6 +33,7 @@ def test_load_runs_schema_and_statuses(isoflop_sweep: Path) -> None:
         "flops",
         "lr",
         "batch_size",
+        "tokens_per_step",
         "seq_len",
         "val_loss",
         "best_val_loss",
