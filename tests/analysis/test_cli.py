@@ -9,13 +9,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from scalinglab.analysis.cli import main
 from scalinglab.analysis.compute_optimal import frontier_band
 from scalinglab.analysis.load import completed, load_runs
 from scalinglab.analysis.result import FitResult
 
-from .fake_runs import HPARAM_TRUTH, LADDER_SIZES, TOKENS_PER_PARAM, TRUTH, chinchilla_loss
+from .fake_runs import (
+    HPARAM_BUDGETS,
+    HPARAM_TRUTH,
+    LADDER_SIZES,
+    SEQ_LEN,
+    TOKENS_PER_PARAM,
+    TRUTH,
+    chinchilla_loss,
+)
 
 FAST = ["--bootstrap", "8"]
 
@@ -149,6 +158,26 @@ def test_hparams(hparam_sweep: Path, tmp_path: Path) -> None:
     assert fit["params"]["e_bs"] == pytest.approx(HPARAM_TRUTH["e_bs"], abs=0.01)
     assert fit["params"]["k_lr"] == pytest.approx(HPARAM_TRUTH["k_lr"], rel=0.05)
     assert_figures(tmp_path, ["hparams"])
+
+
+def test_hparams_rules_file_holds_the_laws_in_tokens(hparam_sweep: Path, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    assert main(["hparams", str(hparam_sweep), *FAST, "--rules", str(rules)]) == 0
+    laws = yaml.safe_load(rules.read_text())
+    assert rules.read_text().startswith("# Learning rate and batch size as power laws")
+    assert laws["lr"]["exponent"] == pytest.approx(HPARAM_TRUTH["e_lr"], abs=0.01)
+    assert laws["lr"]["coefficient"] == pytest.approx(HPARAM_TRUTH["k_lr"], rel=0.05)
+    # The runs' batch law is in sequences of SEQ_LEN tokens; the file's is in tokens per step.
+    assert laws["batch_tokens"]["exponent"] == pytest.approx(HPARAM_TRUTH["e_bs"], abs=0.01)
+    assert laws["batch_tokens"]["coefficient"] == pytest.approx(
+        HPARAM_TRUTH["k_bs"] * SEQ_LEN, rel=0.1
+    )
+    for law in ("lr", "batch_tokens"):
+        lo, hi = laws[law]["ci95"]["exponent"]
+        assert lo <= laws[law]["exponent"] <= hi
+    budgets = [min(HPARAM_BUDGETS), max(HPARAM_BUDGETS)]  # within a step of the nominal
+    assert laws["fitted_range"] == pytest.approx(budgets, rel=1e-3)
+    assert laws["sources"] == [str(hparam_sweep)]
 
 
 def test_report_links_existing_figures(isoflop_sweep: Path, tmp_path: Path) -> None:
