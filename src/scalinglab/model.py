@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from scalinglab.errors import ConfigError
 from scalinglab.ops import chunked_cross_entropy
@@ -47,6 +48,9 @@ class GPTConfig:
     # If set, the loss takes the logits this many tokens at a time and never holds all of them
     # (scalinglab.ops.chunked_cross_entropy): with a large vocabulary they dominate memory.
     loss_chunk_size: int | None = None
+    # Recompute each block's activations in the backward pass instead of keeping them: less memory
+    # for about one more forward pass of compute per step; the results are the same.
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.target_params is not None:
@@ -272,16 +276,21 @@ class GPT(nn.Module):
             x = x + self.pos_embed(torch.arange(T, device=idx.device))
         rotary = (self.rope_cos, self.rope_sin) if self.cfg.positions == "rope" else None
         x = self.drop(x)
+        recompute = self.cfg.activation_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, rotary)
+            x = checkpoint(block, x, rotary, use_reentrant=False) if recompute else block(x, rotary)
         return self.norm(x)
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy in nats; computed in fp32 whatever the autocast dtype."""
+        """Mean next-token cross-entropy in nats; computed in fp32 whatever the autocast dtype.
+
+        It calls hidden_states and the head, not forward: sharded training registers this method as
+        a forward of its own (LanguageModel.configure_model), and FSDP's hooks must not run nested.
+        """
+        hidden = self.hidden_states(idx)
         if self.cfg.loss_chunk_size:
-            hidden = self.hidden_states(idx).flatten(0, 1)
             return chunked_cross_entropy(
-                hidden, self.head.weight, targets.flatten(), self.cfg.loss_chunk_size
+                hidden.flatten(0, 1), self.head.weight, targets.flatten(), self.cfg.loss_chunk_size
             )
-        logits = self(idx)
+        logits = self.head(hidden)
         return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())

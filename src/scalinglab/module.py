@@ -2,18 +2,26 @@
 
 Its hyperparameters are plain dicts and scalars (what Hydra composed, converted to containers), so
 checkpoints load under torch's `weights_only=True` and resume works across versions.
+
+Under Lightning's ModelParallelStrategy (`trainer=fsdp`) `configure_model` shards the model with
+torch's FSDP2 (`fully_shard`), one unit per transformer block. The model is built in `__init__` in
+every case, on the CPU, so a seed gives the same initial weights whatever the strategy: a sharded run
+starts where a single-device or DDP run of the same seed starts, and a GPU only ever holds shards.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
+from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
+from scalinglab.errors import ConfigError
 from scalinglab.model import GPT, GPTConfig
 
 # Dense bf16 tensor-core peaks in FLOP/s, by a substring of torch.cuda.get_device_name().
@@ -63,10 +71,41 @@ class LanguageModel(pl.LightningModule):
         self.save_hyperparameters()
         self.config = GPTConfig(**model)
         self.model = GPT(self.config)
-        # Compile the loss, not the module, so state_dict keys stay free of `_orig_mod`.
-        self.loss_fn = torch.compile(self.model.loss) if compile else self.model.loss
+        self.loss_fn = self._loss_fn()
         self.tokens_per_step = 0
         self._window_start: tuple[int, float] | None = None
+
+    def _loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        # Compile the loss, not the module, so state_dict keys stay free of `_orig_mod`.
+        return torch.compile(self.model.loss) if self.hparams.compile else self.model.loss
+
+    def configure_model(self) -> None:
+        """Shard the model over the job's ranks when the strategy gives a device mesh (trainer=fsdp).
+
+        Parameters, gradients and optimizer states are split across ranks one transformer block at
+        a time, the embeddings, final norm and (tied) head forming the root unit. Lightning calls
+        this hook on every fit and validate; the model is sharded once.
+        """
+        if self.device_mesh is None or isinstance(self.model, FSDPModule):
+            return
+        mesh = self.device_mesh["data_parallel"]
+        world_size = torch.distributed.get_world_size()
+        if mesh.size() != world_size:
+            # Ranks outside a shard group would keep replicas whose gradients nobody averages.
+            raise ConfigError(
+                f"trainer.strategy.data_parallel_size={mesh.size()} must be the job's "
+                f"{world_size} processes (trainer.num_nodes x trainer.devices), and "
+                "tensor_parallel_size 1: scalinglab shards, it does not split tensors"
+            )
+        blocks = self.model.blocks
+        for i, block in enumerate(blocks):
+            # Backward starts with the last block: resharding it after forward would only gather it
+            # again at once.
+            fully_shard(block, mesh=mesh, reshard_after_forward=i < len(blocks) - 1)
+        fully_shard(self.model, mesh=mesh)
+        # Training calls GPT.loss, not forward: its calls must gather the root unit as forward's do.
+        register_fsdp_forward_method(self.model, "loss")
+        self.loss_fn = self._loss_fn()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
