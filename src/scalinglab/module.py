@@ -6,7 +6,7 @@ checkpoints load under torch's `weights_only=True` and resume works across versi
 Under Lightning's ModelParallelStrategy (`trainer=fsdp`) `configure_model` shards the model with
 torch's FSDP2 (`fully_shard`), one unit per transformer block. The model is built in `__init__` in
 every case, on the CPU, so a seed gives the same initial weights whatever the strategy: a sharded run
-starts where a single-device or DDP run of the same seed starts, and a GPU only ever holds shards.
+starts where a single-device or DDP run of the same seed starts; a GPU never holds the whole model.
 """
 
 from __future__ import annotations
