@@ -93,15 +93,19 @@ def n_params(model: DictConfig) -> int:
     return build(model).n_params
 
 
-def world_size(trainer: DictConfig) -> int:
-    devices = trainer.devices if isinstance(trainer.devices, int) else 1
-    return int(trainer.get("num_nodes", 1)) * devices
+def world_size(devices: int | str, num_nodes: int = 1) -> int:
+    """Processes of a job: trainer.devices (an int; "auto" counts as one) on each node."""
+    return int(num_nodes) * (devices if isinstance(devices, int) else 1)
+
+
+def _world_size(trainer: DictConfig) -> int:
+    return world_size(trainer.devices, trainer.get("num_nodes", 1))
 
 
 def tokens_per_step(data: DictConfig, trainer: DictConfig) -> int:
     """Tokens per optimizer step: every device's batches, accumulated."""
     return int(
-        data.batch_size * data.seq_len * trainer.accumulate_grad_batches * world_size(trainer)
+        data.batch_size * data.seq_len * trainer.accumulate_grad_batches * _world_size(trainer)
     )
 
 
@@ -242,13 +246,14 @@ def fitted_law(path: str, name: str, x: float | None) -> float:
 
 def batch_size_for(tokens: float, seq_len: int, trainer: DictConfig) -> int:
     """data.batch_size (sequences per device) nearest to `tokens` per optimizer step."""
-    per_sequence = seq_len * trainer.accumulate_grad_batches * world_size(trainer)
+    per_sequence = seq_len * trainer.accumulate_grad_batches * _world_size(trainer)
     return max(1, round(float(tokens) / per_sequence))
 
 
 for _name, _resolver in {
     "vocab_size": vocab_size,
     "n_params": n_params,
+    "world_size": world_size,
     "budget_flops": budget_flops,
     "budget_steps": budget_steps,
     "inverse_width_lr": inverse_width_lr,
