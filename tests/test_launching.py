@@ -7,12 +7,16 @@ Each job's process records who ran it (JobProbe: pid, rank, SLURM job id, times)
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,9 @@ from hydra import compose, initialize_config_dir
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from scalinglab.errors import ConfigError
 from scalinglab.launching.local_gpus import LocalGPUsLauncher
+from scalinglab.launching.ray_cluster import NODE_ID_ENV, RayLauncher
 from scalinglab.train import CONFIG_DIR
 from tests.conftest import TINY, compose_train, run_cli
 
@@ -49,13 +55,18 @@ class JobProbe(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
+        self.write(config, end=None)  # a job that never ends is seen too
         time.sleep(self.hold_s)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        self.write(config, end=time.time())
+
+    def write(self, config: DictConfig, end: float | None) -> None:
         env = os.environ
         rank = env.get("RANK") or env.get("SLURM_PROCID") or "0"
-        probe = {"pid": os.getpid(), "start": self.started, "end": time.time()}
-        for key in ("RANK", "WORLD_SIZE", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_PROCID"):
+        probe = {"pid": os.getpid(), "start": self.started, "end": end}
+        for key in ("RANK", "WORLD_SIZE", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_PROCID",
+                    NODE_ID_ENV):  # fmt: skip
             probe[key] = env.get(key)
         Path(config.hydra.runtime.output_dir, f"probe-{rank}.json").write_text(json.dumps(probe))
 
@@ -336,3 +347,124 @@ def test_sweep_on_a_local_ray_cluster(tmp_path: Path, monkeypatch: pytest.Monkey
     assert {read(j / "run.json")["status"] for j in jobs} == {"completed"}
     assert {read(j / "run.json")["sweep_id"] for j in jobs} == {jobs[0].parent.name}
     assert len({read(j / "probe-0.json")["pid"] for j in jobs}) == 2
+
+
+def test_ray_jobs_that_fit_no_node_are_refused_or_announced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Two nodes of 1 GPU: a 2-GPU job fits the cluster's total, not any one node.
+    nodes = [{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}]
+    RayLauncher(gpus_per_job=1).check_a_node_fits(nodes)
+    message = "cpus_per_job=1, gpus_per_job=2 fit no Ray node (nodes of 8 CPUs and 1 GPUs)"
+    with pytest.raises(ConfigError, match=re.escape(message)):  # a local cluster never grows
+        RayLauncher(gpus_per_job=2).check_a_node_fits(nodes)
+    with caplog.at_level(logging.WARNING):  # an autoscaler may add a node that fits
+        RayLauncher(address="auto", gpus_per_job=2).check_a_node_fits(nodes)
+    assert message in caplog.text and "wait until such a node joins" in caplog.text
+
+
+@pytest.fixture
+def ray_cluster_of_two_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A Ray head and a worker node on this machine, one CPU each (ray.cluster_utils.Cluster: each
+    node its own raylet and object store), so that two one-CPU jobs at once must take one each.
+
+    Started here, after the autouse fixtures, so that jobs inherit their environment (a job's process
+    sees its node's, not the sweep's); stopped by handle even when the test fails (never `ray stop`,
+    which would stop other users' Ray too).
+    """
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # throwaway nodes: no token in ~/.ray
+    # A short directory of our own: Ray's socket paths must fit in 107 bytes, and the address file it
+    # keeps there must not send others' `ray.init()` (or address=auto) to these nodes.
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    cluster = Cluster()
+    try:
+        cluster.add_node(num_cpus=1, include_dashboard=False)
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        cluster.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def ray_on(cluster: Any) -> list[str]:
+    return [f"{LAUNCHER}=ray", f"hydra.launcher.address={cluster.address}",
+            "hydra.launcher.gpus_per_job=0"]  # fmt: skip
+
+
+def test_sweep_on_a_ray_cluster_of_two_nodes(ray_cluster_of_two_nodes: Any, tmp_path: Path) -> None:
+    cluster = ray_cluster_of_two_nodes
+    result, jobs = sweep(tmp_path, *ray_on(cluster), "seed=0,1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(jobs) == 2
+    assert {read(j / "run.json")["status"] for j in jobs} == {"completed"}
+    summary = read(jobs[0].parent / "summary.json")
+    assert [(row["job"], row["status"]) for row in summary] == [(j.name, "completed") for j in jobs]
+
+    nodes = {node.node_id for node in cluster.list_all_nodes()}
+    ran_on = [read(j / "probe-0.json")[NODE_ID_ENV] for j in jobs]
+    assert len(nodes) == 2 and set(ran_on) == nodes  # one job on each node
+    log = result.stdout + result.stderr
+    assert all(f"completed on node {node}" in log for node in ran_on)  # the sweep's log says where
+
+
+def running(pid: int) -> bool:
+    import psutil  # a dependency of ray
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_lost_ray_node_fails_its_job_and_the_others_complete(
+    ray_cluster_of_two_nodes: Any, tmp_path: Path
+) -> None:
+    """The worker node's raylet dies while a job runs there: that job fails, its process does not
+    outlive the node, and the other jobs (one still waiting for a CPU) complete on the head."""
+    cluster = ray_cluster_of_two_nodes
+    (worker,) = cluster.worker_nodes
+    hold = "+hydra.callbacks.probe.hold_s=3"  # the doomed job is surely running when it is killed
+    args = [*TINY, *PROBE, f"paths.output_root={tmp_path / 'out'}", *ray_on(cluster), hold]
+    command = [sys.executable, "-m", "scalinglab.train", "-m", *args, "seed=0,1,2"]
+    log = tmp_path / "launcher.log"  # a file: a pipe nobody reads while we wait could fill up
+    launcher = subprocess.Popen(
+        command, cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.time() + 120
+        while not (lost := [p for p in tmp_path.glob("out/sweeps/*/*/probe-0.json")
+                            if read(p)[NODE_ID_ENV] == worker.node_id]):  # fmt: skip
+            assert launcher.poll() is None and time.time() < deadline, "no job on the worker node"
+            time.sleep(0.1)
+        worker.kill_raylet()
+        launcher.wait(timeout=180)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    output = log.read_text()
+    assert launcher.returncode != 0, output[-3000:]
+    failures = [line for line in output.splitlines() if " failed on Ray: " in line]
+    assert len(failures) == 1 and worker.node_id in failures[0], output[-3000:]  # Ray names it
+
+    lost_job = lost[0].parent
+    assert not running(read(lost[0])["pid"])
+    assert (
+        not (lost_job / "run.json").exists() or read(lost_job / "run.json")["status"] != "completed"
+    )
+    others = sorted(
+        p
+        for p in lost_job.parent.iterdir()
+        if p.is_dir() and p != lost_job and not p.name.startswith(".")
+    )
+    assert len(others) == 2
+    assert {read(j / "run.json")["status"] for j in others} == {"completed"}
+    assert {read(j / "probe-0.json")[NODE_ID_ENV] for j in others} == {cluster.head_node.node_id}
+    summary = read(lost_job.parent / "summary.json")
+    assert {row["job"] for row in summary if row["status"] == "completed"} == {
+        j.name for j in others
+    }
