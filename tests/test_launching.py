@@ -66,7 +66,7 @@ class JobProbe(Callback):
         rank = env.get("RANK") or env.get("SLURM_PROCID") or "0"
         probe = {"pid": os.getpid(), "start": self.started, "end": end}
         for key in ("RANK", "WORLD_SIZE", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_PROCID",
-                    NODE_ID_ENV):  # fmt: skip
+                    NODE_ID_ENV, "SCALINGLAB_TEST_FORWARDED"):  # fmt: skip
             probe[key] = env.get(key)
         Path(config.hydra.runtime.output_dir, f"probe-{rank}.json").write_text(json.dumps(probe))
 
@@ -398,7 +398,9 @@ def ray_on(cluster: Any) -> list[str]:
 
 def test_sweep_on_a_ray_cluster_of_two_nodes(ray_cluster_of_two_nodes: Any, tmp_path: Path) -> None:
     cluster = ray_cluster_of_two_nodes
-    result, jobs = sweep(tmp_path, *ray_on(cluster), "seed=0,1")
+    # Jobs see their node's environment; a variable of the sweep's reaches them through Ray.
+    forward = "+hydra.launcher.init.runtime_env.env_vars.SCALINGLAB_TEST_FORWARDED=yes"
+    result, jobs = sweep(tmp_path, *ray_on(cluster), forward, "seed=0,1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(jobs) == 2
     assert {read(j / "run.json")["status"] for j in jobs} == {"completed"}
@@ -410,6 +412,7 @@ def test_sweep_on_a_ray_cluster_of_two_nodes(ray_cluster_of_two_nodes: Any, tmp_
     assert len(nodes) == 2 and set(ran_on) == nodes  # one job on each node
     log = result.stdout + result.stderr
     assert all(f"completed on node {node}" in log for node in ran_on)  # the sweep's log says where
+    assert {read(j / "probe-0.json")["SCALINGLAB_TEST_FORWARDED"] for j in jobs} == {"yes"}
 
 
 def running(pid: int) -> bool:
