@@ -68,7 +68,9 @@ class JobProbe(Callback):
         for key in ("RANK", "WORLD_SIZE", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_PROCID",
                     NODE_ID_ENV, "SCALINGLAB_TEST_FORWARDED"):  # fmt: skip
             probe[key] = env.get(key)
-        Path(config.hydra.runtime.output_dir, f"probe-{rank}.json").write_text(json.dumps(probe))
+        path = Path(config.hydra.runtime.output_dir, f"probe-{rank}.json")
+        path.with_suffix(".tmp").write_text(json.dumps(probe))
+        path.with_suffix(".tmp").replace(path)  # whole, for a test that reads it while jobs run
 
 
 class CrashOnSeed(pl.Callback):
@@ -80,6 +82,18 @@ class CrashOnSeed(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         if trainer.global_step == 2 and int(os.environ["PL_GLOBAL_SEED"]) == self.seed:
             raise RuntimeError(f"simulated crash of seed {self.seed}")
+
+
+class HoldAtStep(pl.Callback):
+    """Holds each job at step 2 for `seconds`: mid-training, its run.json written, when a test
+    kills it."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == 2:
+            time.sleep(self.seconds)
 
 
 @pytest.fixture(autouse=True)
@@ -431,8 +445,8 @@ def test_a_lost_ray_node_fails_its_job_and_the_others_complete(
     outlive the node, and the other jobs (one still waiting for a CPU) complete on the head."""
     cluster = ray_cluster_of_two_nodes
     (worker,) = cluster.worker_nodes
-    hold = "+hydra.callbacks.probe.hold_s=3"  # the doomed job is surely running when it is killed
-    args = [*TINY, *PROBE, f"paths.output_root={tmp_path / 'out'}", *ray_on(cluster), hold]
+    hold = [f"+callbacks.hold._target_={__name__}.HoldAtStep", "+callbacks.hold.seconds=3"]
+    args = [*TINY, *PROBE, f"paths.output_root={tmp_path / 'out'}", *ray_on(cluster), *hold]
     command = [sys.executable, "-m", "scalinglab.train", "-m", *args, "seed=0,1,2"]
     log = tmp_path / "launcher.log"  # a file: a pipe nobody reads while we wait could fill up
     launcher = subprocess.Popen(
@@ -441,7 +455,8 @@ def test_a_lost_ray_node_fails_its_job_and_the_others_complete(
     try:
         deadline = time.time() + 120
         while not (lost := [p for p in tmp_path.glob("out/sweeps/*/*/probe-0.json")
-                            if read(p)[NODE_ID_ENV] == worker.node_id]):  # fmt: skip
+                            if read(p)[NODE_ID_ENV] == worker.node_id
+                            and (p.parent / "run.json").exists()]):  # fmt: skip
             assert launcher.poll() is None and time.time() < deadline, "no job on the worker node"
             time.sleep(0.1)
         worker.kill_raylet()
@@ -456,9 +471,7 @@ def test_a_lost_ray_node_fails_its_job_and_the_others_complete(
 
     lost_job = lost[0].parent
     assert not running(read(lost[0])["pid"])
-    assert (
-        not (lost_job / "run.json").exists() or read(lost_job / "run.json")["status"] != "completed"
-    )
+    assert read(lost_job / "run.json")["status"] != "completed"
     others = sorted(
         p
         for p in lost_job.parent.iterdir()
