@@ -1,5 +1,6 @@
 """Launchers end to end on the CPU: a local pool of processes, DDP ranks started from outside, a real
-one-node SLURM cluster, a local Ray cluster, and the SLURM resource check.
+one-node SLURM cluster, a local Ray cluster and a real two-node one (one node lost mid-sweep), and
+the SLURM and Ray resource checks.
 
 Each job's process records who ran it (JobProbe: pid, rank, SLURM job id, times) in its directory.
 """
@@ -405,8 +406,8 @@ def ray_cluster_of_two_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def ray_on(cluster: Any) -> list[str]:
-    return [f"{LAUNCHER}=ray", f"hydra.launcher.address={cluster.address}",
+def ray_on(address: str) -> list[str]:
+    return [f"{LAUNCHER}=ray", f"hydra.launcher.address={address}",
             "hydra.launcher.gpus_per_job=0"]  # fmt: skip
 
 
@@ -414,7 +415,8 @@ def test_sweep_on_a_ray_cluster_of_two_nodes(ray_cluster_of_two_nodes: Any, tmp_
     cluster = ray_cluster_of_two_nodes
     # Jobs see their node's environment; a variable of the sweep's reaches them through Ray.
     forward = "+hydra.launcher.init.runtime_env.env_vars.SCALINGLAB_TEST_FORWARDED=yes"
-    result, jobs = sweep(tmp_path, *ray_on(cluster), forward, "seed=0,1")
+    # `auto`, as a user on a node of the cluster: the head's address, from the file under RAY_TMPDIR.
+    result, jobs = sweep(tmp_path, *ray_on("auto"), forward, "seed=0,1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(jobs) == 2
     assert {read(j / "run.json")["status"] for j in jobs} == {"completed"}
@@ -446,7 +448,7 @@ def test_a_lost_ray_node_fails_its_job_and_the_others_complete(
     cluster = ray_cluster_of_two_nodes
     (worker,) = cluster.worker_nodes
     hold = [f"+callbacks.hold._target_={__name__}.HoldAtStep", "+callbacks.hold.seconds=3"]
-    args = [*TINY, *PROBE, f"paths.output_root={tmp_path / 'out'}", *ray_on(cluster), *hold]
+    args = [*TINY, *PROBE, f"paths.output_root={tmp_path / 'out'}", *ray_on(cluster.address), *hold]
     command = [sys.executable, "-m", "scalinglab.train", "-m", *args, "seed=0,1,2"]
     log = tmp_path / "launcher.log"  # a file: a pipe nobody reads while we wait could fill up
     launcher = subprocess.Popen(
