@@ -426,6 +426,7 @@ def test_sweep_on_a_ray_cluster_of_two_nodes(ray_cluster_of_two_nodes: Any, tmp_
     nodes = {node.node_id for node in cluster.list_all_nodes()}
     ran_on = [read(j / "probe-0.json")[NODE_ID_ENV] for j in jobs]
     assert len(nodes) == 2 and set(ran_on) == nodes  # one job on each node
+    assert [read(j / "run.json")["ray_node_id"] for j in jobs] == ran_on
     log = result.stdout + result.stderr
     assert all(f"completed on node {node}" in log for node in ran_on)  # the sweep's log says where
     assert {read(j / "probe-0.json")["SCALINGLAB_TEST_FORWARDED"] for j in jobs} == {"yes"}
@@ -473,7 +474,7 @@ def test_a_lost_ray_node_fails_its_job_and_the_others_complete(
 
     lost_job = lost[0].parent
     assert not running(read(lost[0])["pid"])
-    assert read(lost_job / "run.json")["status"] != "completed"
+    assert read(lost_job / "run.json")["status"] == "failed"  # the launcher's record of it
     others = sorted(
         p
         for p in lost_job.parent.iterdir()
@@ -482,7 +483,9 @@ def test_a_lost_ray_node_fails_its_job_and_the_others_complete(
     assert len(others) == 2
     assert {read(j / "run.json")["status"] for j in others} == {"completed"}
     assert {read(j / "probe-0.json")[NODE_ID_ENV] for j in others} == {cluster.head_node.node_id}
-    summary = read(lost_job.parent / "summary.json")
-    assert {row["job"] for row in summary if row["status"] == "completed"} == {
-        j.name for j in others
+    summary = {row["job"]: row for row in read(lost_job.parent / "summary.json")}
+    assert {job: row["status"] for job, row in summary.items()} == {
+        lost_job.name: "failed",
+        **{j.name: "completed" for j in others},
     }
+    assert "NodeDiedError" in summary[lost_job.name]["error"]

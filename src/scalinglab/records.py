@@ -66,12 +66,24 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def record_lost(output_dir: Path, error: str) -> None:
+    """A job whose process died before it could finish its record (killed, its node lost): a
+    run.json still `running` becomes `failed`, so that no reader waits for it."""
+    record = read_run(Path(output_dir))
+    if record is not None and record.get("status") == "running":
+        lost = {**record, "status": "failed", "error": error, "ended_at": now_iso()}
+        write_json_atomic(Path(output_dir) / RUN_FILE, lost)
+
+
 class RunRecord:
     """run.json: written at start with status `running`, rewritten atomically at the end."""
 
     def __init__(self, output_dir: Path, fields: dict[str, Any]):
         self.path = Path(output_dir) / RUN_FILE
         self.fields = {"status": "running", "hostname": socket.gethostname(), **fields}
+        # launcher=ray: the node as `ray list nodes` names it (one host may run several nodes).
+        if os.environ.get("SCALINGLAB_RAY_NODE_ID"):
+            self.fields["ray_node_id"] = os.environ["SCALINGLAB_RAY_NODE_ID"]
         self._t0 = time.perf_counter()
 
     @rank_zero_only

@@ -154,6 +154,20 @@ def failed(spec: JobSpec, error: BaseException) -> JobReturn:
     return ret
 
 
+def lost(spec: JobSpec, error: BaseException) -> JobReturn:
+    """A job whose process died before it could report (killed, its node lost), recorded as the
+    process would have: its run.json failed, and a failed row in the sweep's summary."""
+    from scalinglab.records import record_lost
+    from scalinglab.sweeping import update_summary
+
+    sweep_dir = Path(spec.cwd, str(spec.config.hydra.sweep.dir))
+    job_dir = sweep_dir / str(spec.config.hydra.sweep.subdir)
+    message = f"{type(error).__name__}: {error}"
+    record_lost(job_dir, message)
+    update_summary(sweep_dir, job_dir, message)
+    return failed(spec, error)
+
+
 def run_in_process(spec: JobSpec, devices: int, env: dict[str, str]) -> JobReturn:
     """Run one job in a fresh process (torchrun's ranks when devices > 1); never raises."""
     with tempfile.TemporaryDirectory(prefix="scalinglab-job-") as tmp:
@@ -177,7 +191,8 @@ def run_in_process(spec: JobSpec, devices: int, env: dict[str, str]) -> JobRetur
             return failed(spec, err)
     if ret is None or (code != 0 and ret.status == JobStatus.COMPLETED):
         problem = "before reporting a result" if ret is None else "(a rank other than 0 failed)"
-        return failed(spec, RuntimeError(f"job #{spec.number} exited with code {code} {problem}"))
+        error = RuntimeError(f"job #{spec.number} exited with code {code} {problem}")
+        return lost(spec, error) if ret is None else failed(spec, error)
     return ret
 
 

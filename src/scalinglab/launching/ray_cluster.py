@@ -18,7 +18,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
 from scalinglab.errors import ConfigError
-from scalinglab.launching.jobs import JobSpec, SpecLauncher, failed, run_in_process
+from scalinglab.launching.jobs import JobSpec, SpecLauncher, lost, run_in_process
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class RayLauncher(SpecLauncher):
                     node, ret = ray.get(ref)
                 except Exception as err:  # a lost worker or node: recorded, the others go on
                     log.error(f"#{spec.number} failed on Ray: {err}")
-                    returns[spec.number] = failed(spec, err)
+                    returns[spec.number] = lost(spec, err)
                 else:
                     log.info(f"#{spec.number} {ret.status.name.lower()} on node {node}")
                     returns[spec.number] = ret
