@@ -194,6 +194,17 @@ def test_ddp_job_ranks_are_started_from_outside(tmp_path: Path) -> None:
         assert {r["WORLD_SIZE"] for r in ranks} == {"2"} and ranks[0]["pid"] != ranks[1]["pid"]
 
 
+def test_jobs_across_nodes_are_refused_off_slurm(tmp_path: Path) -> None:
+    result, jobs = sweep(
+        tmp_path, f"{LAUNCHER}=local_gpus", CPU_SLOTS, "trainer.num_nodes=2", "seed=0,1"
+    )
+    assert result.returncode != 0
+    assert (
+        "trainer.num_nodes=2 in job #0: this launcher runs each job on one machine" in result.stderr
+    )
+    assert not [job for job in jobs if (job / "run.json").exists()]
+
+
 # ---- SLURM ----------------------------------------------------------------------------------------
 
 

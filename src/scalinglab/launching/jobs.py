@@ -125,6 +125,12 @@ def check_devices(specs: Sequence[JobSpec], devices_per_job: int) -> None:
                 f"in job #{spec.number} ({' '.join(filter_overrides(spec.overrides))}): "
                 "each device needs a process of its own"
             )
+        nodes = spec.config.trainer.get("num_nodes", 1)
+        if nodes != 1:  # torchrun here starts one node's ranks; SLURM starts several nodes'
+            raise ConfigError(
+                f"trainer.num_nodes={nodes} in job #{spec.number}: this launcher runs each job on "
+                "one machine; use launcher=slurm for jobs across nodes"
+            )
 
 
 def task_reference(task_function: Callable) -> tuple[str, str]:
