@@ -218,6 +218,10 @@ def test_cli_reports_bad_input_in_one_line(args: list[str], message: str, tmp_pa
 @pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path: Path) -> None:
     eager = train(compose_train(*TINY, output_dir=tmp_path / "eager"))
-    compiled = train(compose_train(*TINY, "compile=true", output_dir=tmp_path / "compiled"))
+    cache = f"paths.compile_cache_dir={tmp_path / 'compile_cache'}"
+    compiled = train(compose_train(*TINY, "compile=true", cache, output_dir=tmp_path / "compiled"))
     assert compiled["status"] == "completed"
     assert compiled["val_loss"] == pytest.approx(eager["val_loss"], abs=1e-3)
+    # The compilation is kept where the config says, for the sweep's next job of this shape.
+    assert list((tmp_path / "compile_cache" / "inductor").rglob("*.py"))
+    assert compiled["first_step_s"] > 0 and eager["first_step_s"] > 0

@@ -74,6 +74,10 @@ class LanguageModel(pl.LightningModule):
         self.loss_fn = self._loss_fn()
         self.tokens_per_step = 0
         self._window_start: tuple[int, float] | None = None
+        # Wall time from the start of fit to the end of its first step: with compile=true mostly
+        # compilation, which a warm compile cache (paths.compile_cache_dir) cuts.
+        self.first_step_s: float | None = None
+        self._fit_start = 0.0
 
     def _loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         # Compile the loss, not the module, so state_dict keys stay free of `_orig_mod`.
@@ -113,9 +117,16 @@ class LanguageModel(pl.LightningModule):
         self.log("train/loss", loss, on_step=True, prog_bar=True)
         return loss
 
+    def on_train_start(self) -> None:
+        self._fit_start = time.perf_counter()
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         x = batch[0]
         trainer = self.trainer
+        if self.first_step_s is None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.first_step_s = time.perf_counter() - self._fit_start
         self.tokens_per_step = x.numel() * trainer.accumulate_grad_batches * trainer.world_size
         step = trainer.global_step
         metrics = {

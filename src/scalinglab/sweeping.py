@@ -28,8 +28,8 @@ log = logging.getLogger("scalinglab")
 
 SUMMARY_COLUMNS = [
     "job", "status", "run_id", "n_params", "n_params_nonembedding", "tokens", "flops", "lr",
-    "batch_size", "steps", "train_loss", "val_loss", "best_val_loss", "wall_time_s", "flops_shared",
-    "error", "path",
+    "batch_size", "steps", "train_loss", "val_loss", "best_val_loss", "wall_time_s", "first_step_s",
+    "flops_shared", "error", "path",
 ]  # fmt: skip
 # Jobs in these states make the sweep's exit code non-zero; a diverged job is a result, not a fault.
 FAILED = ("failed", "oom")

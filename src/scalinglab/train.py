@@ -196,6 +196,8 @@ def run_job(cfg: DictConfig, save_at: dict[int, str] | None = None) -> dict[str,
         )
     trainer_cfg = cfg.trainer
 
+    if cfg.compile:
+        use_compile_cache(Path(cfg.paths.compile_cache_dir))
     module = LanguageModel(
         model=model_cfg.to_dict(),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
@@ -290,6 +292,8 @@ def run_job(cfg: DictConfig, save_at: dict[int, str] | None = None) -> dict[str,
         if trainer.interrupted:
             raise KeyboardInterrupt
         final = final_figures(trainer, module, datamodule, metrics_csv, scaling)
+        if final and module.first_step_s is not None:
+            final["first_step_s"] = round(module.first_step_s, 3)
         status = "completed"
     except Diverged as err:
         log.warning(f"diverged: {err}")
@@ -306,6 +310,14 @@ def run_job(cfg: DictConfig, save_at: dict[int, str] | None = None) -> dict[str,
         result = record.finish(status, **final) or {}
         finish_wandb(loggers, result, exit_code=0 if status == "completed" else 1, env=wandb_env)
     return result
+
+
+def use_compile_cache(directory: Path) -> None:
+    """Point torch.compile's on-disk caches (inductor's graphs and kernels, Triton's binaries) at
+    one directory: every job that sees it, in any process or on any node of a shared disk,
+    compiles a given shape once, and the others load the result."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory / "inductor")
+    os.environ["TRITON_CACHE_DIR"] = str(directory / "triton")
 
 
 def final_figures(
@@ -354,6 +366,7 @@ def finish_wandb(
                     "val_loss",
                     "best_val_loss",
                     "wall_time_s",
+                    "first_step_s",
                 )
                 logger.experiment.summary.update({k: summary[k] for k in keys if k in summary})
         import wandb
