@@ -151,3 +151,16 @@ def test_every_job_of_every_study_is_planned(study: str) -> None:
         cfg = compose_train(f"sweep={study}", *overrides, output_dir=Path("."))
         _, tokens_per_step, steps = plan(cfg)
         assert steps >= max(1, cfg.budget.min_steps), overrides
+
+
+def test_summary_is_updated_as_each_job_ends_under_a_relative_output_root(tmp_path: Path) -> None:
+    # The README's commands keep the default, relative paths.output_root (outputs/).
+    result = run_cli("-m", *TINY, "trainer.max_steps=2", "seed=0,1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "SweepSummary.on_job_end raised" not in result.stderr
+    (sweep_dir,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    rows = json.loads((sweep_dir / "summary.json").read_text())
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    assert all(
+        Path(r["path"]).is_absolute() and (Path(r["path"]) / "run.json").exists() for r in rows
+    )

@@ -63,7 +63,9 @@ def job_row(sweep_dir: Path, job_dir: Path, error: str | None = None) -> dict[st
     path = job_dir / RUN_FILE
     record = json.loads(path.read_text()) if path.exists() else {"status": "failed"}
     row = {key: record.get(key) for key in SUMMARY_COLUMNS}
-    row.update(job=str(job_dir.relative_to(sweep_dir)), path=str(job_dir))
+    # Hydra gives the sweep directory as configured (often relative) and a job's as absolute.
+    job_dir = job_dir.resolve()
+    row.update(job=str(job_dir.relative_to(sweep_dir.resolve())), path=str(job_dir))
     if error and record.get("status") != "completed":
         row["status"] = record.get("status") if path.exists() else "failed"
         row["error"] = record.get("error") or error
