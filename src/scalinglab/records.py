@@ -107,14 +107,16 @@ class RunRecord:
 class MetricsCSV(Logger):
     """metrics.csv, one row per logged step: train and validation figures of a step share a row.
 
-    A step's row is appended once a later step logs, so a killed job keeps what it logged; on
-    resume, rows past the checkpoint's step are dropped first, so no step is counted twice.
+    Each row is on disk as soon as it is logged: a job resumed from its checkpoint of step S goes
+    on at S + 1 and never logs S again, so nothing logged may wait for a later step. On resume,
+    rows past the checkpoint's step are dropped first, so no step is counted twice.
     """
 
     def __init__(self, output_dir: str | Path):
         super().__init__()
         self.path = Path(output_dir) / METRICS_FILE
-        self._pending: dict[int, dict[str, float]] = {}
+        self._columns: list[str] | None = None  # the header on disk, and its last step
+        self._last_step = -1
 
     name = "metrics_csv"
     version = ""
@@ -137,6 +139,7 @@ class MetricsCSV(Logger):
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, self.path)
+        self._columns = None  # read again when next needed
 
     @rank_zero_only
     def truncate_after(self, step: int) -> None:
@@ -150,31 +153,22 @@ class MetricsCSV(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        step = int(step or 0)
-        row = self._pending.setdefault(step, {"step": step})
+        row: dict[str, Any] = {"step": int(step or 0)}
         row.update({k: float(v) for k, v in metrics.items() if k != "epoch"})
-        self._flush(before=step)
-
-    @rank_zero_only
-    def finalize(self, status: str) -> None:
-        self._flush(before=None)
-
-    def _flush(self, before: int | None) -> None:
-        steps = sorted(s for s in self._pending if before is None or s < before)
-        if not steps:
+        if self._columns is None:
+            columns, existing = self.read()
+            self._columns = columns
+            self._last_step = int(float(existing[-1]["step"])) if existing else -1
+        new = sorted(set(row) - set(self._columns))
+        if self.path.exists() and not new and row["step"] > self._last_step:
+            with self.path.open("a", newline="") as f:  # the common case: a new step
+                csv.DictWriter(f, self._columns).writerow(row)
+            self._last_step = row["step"]
             return
-        rows = [self._pending.pop(s) for s in steps]
+        # The first row, a new metric, or a step already written (its validation): merge, rewrite.
         columns, existing = self.read()
-        new = sorted({k for r in rows for k in r} - set(columns))
-        last = int(float(existing[-1]["step"])) if existing else -1
-        if self.path.exists() and not new and rows[0]["step"] > last:
-            with self.path.open("a", newline="") as f:
-                csv.DictWriter(f, columns).writerows(rows)
-            return
-        # First rows, new metrics, or a step already written (a final validation): merge, rewrite.
         merged = {int(float(r["step"])): {k: v for k, v in r.items() if v != ""} for r in existing}
-        for row in rows:
-            merged.setdefault(row["step"], {}).update(row)
+        merged.setdefault(row["step"], {}).update(row)
         self._rewrite(columns + new, [merged[s] for s in sorted(merged)])
 
 

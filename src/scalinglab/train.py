@@ -333,7 +333,6 @@ def final_figures(
     # Validating is collective, so every rank decides as rank 0 (which writes the file) does.
     if not trainer.strategy.broadcast(bool(val_steps) and val_steps[-1] == trainer.global_step):
         trainer.validate(module, datamodule=datamodule, verbose=False)
-        metrics_csv.finalize("success")
         _, rows = metrics_csv.read()
     if trainer.global_rank != 0:  # only rank 0 keeps the record
         return {}
