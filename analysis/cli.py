@@ -241,12 +241,6 @@ def analyse_hparams(study: Study) -> Section:
         raise ValueError("the learning rate does not vary within any compute budget")
     fit = fit_hparams(rows["budget"], rows["lr"], rows[batch], rows["loss"], **_fit_options(study))
     fit.extras["batch_unit"] = "tokens" if batch == "tokens_per_step" else "sequences"
-    rules = getattr(study.args, "rules", None)
-    if rules:
-        document = hparam_rules(fit, sources=study.args.paths or [study.args.csv])
-        Path(rules).parent.mkdir(parents=True, exist_ok=True)
-        Path(rules).write_text(RULES_HEADER + yaml.safe_dump(document, sort_keys=False))
-        print(f"wrote {rules}: use it with scaling-train hparams=fitted hparams_file=...")
     return Section(
         description=f"Per budget, the runs within {fit.extras['tolerance']:.0%} of the best loss; "
         "their centre is the optimum. lr_opt = k_lr C^e_lr, batch_opt = k_bs C^e_bs "
@@ -451,6 +445,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             document = fits if args.command == "report" else next(iter(fits.values()))
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(_strict_json(document), indent=2) + "\n")
+        if args.command == "hparams" and args.rules:
+            document = hparam_rules(sections[0].fit, sources=args.paths or [args.csv])
+            Path(args.rules).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.rules).write_text(RULES_HEADER + yaml.safe_dump(document, sort_keys=False))
+            print(f"wrote {args.rules}: use it with scaling-train hparams=fitted hparams_file=...")
         if args.plot:
             for name, figure in (item for s in fitted for item in s.figures.items()):
                 save(figure, args.plot, name)

@@ -75,17 +75,18 @@ def build(cfg: DictConfig, **kwargs: Any) -> Any:
 def vocab_size(data: DictConfig) -> int:
     """The vocabulary a data config produces, known before any data is read: the model's
     vocabulary (a tokenizer may use fewer ids, e.g. BPE on a small corpus; never more)."""
+    from scalinglab.data.datamodule import META_FILE, resolve_files
+    from scalinglab.data.tokenizer import FIXED_VOCAB_SIZES
+
     if data.get("vocab_size"):
         return int(data.vocab_size)
     if str(data.get("_target_", "")).endswith("ShardsDataModule") and data.get("path"):
         # scaling-prepare writes meta.json beside the shards it makes.
-        from scalinglab.data.datamodule import META_FILE, resolve_files
-
         meta = resolve_files(data.path, "data.path", pattern="*.bin")[0].parent / META_FILE
-        if meta.exists() and json.loads(meta.read_text()).get("vocab_size"):
-            return int(json.loads(meta.read_text())["vocab_size"])
+        if meta.exists() and (announced := json.loads(meta.read_text()).get("vocab_size")):
+            return int(announced)
     tokenizer = data.get("tokenizer", "bytes")
-    return {"bytes": 256, "gpt2": 50257}.get(tokenizer) or int(data.get("bpe_vocab_size", 256))
+    return FIXED_VOCAB_SIZES.get(tokenizer) or int(data.get("bpe_vocab_size", 256))
 
 
 def n_params(model: DictConfig) -> int:
@@ -109,15 +110,18 @@ def tokens_per_step(data: DictConfig, trainer: DictConfig) -> int:
     )
 
 
+def _require_positive(key: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ConfigError(f"{key} must be a positive number, got {value!r}")
+
+
 def _budget(budget: DictConfig) -> str | None:
     """Which budget is set (None: train for trainer.max_steps); refuses several or a bad value."""
     chosen = [k for k in BUDGET_KEYS if budget[k] is not None]
     if len(chosen) > 1:
         raise ConfigError(f"set at most one of budget.{', budget.'.join(chosen)}")
     for key in chosen:
-        value = budget[key]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-            raise ConfigError(f"budget.{key} must be a positive number, got {value!r}")
+        _require_positive(f"budget.{key}", budget[key])
     return chosen[0] if chosen else None
 
 
@@ -165,12 +169,6 @@ def budget_steps(
     return steps
 
 
-def _positive(cfg: DictConfig, key: str) -> None:
-    value = OmegaConf.select(cfg, key)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ConfigError(f"{key} must be a positive number, got {value!r}")
-
-
 def plan(cfg: DictConfig) -> tuple[GPTConfig, int, int]:
     """Check a job's config and size it: (model config, tokens per step, steps).
 
@@ -179,7 +177,7 @@ def plan(cfg: DictConfig) -> tuple[GPTConfig, int, int]:
     """
     with config_errors():
         for key in ("optimizer.lr", "data.batch_size", "data.seq_len"):
-            _positive(cfg, key)
+            _require_positive(key, OmegaConf.select(cfg, key))
         if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
             raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
         model: GPTConfig = build(cfg.model)

@@ -37,7 +37,7 @@ from scalinglab.data.corpus import (
 )
 from scalinglab.data.shards import MAX_VOCAB, read_shard
 from scalinglab.data.synthetic import MarkovChain
-from scalinglab.data.tokenizer import Tokenizer, check_tokenizer_config
+from scalinglab.data.tokenizer import FIXED_VOCAB_SIZES, Tokenizer, check_tokenizer_config
 from scalinglab.errors import ConfigError
 
 DEFAULT_CACHE_DIR = "~/.cache/scalinglab"
@@ -305,7 +305,7 @@ class ShardsDataModule(TokenDataModule):
         vocab_size = (
             self.config_vocab_size
             or meta.get("vocab_size")
-            or {"bytes": 256, "gpt2": 50257}.get(self.tokenizer_name)
+            or FIXED_VOCAB_SIZES.get(self.tokenizer_name)
         )
         if not vocab_size:
             raise ConfigError(f"data.vocab_size is not set and {meta_file} does not exist")

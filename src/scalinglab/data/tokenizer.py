@@ -105,6 +105,8 @@ class GPT2Tokenizer:
 
 Tokenizer = ByteTokenizer | BPETokenizer | GPT2Tokenizer
 TOKENIZER_NAMES = ("bytes", "bpe", "gpt2")
+# The tokenizers whose vocabulary is fixed (BPE's is data.bpe_vocab_size at most).
+FIXED_VOCAB_SIZES = {"bytes": ByteTokenizer.vocab_size, "gpt2": 50257}
 
 
 def check_tokenizer_config(tokenizer: str, bpe_vocab_size: int) -> None:
