@@ -17,7 +17,8 @@ For each shape, in one process, on one device, with the same model, batch and op
   Its batches come through scalinglab's data module: `--data memory` (tokens in a RAM array,
   default), `shards` (a uint16 shard file, memory-mapped; written locally with `write_shard`
   unless `--shard-path` names real ones) or `fixed` (one batch repeated: no data loading at all).
-  `scalinglab-compiled` is the same with `compile=true`.
+  `scalinglab-compiled` is the same with `compile=true`, `scalinglab-chunked` with `compile=true`
+  and `model.loss_chunk_size=--chunk-size` as well.
 - chunked: the plain loop with `scalinglab.ops.chunked_cross_entropy` in place of the logit head
   and `F.cross_entropy`, so the (tokens, vocab) logits are never materialised; compiled whole,
   as `GPT.loss` would be with a chunked loss and `compile=true`.
@@ -40,6 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,7 +74,7 @@ SHAPES = {
     "cpu-d128": (128, 2, 4, 4096, 128, 8),
 }
 GROUPS = {"paper": ["7M", "30M", "124M", "355M", "760M"], "tiny": ["cpu-d64", "cpu-d128"]}
-VARIANTS = ("plain", "scalinglab", "scalinglab-compiled", "chunked")
+VARIANTS = ("plain", "scalinglab", "scalinglab-compiled", "scalinglab-chunked", "chunked")
 DATA_MODES = ("memory", "shards", "fixed")
 LR, BETAS, WEIGHT_DECAY, CLIP = 3e-3, (0.9, 0.95), 0.1, 1.0  # conf/optimizer/adamw.yaml, trainer
 
@@ -214,7 +217,10 @@ class FixedBatch(InMemoryTokens):
 
     def train_dataloader(self) -> DataLoader:
         batch = next(iter(super().train_dataloader()))
-        return DataLoader(OneBatchForever(batch), batch_size=None, collate_fn=lambda b: b)
+        pin = self._on_gpu()  # as the other modes' batches are
+        return DataLoader(
+            OneBatchForever(batch), batch_size=None, collate_fn=lambda b: b, pin_memory=pin
+        )
 
 
 def datamodule(
@@ -234,9 +240,22 @@ def datamodule(
     return (FixedBatch if mode == "fixed" else InMemoryTokens)(tokens, vocab, **common)
 
 
+def report_syncs(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warnings.showwarning that prints where a host-device synchronisation happened."""
+    if "synchroniz" not in str(message):
+        return
+    stack = "".join(traceback.format_stack(limit=14)[:-2])
+    print(f"SYNC: {message}\n{stack}", file=sys.stderr, flush=True)
+
+
 class StepTimer(pl.Callback):
-    def __init__(self, warmup: int, barrier: Barrier):
-        self.warmup, self.barrier = warmup, barrier
+    def __init__(self, warmup: int, barrier: Barrier, sync_debug: bool, profile: bool):
+        self.warmup, self.barrier, self.sync_debug, self.profile = (
+            warmup,
+            barrier,
+            sync_debug,
+            profile,
+        )
         self.start = self.stop = math.nan
         self.losses: list[torch.Tensor] = []
 
@@ -245,12 +264,28 @@ class StepTimer(pl.Callback):
             sync(module.device)
             self.barrier.wait()
             self.start = time.perf_counter()
+            if self.profile:
+                self.profiler = torch.profiler.profile()
+                self.profiler.start()
+            if self.sync_debug:  # every synchronising call from here on, with its stack
+                warnings.simplefilter("always")
+                warnings.showwarning = report_syncs
+                torch.cuda.set_sync_debug_mode("warn")
 
     def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx) -> None:
         if trainer.global_step > self.warmup:
             self.losses.append(outputs["loss"].detach())
         if trainer.global_step == trainer.max_steps:
+            if self.sync_debug:
+                torch.cuda.set_sync_debug_mode(0)
             sync(module.device)
+            if self.profile:
+                self.profiler.stop()
+                for key in ("self_cpu_time_total", f"self_{module.device.type}_time_total"):
+                    table = self.profiler.key_averages().table(
+                        sort_by=key, row_limit=14, max_name_column_width=60
+                    )
+                    print(table, file=sys.stderr, flush=True)
             self.stop = time.perf_counter()
 
 
@@ -258,7 +293,7 @@ def time_scalinglab(
     shape: str,
     args: argparse.Namespace,
     device: torch.device,
-    compiled: bool,
+    variant: str,
     data: str,
     barrier: Barrier,
 ) -> tuple[float, float]:
@@ -279,7 +314,8 @@ def time_scalinglab(
                     f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}",
                     f"trainer.max_steps={args.warmup + args.steps}",
                     "+trainer.limit_val_batches=0",  # time training only
-                    f"compile={compiled}",
+                    f"compile={variant != 'scalinglab'}",
+                    f"model.loss_chunk_size={args.chunk_size if 'chunked' in variant else 'null'}",
                     f"paths.output_dir={tmp}",
                     "sweep_id=throughput",
                 ],
@@ -294,7 +330,7 @@ def time_scalinglab(
             divergence_threshold=cfg.divergence_threshold,
             peak_flops=cfg.peak_flops,
         )
-        timer = StepTimer(args.warmup, barrier)
+        timer = StepTimer(args.warmup, barrier, args.sync_debug, args.profile)
         trainer: pl.Trainer = build(
             cfg.trainer,
             max_steps=max_steps,
@@ -324,9 +360,7 @@ def measure(
         torch.cuda.reset_peak_memory_stats(device)
     try:
         if variant.startswith("scalinglab"):
-            seconds, loss = time_scalinglab(
-                shape, args, device, variant.endswith("compiled"), data, barrier
-            )
+            seconds, loss = time_scalinglab(shape, args, device, variant, data, barrier)
         else:
             seconds, loss = time_plain(shape, args, device, variant == "chunked", barrier)
         peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None
@@ -431,6 +465,10 @@ def main() -> None:
     parser.add_argument("--peak-flops", type=float, help="override the device's peak FLOP/s")
     parser.add_argument("--threads", type=int, help="CPU threads per process (default: cores / K)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--profile", action="store_true",
+                        help="print torch.profiler's top operators over scalinglab's timed steps")  # fmt: skip
+    parser.add_argument("--sync-debug", action="store_true",
+                        help="print every host-device synchronisation in scalinglab's timed steps")  # fmt: skip
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--barrier", help=argparse.SUPPRESS)
     parser.add_argument("--n-procs", type=int, default=1, help=argparse.SUPPRESS)

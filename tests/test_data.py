@@ -250,7 +250,10 @@ def test_synthetic_irreducible_loss_matches_empirical_estimates():
 def stream(dm: TokenDataModule, n: int, global_step: int | None = None, **trainer) -> list[tuple]:
     """The first n batches of the loader a trainer at this global_step would get."""
     if global_step is not None:
-        trainer = dict(accumulate_grad_batches=1, world_size=1, global_rank=0) | trainer
+        cpu = SimpleNamespace(root_device=torch.device("cpu"))
+        trainer = (
+            dict(accumulate_grad_batches=1, world_size=1, global_rank=0, strategy=cpu) | trainer
+        )
         dm.trainer = SimpleNamespace(global_step=global_step, **trainer)
     batches = iter(dm.train_dataloader())
     dm.trainer = None

@@ -107,6 +107,48 @@ class CrashAt(pl.Callback):
             raise RuntimeError(f"simulated crash at step {self.step}")
 
 
+class RecordOptimizerSteps(pl.Callback):
+    """Records, at each optimizer step, the gradient norm the optimizer sees and its `fused` flag."""
+
+    norms: list[float] = []
+    fused: list[bool] = []
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        optimizer = trainer.optimizers[0]
+        step = optimizer.step
+
+        def recorded_step(closure):
+            def closure_then_record():  # Lightning's closure: forward, backward and clipping
+                loss = closure()
+                grads = [p.grad.float().norm() for p in module.parameters() if p.grad is not None]
+                type(self).norms.append(torch.stack(grads).norm().item())
+                type(self).fused.append(bool(optimizer.defaults["fused"]))
+                return loss
+
+            return step(closure_then_record)
+
+        optimizer.step = recorded_step
+
+
+def test_fused_adamw_under_bf16_clips_gradients(tmp_path: Path) -> None:
+    """The GPU default (fused AdamW, bf16-mixed), on the CPU: Lightning refuses to clip for a fused
+    optimizer, so scalinglab clips itself, and the optimizer steps with norms of at most the bound."""
+    RecordOptimizerSteps.norms, RecordOptimizerSteps.fused = [], []
+    result = train(
+        compose_train(
+            *TINY,
+            "optimizer.fused=true",
+            "trainer.precision=bf16-mixed",
+            "trainer.gradient_clip_val=0.05",
+            f"+callbacks.record._target_={__name__}.RecordOptimizerSteps",
+            output_dir=tmp_path,
+        )
+    )
+    assert result["status"] == "completed"
+    assert RecordOptimizerSteps.fused == [True] * 6
+    assert max(RecordOptimizerSteps.norms) == pytest.approx(0.05, rel=1e-3)  # clipped every step
+
+
 def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     straight = train(compose_train(*TINY, output_dir=tmp_path / "straight"))
 

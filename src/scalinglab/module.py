@@ -114,7 +114,10 @@ class LanguageModel(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
         loss = self.loss_fn(x, y)
-        self.log("train/loss", loss, on_step=True, prog_bar=True)
+        # For the progress bar Lightning reads the value back every step, which waits for the GPU:
+        # only when there is a bar.
+        bar = self.trainer.progress_bar_callback is not None
+        self.log("train/loss", loss, on_step=True, prog_bar=bar)
         return loss
 
     def on_train_start(self) -> None:
@@ -130,9 +133,9 @@ class LanguageModel(pl.LightningModule):
         self.tokens_per_step = x.numel() * trainer.accumulate_grad_batches * trainer.world_size
         step = trainer.global_step
         metrics = {
-            "step": float(step),  # Lightning's own logging counter lags global_step by one
-            "tokens": float(step * self.tokens_per_step),
-            "flops": float(step * self.tokens_per_step * self.config.flops_per_token(x.shape[1])),
+            "step": step,  # Lightning's own logging counter lags global_step by one
+            "tokens": step * self.tokens_per_step,
+            "flops": step * self.tokens_per_step * self.config.flops_per_token(x.shape[1]),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
         }
         # Syncing with the device costs throughput, so loss checks and timings happen only on the
@@ -140,7 +143,10 @@ class LanguageModel(pl.LightningModule):
         if step % trainer.log_every_n_steps == 0 or step >= trainer.max_steps:
             self._check_divergence(float(outputs["loss"]), step)
             metrics.update(self._throughput(step, x.shape[1]))
-        self.log_dict(metrics, on_step=True, on_epoch=False)
+        # As CPU tensors: Lightning turns a number into a tensor on the module's device, a blocking
+        # copy that would wait for the GPU to finish the step, every step.
+        cpu = {k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()}
+        self.log_dict(cpu, on_step=True, on_epoch=False)
 
     def _check_divergence(self, loss: float, step: int) -> None:
         bound = self.hparams.divergence_threshold
@@ -176,6 +182,28 @@ class LanguageModel(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.log("step", float(self.trainer.global_step))
 
+    def _loss_scaler(self) -> torch.amp.GradScaler | None:
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # Lightning refuses to clip for an optimizer that unscales its own gradients (fused AdamW):
+        # a guard for fp16's loss scaler. Without a scaler (bf16-mixed, fp32) the gradients are the
+        # true ones, so they are clipped here as Lightning would clip them.
+        if not gradient_clip_val or self._loss_scaler() is not None:
+            return super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+        plugin = self.trainer.precision_plugin
+        if gradient_clip_algorithm == "value":
+            plugin.clip_grad_by_value(optimizer, gradient_clip_val)
+        else:
+            plugin.clip_grad_by_norm(optimizer, gradient_clip_val)
+
     def configure_optimizers(self):
         # No weight decay on norms, biases and embeddings (GPT-2 / nanoGPT practice).
         decay, no_decay = [], []
@@ -183,10 +211,12 @@ class LanguageModel(pl.LightningModule):
             is_matrix = p.dim() >= 2 and not name.startswith(("embed.", "pos_embed."))
             (decay if is_matrix else no_decay).append(p)
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        extra = {"fused": True} if self.device.type == "cuda" else {}
         # Built directly: instantiate would wrap the parameter tensors in OmegaConf containers.
         kwargs = dict(self.hparams.optimizer)
-        optimizer = get_class(kwargs.pop("_target_"))(groups, **kwargs, **extra)
+        if "fused" in kwargs and kwargs["fused"] is None:
+            # Fused on CUDA, unless an fp16 loss scaler must unscale the gradients before clipping.
+            kwargs["fused"] = self.device.type == "cuda" and self._loss_scaler() is None
+        optimizer = get_class(kwargs.pop("_target_"))(groups, **kwargs)
         schedule = instantiate(self.hparams.scheduler)
         total_steps = self.trainer.max_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -368,9 +368,8 @@ def finish_wandb(
                     "first_step_s",
                 )
                 logger.experiment.summary.update({k: summary[k] for k in keys if k in summary})
-        import wandb
-
-        if wandb.run is not None:
+        wandb = sys.modules.get("wandb")  # never imported: no run to finish
+        if wandb is not None and wandb.run is not None:
             wandb.finish(exit_code=exit_code)
     finally:
         for key in [k for k in os.environ if k.startswith("WANDB_")]:
