@@ -25,9 +25,10 @@ For each shape, in one process, on one device, with the same model, batch and op
 
 Rates are measured over --steps steps after --warmup steps (compilation happens in warm-up).
 MFU = tokens/s x GPTConfig.flops_per_token(seq_len) / the device's peak from
-scalinglab.module.peak_flops (n/a on CPUs). `--processes K` starts K copies of each measurement
-on the same device at once (as `launcher=local_gpus hydra.launcher.jobs_per_gpu=K` packs jobs),
-times them after a common barrier and reports their summed tokens/s.
+scalinglab.module.peak_flops (n/a on CPUs). Every measurement runs in a process of its own;
+`--processes K` starts K copies of each at once on the same device (as `launcher=local_gpus
+hydra.launcher.jobs_per_gpu=K` packs jobs), times them after a common barrier and reports their
+summed tokens/s.
 """
 
 from __future__ import annotations
@@ -395,6 +396,7 @@ def measure_in_processes(shape: str, variant: str, data: str, args, k: int) -> R
             command += ["--peak-flops", str(args.peak_flops)]
         if args.threads:
             command += ["--threads", str(args.threads)]
+        command += ["--sync-debug"] * args.sync_debug + ["--profile"] * args.profile
         children = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(k)]
         outputs = [child.communicate()[0] for child in children]
     if any(child.returncode for child in children):
@@ -455,7 +457,7 @@ def main() -> None:
     )
     parser.add_argument("--variants", default="plain,scalinglab,chunked", help=f"of {VARIANTS}")
     parser.add_argument("--data", default="memory", help=f"scalinglab's data, of {DATA_MODES}")
-    parser.add_argument("--processes", default="", help="e.g. 1,2,4,8: that many at once")
+    parser.add_argument("--processes", default="1", help="e.g. 1,2,4,8: that many at once")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
@@ -494,12 +496,12 @@ def main() -> None:
     for shape in shapes:
         for variant in variants:
             for data in data_modes if variant.startswith("scalinglab") else ["device"]:
-                if args.processes:
-                    for k in map(int, args.processes.split(",")):
-                        results.append(measure_in_processes(shape, variant, data, args, k))
-                else:
-                    results.append(measure(shape, variant, data, args, Barrier(None, 1)))
-                print(json.dumps(asdict(results[-1])), file=sys.stderr, flush=True)
+                # Each measurement in fresh processes: a CUDA error in one (an illegal memory
+                # access once ended a whole 7M table) loses that row only, and no compiled code
+                # or allocator state carries over from the variant before.
+                for k in map(int, args.processes.split(",")):
+                    results.append(measure_in_processes(shape, variant, data, args, k))
+                    print(json.dumps(asdict(results[-1])), file=sys.stderr, flush=True)
     print_table(results, args)
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))

@@ -1,0 +1,33 @@
+"""The throughput benchmark runs end to end on a CPU (its figures are for GPUs: benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_throughput_benchmark_prints_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    command = [
+        sys.executable, "benchmarks/throughput.py", "--device", "cpu", "--shapes", "cpu-d64",
+        "--variants", "plain,scalinglab,chunked", "--data", "memory,fixed", "--threads", "1",
+        "--warmup", "1", "--steps", "2", "--json", str(out),
+    ]  # fmt: skip
+    table = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    rows = json.loads(out.read_text())
+    assert [(r["variant"], r["data"]) for r in rows] == [
+        ("plain", "device"),
+        ("scalinglab", "memory"),
+        ("scalinglab", "fixed"),
+        ("chunked", "device"),
+    ]
+    assert not any(r["error"] for r in rows)
+    assert all(r["tokens_per_sec"] > 0 and r["step_ms"] > 0 for r in rows)
+    # The chunked loss sees the plain loop's batches and computes the same loss.
+    plain, chunked = rows[0], rows[3]
+    assert abs(chunked["loss"] - plain["loss"]) < 1e-4
+    assert table.count("| cpu-d64 |") == 4 and "1.00x" in table
