@@ -69,6 +69,7 @@ def check_batches(dm: TokenDataModule, batch_size: int, seq_len: int) -> None:
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == y.shape == (batch_size, seq_len)
     assert x.dtype == y.dtype == torch.int64
+    assert x.is_contiguous() and y.is_contiguous()  # or a pinned batch copies synchronously
     assert torch.equal(x[:, 1:], y[:, :-1])
     assert int(x.min()) >= 0 and int(max(x.max(), y.max())) < dm.vocab_size
     val_x, val_y = next(iter(dm.val_dataloader()))

@@ -92,7 +92,9 @@ class TokenSequence:
         tokens = torch.from_numpy(
             np.stack([self.read(i * (seq_len + 1), seq_len + 1) for i in indices])
         )
-        return tokens[:, :-1], tokens[:, 1:]
+        # Contiguous, not views: a strided tensor reaches the GPU through a pageable temporary,
+        # a copy that waits for the GPU to finish its queue, however the batch was pinned.
+        return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
 
 
 class TrainBatches(IterableDataset):
