@@ -195,14 +195,16 @@ def run_job(cfg: DictConfig, save_at: dict[int, str] | None = None) -> dict[str,
             "its config announces (the model's vocabulary): set data.vocab_size"
         )
     trainer_cfg = cfg.trainer
-
-    if cfg.compile:
+    on_gpu = torch.cuda.is_available() and trainer_cfg.accelerator in ("auto", "gpu", "cuda")
+    # Eager, a GPU step took 1.5 to 2.2 times as long on an H100 (benchmarks/RESULTS.md).
+    compile_loss = on_gpu if cfg.compile is None else bool(cfg.compile)
+    if compile_loss:
         use_compile_cache(Path(cfg.paths.compile_cache_dir))
     module = LanguageModel(
         model=model_cfg.to_dict(),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-        compile=bool(cfg.compile),
+        compile=compile_loss,
         bytes_per_token=data_info.get("bytes_per_token"),
         divergence_threshold=cfg.divergence_threshold,
         peak_flops=cfg.peak_flops,
@@ -256,7 +258,7 @@ def run_job(cfg: DictConfig, save_at: dict[int, str] | None = None) -> dict[str,
     if cfg.get("init_from"):  # the FLOPs of the trunk up to the branch point, trained once
         record.fields["init_from"] = cfg.init_from
         record.fields["flops_shared"] = cfg.init_step * tokens_per_step * scaling["flops_per_token"]
-    precision = trainer_cfg.precision or ("bf16-mixed" if torch.cuda.is_available() else "32-true")
+    precision = trainer_cfg.precision or ("bf16-mixed" if on_gpu else "32-true")
     trainer: pl.Trainer = build(
         trainer_cfg,
         max_steps=max_steps,
