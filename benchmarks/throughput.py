@@ -250,13 +250,8 @@ def report_syncs(message, category, filename, lineno, file=None, line=None) -> N
 
 
 class StepTimer(pl.Callback):
-    def __init__(self, warmup: int, barrier: Barrier, sync_debug: bool, profile: bool):
-        self.warmup, self.barrier, self.sync_debug, self.profile = (
-            warmup,
-            barrier,
-            sync_debug,
-            profile,
-        )
+    def __init__(self, args: argparse.Namespace, barrier: Barrier):
+        self.args, self.warmup, self.barrier = args, args.warmup, barrier
         self.start = self.stop = math.nan
         self.losses: list[torch.Tensor] = []
 
@@ -265,10 +260,10 @@ class StepTimer(pl.Callback):
             sync(module.device)
             self.barrier.wait()
             self.start = time.perf_counter()
-            if self.profile:
-                self.profiler = torch.profiler.profile()
+            if self.args.profile:  # Python frames too: where the host's time goes
+                self.profiler = torch.profiler.profile(with_stack=True)
                 self.profiler.start()
-            if self.sync_debug:  # every synchronising call from here on, with its stack
+            if self.args.sync_debug:  # every synchronising call from here on, with its stack
                 warnings.simplefilter("always")
                 warnings.showwarning = report_syncs
                 torch.cuda.set_sync_debug_mode("warn")
@@ -277,17 +272,23 @@ class StepTimer(pl.Callback):
         if trainer.global_step > self.warmup:
             self.losses.append(outputs["loss"].detach())
         if trainer.global_step == trainer.max_steps:
-            if self.sync_debug:
+            if self.args.sync_debug:
                 torch.cuda.set_sync_debug_mode(0)
             sync(module.device)
-            if self.profile:
-                self.profiler.stop()
-                for key in ("self_cpu_time_total", f"self_{module.device.type}_time_total"):
-                    table = self.profiler.key_averages().table(
-                        sort_by=key, row_limit=14, max_name_column_width=60
-                    )
-                    print(table, file=sys.stderr, flush=True)
             self.stop = time.perf_counter()
+            if self.args.profile:
+                self.report_profile(module.device)
+
+    def report_profile(self, device: torch.device) -> None:
+        self.profiler.stop()
+        events = self.profiler.key_averages()
+        for key, rows in (("self_cpu_time_total", 25), (f"self_{device.type}_time_total", 10)):
+            table = events.table(sort_by=key, row_limit=rows, max_name_column_width=80)
+            print(table, file=sys.stderr, flush=True)
+        trace = Path(self.args.profile, f"trace-{os.getpid()}.json.gz")
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        self.profiler.export_chrome_trace(str(trace))
+        print(f"trace: {trace}", file=sys.stderr, flush=True)
 
 
 def time_scalinglab(
@@ -331,7 +332,7 @@ def time_scalinglab(
             divergence_threshold=cfg.divergence_threshold,
             peak_flops=cfg.peak_flops,
         )
-        timer = StepTimer(args.warmup, barrier, args.sync_debug, args.profile)
+        timer = StepTimer(args, barrier)
         trainer: pl.Trainer = build(
             cfg.trainer,
             max_steps=max_steps,
@@ -396,7 +397,9 @@ def measure_in_processes(shape: str, variant: str, data: str, args, k: int) -> R
             command += ["--peak-flops", str(args.peak_flops)]
         if args.threads:
             command += ["--threads", str(args.threads)]
-        command += ["--sync-debug"] * args.sync_debug + ["--profile"] * args.profile
+        command += ["--sync-debug"] * args.sync_debug
+        if args.profile:
+            command += ["--profile", args.profile]
         children = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(k)]
         outputs = [child.communicate()[0] for child in children]
     if any(child.returncode for child in children):
@@ -467,8 +470,9 @@ def main() -> None:
     parser.add_argument("--peak-flops", type=float, help="override the device's peak FLOP/s")
     parser.add_argument("--threads", type=int, help="CPU threads per process (default: cores / K)")
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--profile", action="store_true",
-                        help="print torch.profiler's top operators over scalinglab's timed steps")  # fmt: skip
+    parser.add_argument("--profile", metavar="DIR",
+                        help="profile scalinglab's timed steps: top operators and Python frames "
+                             "printed, a Chrome trace written to DIR")  # fmt: skip
     parser.add_argument("--sync-debug", action="store_true",
                         help="print every host-device synchronisation in scalinglab's timed steps")  # fmt: skip
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

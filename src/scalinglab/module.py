@@ -114,11 +114,22 @@ class LanguageModel(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
         loss = self.loss_fn(x, y)
-        # For the progress bar Lightning reads the value back every step, which waits for the GPU:
-        # only when there is a bar.
-        bar = self.trainer.progress_bar_callback is not None
-        self.log("train/loss", loss, on_step=True, prog_bar=bar)
+        if self._logs_at(self.trainer.global_step + 1):  # the step this batch is part of
+            # For the progress bar Lightning reads the value back, which waits for the GPU: only
+            # when there is a bar.
+            bar = self.trainer.progress_bar_callback is not None
+            self.log("train/loss", loss, on_step=True, prog_bar=bar)
         return loss
+
+    def _logs_at(self, step: int) -> bool:
+        """Whether Lightning writes logged values out after this optimizer step.
+
+        It does every log_every_n_steps steps: logging on the others would only cost host time
+        (Python, a fraction of a millisecond per value). Reading the loss back and timing wait for
+        the GPU, so they happen on the same steps. The last step counts too, so that its figures
+        reach the run's record.
+        """
+        return step % self.trainer.log_every_n_steps == 0 or step >= self.trainer.max_steps
 
     def on_train_start(self) -> None:
         self._fit_start = time.perf_counter()
@@ -132,19 +143,18 @@ class LanguageModel(pl.LightningModule):
             self.first_step_s = time.perf_counter() - self._fit_start
         self.tokens_per_step = x.numel() * trainer.accumulate_grad_batches * trainer.world_size
         step = trainer.global_step
+        if not self._logs_at(step):
+            return
         metrics = {
             "step": step,  # Lightning's own logging counter lags global_step by one
             "tokens": step * self.tokens_per_step,
             "flops": step * self.tokens_per_step * self.config.flops_per_token(x.shape[1]),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
         }
-        # Syncing with the device costs throughput, so loss checks and timings happen only on the
-        # steps that Lightning logs anyway.
-        if step % trainer.log_every_n_steps == 0 or step >= trainer.max_steps:
-            self._check_divergence(float(outputs["loss"]), step)
-            metrics.update(self._throughput(step, x.shape[1]))
-        # As CPU tensors: Lightning turns a number into a tensor on the module's device, a blocking
-        # copy that would wait for the GPU to finish the step, every step.
+        self._check_divergence(float(outputs["loss"]), step)
+        metrics.update(self._throughput(step, x.shape[1]))
+        # As CPU tensors: Lightning would turn each number into a tensor on the module's device, a
+        # blocking copy each.
         cpu = {k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()}
         self.log_dict(cpu, on_step=True, on_epoch=False)
 

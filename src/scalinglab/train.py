@@ -252,7 +252,9 @@ def run_job(cfg: DictConfig, save_at: dict[int, str] | None = None) -> dict[str,
     if sys.stderr.isatty():
         callbacks.append(pl.callbacks.TQDMProgressBar(refresh_rate=10))
     else:
-        callbacks.append(LogLines(every_n_steps=max(1, max_steps // 20)))
+        # About 20 lines a job, on steps whose figures were logged (every log_every_n_steps).
+        every = trainer_cfg.log_every_n_steps
+        callbacks.append(LogLines(every_n_steps=max(1, max_steps // 20 // every) * every))
     if save_at:
         callbacks.append(SaveAtSteps(save_at))
     if cfg.get("init_from"):  # the FLOPs of the trunk up to the branch point, trained once
