@@ -107,6 +107,33 @@ class CrashAt(pl.Callback):
             raise RuntimeError(f"simulated crash at step {self.step}")
 
 
+class RecordLosses(pl.Callback):
+    """Every step's training loss, as the optimizer step saw it."""
+
+    losses: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, *args) -> None:
+        type(self).losses[trainer.global_step] = outputs["loss"].item()
+
+
+def test_metrics_are_logged_every_log_every_n_steps(tmp_path: Path) -> None:
+    """Values are logged only on the steps Lightning writes out (every log_every_n_steps, and the
+    last), so every row of metrics.csv is complete, and each holds its own step's loss."""
+    RecordLosses.losses = {}
+    every_third = [o for o in TINY if not o.startswith(("trainer.log_every", "trainer.max_steps"))]
+    overrides = [*every_third, "trainer.log_every_n_steps=3", "trainer.max_steps=10"]
+    record = f"+callbacks.losses._target_={__name__}.RecordLosses"
+    result = train(compose_train(*overrides, record, output_dir=tmp_path))
+    rows = read_metrics(tmp_path)
+    assert [int(r["step"]) for r in rows] == [3, 6, 9, 10]
+    for row in rows[:3]:
+        assert all(row[k] for k in ("train/loss", "tokens", "flops", "lr", "val/loss")), row
+        step = int(row["step"])
+        assert float(row["train/loss"]) == pytest.approx(RecordLosses.losses[step], rel=1e-6)
+        assert float(row["tokens"]) == step * result["tokens_per_step"]
+    assert rows[1]["perf/tokens_per_sec"] and rows[2]["perf/tokens_per_sec"]
+
+
 class RecordOptimizerSteps(pl.Callback):
     """Records, at each optimizer step, the gradient norm the optimizer sees and its `fused` flag."""
 
