@@ -141,10 +141,10 @@ class LanguageModel(pl.LightningModule):
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.first_step_s = time.perf_counter() - self._fit_start
-        self.tokens_per_step = x.numel() * trainer.accumulate_grad_batches * trainer.world_size
         step = trainer.global_step
         if not self._logs_at(step):
             return
+        self.tokens_per_step = x.numel() * trainer.accumulate_grad_batches * trainer.world_size
         metrics = {
             "step": step,  # Lightning's own logging counter lags global_step by one
             "tokens": step * self.tokens_per_step,
