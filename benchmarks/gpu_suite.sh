@@ -25,7 +25,7 @@ for shape in 7M 30M 124M 355M 760M; do
 done
 part loss_head 300 python benchmarks/loss_head.py --chunk-sizes 2048,4096,8192
 part packing 900 $T --shapes 7M,30M --variants plain,scalinglab-compiled --processes 1,2,4,8
-part data 600 $T --shapes 7M,124M --variants scalinglab-compiled --data fixed,memory,shards
+part data 600 $T --shapes 7M,124M --variants scalinglab-compiled --data memory,shards
 part profile_7M 300 $T --shapes 7M --variants scalinglab-compiled --steps 5 --profile "$out/trace"
 part compile_cache 300 scaling-train -m launcher=local_gpus 'hydra.launcher.gpus=[0]' \
   trainer=gpu compile=true model=gpt model.d_model=128 model.n_layers=4 model.n_heads=4 \

@@ -2,23 +2,24 @@
 
     python benchmarks/throughput.py --device cuda --shapes paper                  # the main table
     python benchmarks/throughput.py --device cuda --shapes 7M --processes 1,2,4,8  # packing
-    python benchmarks/throughput.py --device cuda --shapes 7M,124M --variants scalinglab \\
-        --data fixed,memory,shards                                                 # data loading
+    python benchmarks/throughput.py --device cuda --shapes 7M,124M \\
+        --variants scalinglab-compiled --data memory,shards                        # data loading
     python benchmarks/throughput.py --device cpu --shapes tiny --threads 1        # CPU smoke check
 
 For each shape, in one process, on one device, with the same model, batch and optimizer settings:
 - plain: scalinglab's GPT in a bare loop: bf16 autocast on CUDA, SDPA (the model's own), AdamW
   (fused on CUDA), gradient clipping at 1.0 (as the trainer config), `torch.compile` of the loss
   (on by default on CUDA), random batches already on the device.
-- scalinglab: what a sweep job runs. The root config is composed with Hydra (`trainer=gpu` on
-  CUDA, so bf16-mixed, fused AdamW with its weight-decay groups, the cosine schedule, clipping,
-  the CSV logger and checkpoint callback) and the LanguageModel and pl.Trainer are built from it
-  as `scalinglab.train.train` builds them; only validation is off and a timing callback added.
-  Its batches come through scalinglab's data module: `--data memory` (tokens in a RAM array,
-  default), `shards` (a uint16 shard file, memory-mapped; written locally with `write_shard`
-  unless `--shard-path` names real ones) or `fixed` (one batch repeated: no data loading at all).
-  `scalinglab-compiled` is the same with `compile=true`, `scalinglab-chunked` with `compile=true`
-  and `model.loss_chunk_size=--chunk-size` as well.
+- scalinglab: a sweep job. The root config is composed with Hydra (`trainer=gpu` on CUDA, so
+  bf16-mixed, fused AdamW with its weight-decay groups, the cosine schedule, clipping, the run
+  record's CSV logger, log lines and the checkpoint callback) with `compile=false`, and
+  `scalinglab.train.train` runs it, with a timing callback added (`+callbacks.timer`); its one
+  validation and checkpoint come after the timed steps. Its data are uint16 shards
+  (`data=shards`: real ones with --shard-path, else a file of random tokens written here),
+  memory-mapped as a job reads them (`--data shards`, the default) or read into RAM first
+  (`--data memory`: the floor that data loading is compared to). `scalinglab-compiled` is the
+  same with `compile=true` (what `compile: null` gives a one-GPU job), `scalinglab-chunked` with
+  `compile=true` and `model.loss_chunk_size=--chunk-size` as well.
 - chunked: the plain loop with `scalinglab.ops.chunked_cross_entropy` in place of the logit head
   and `F.cross_entropy`, so the (tokens, vocab) logits are never materialised; compiled whole,
   as `GPT.loss` would be with a chunked loss and `compile=true`.
@@ -52,16 +53,13 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-from torch.utils.data import DataLoader, IterableDataset
 
-from scalinglab.data import ShardsDataModule, TokenDataModule, write_shard
+from scalinglab.data import ShardsDataModule, write_shard
 from scalinglab.data.datamodule import TokenSequence
 from scalinglab.model import GPT, GPTConfig
-from scalinglab.module import LanguageModel, peak_flops
+from scalinglab.module import peak_flops
 from scalinglab.ops import DEFAULT_CHUNK_SIZE, chunked_cross_entropy
-from scalinglab.planning import build, plan
-from scalinglab.train import CONFIG_DIR
+from scalinglab.train import CONFIG_DIR, train
 
 # name: (d_model, n_layers, n_heads, vocab_size, seq_len, batch_size). Batches fill an 80 GB GPU
 # with the plain loop's materialised logits; every variant of a shape uses the same one.
@@ -76,7 +74,7 @@ SHAPES = {
 }
 GROUPS = {"paper": ["7M", "30M", "124M", "355M", "760M"], "tiny": ["cpu-d64", "cpu-d128"]}
 VARIANTS = ("plain", "scalinglab", "scalinglab-compiled", "scalinglab-chunked", "chunked")
-DATA_MODES = ("memory", "shards", "fixed")
+DATA_MODES = ("shards", "memory")
 LR, BETAS, WEIGHT_DECAY, CLIP = 3e-3, (0.9, 0.95), 0.1, 1.0  # conf/optimizer/adamw.yaml, trainer
 
 
@@ -183,62 +181,19 @@ def time_plain(
 # ---- (b): scalinglab's path ---------------------------------------------------------------------
 
 
-class InMemoryTokens(TokenDataModule):
-    """scalinglab's batching over tokens held in a RAM array (what `shards` reads from a file)."""
+class InMemoryShards(ShardsDataModule):
+    """The same shards read into RAM first: what memory-mapped shards are compared against."""
 
     name = "memory"
 
-    def __init__(self, tokens: np.ndarray, vocab_size: int, **common):
-        super().__init__(**common)
-        self.tokens, self._vocab_size = tokens, vocab_size
-
     def load_splits(self) -> tuple[TokenSequence, TokenSequence, dict]:
-        n, val = len(self.tokens), self.val_tokens
-        sequence = TokenSequence([self.tokens])
+        train, val, info = super().load_splits()
+        in_ram = [np.array(part) for part in train.parts]  # every part: train and val share them
         return (
-            sequence.span(0, n - val),
-            sequence.span(n - val, n),
-            {"vocab_size": self._vocab_size},
+            TokenSequence(in_ram, train.start, train.stop),
+            TokenSequence(in_ram, val.start, val.stop),
+            info,
         )
-
-
-class OneBatchForever(IterableDataset):
-    def __init__(self, batch: tuple[torch.Tensor, torch.Tensor]):
-        self.batch = batch
-
-    def __iter__(self):
-        while True:
-            yield self.batch
-
-
-class FixedBatch(InMemoryTokens):
-    """No data loading: the first batch, repeated (the floor the other modes are compared to)."""
-
-    name = "fixed"
-
-    def train_dataloader(self) -> DataLoader:
-        batch = next(iter(super().train_dataloader()))
-        pin = self._on_gpu()  # as the other modes' batches are
-        return DataLoader(
-            OneBatchForever(batch), batch_size=None, collate_fn=lambda b: b, pin_memory=pin
-        )
-
-
-def datamodule(
-    mode: str, shape: str, args: argparse.Namespace, workdir: Path, n_steps: int
-) -> TokenDataModule:
-    _, _, _, vocab, seq_len, batch_size = SHAPES[shape]
-    common = {"batch_size": batch_size, "seq_len": seq_len, "val_tokens": seq_len + 1}
-    if mode == "shards" and args.shard_path:
-        return ShardsDataModule(path=args.shard_path, vocab_size=vocab, **common)
-    # Enough distinct windows that no batch repeats within the run.
-    n_tokens = (n_steps + 2) * batch_size * (seq_len + 1) + seq_len + 1
-    tokens = np.random.default_rng(0).integers(0, vocab, n_tokens, dtype=np.uint16)
-    if mode == "shards":
-        path = workdir / "tokens.bin"
-        write_shard(path, tokens)
-        return ShardsDataModule(path=str(path), vocab_size=vocab, **common)
-    return (FixedBatch if mode == "fixed" else InMemoryTokens)(tokens, vocab, **common)
 
 
 def report_syncs(message, category, filename, lineno, file=None, line=None) -> None:
@@ -250,9 +205,22 @@ def report_syncs(message, category, filename, lineno, file=None, line=None) -> N
 
 
 class StepTimer(pl.Callback):
-    def __init__(self, args: argparse.Namespace, barrier: Barrier):
-        self.args, self.warmup, self.barrier = args, args.warmup, barrier
-        self.start = self.stop = math.nan
+    """Times the optimizer steps after `warmup`, and writes (seconds per step, mean loss) to `out`.
+
+    Added to a job as a `+callbacks.timer` entry: its arguments are plain values of the config."""
+
+    def __init__(
+        self,
+        warmup: int,
+        out: str,
+        barrier_dir: str | None = None,
+        n_procs: int = 1,
+        profile: str | None = None,
+        sync_debug: bool = False,
+    ):
+        self.warmup, self.out, self.barrier = warmup, Path(out), Barrier(barrier_dir, n_procs)
+        self.profile, self.sync_debug = profile, sync_debug
+        self.start = math.nan
         self.losses: list[torch.Tensor] = []
 
     def on_train_batch_start(self, trainer: pl.Trainer, module, batch, batch_idx: int) -> None:
@@ -260,10 +228,10 @@ class StepTimer(pl.Callback):
             sync(module.device)
             self.barrier.wait()
             self.start = time.perf_counter()
-            if self.args.profile:  # Python frames too: where the host's time goes
+            if self.profile:  # Python frames too: where the host's time goes
                 self.profiler = torch.profiler.profile(with_stack=True)
                 self.profiler.start()
-            if self.args.sync_debug:  # every synchronising call from here on, with its stack
+            if self.sync_debug:  # every synchronising call from here on, with its stack
                 warnings.simplefilter("always")
                 warnings.showwarning = report_syncs
                 torch.cuda.set_sync_debug_mode("warn")
@@ -272,11 +240,13 @@ class StepTimer(pl.Callback):
         if trainer.global_step > self.warmup:
             self.losses.append(outputs["loss"].detach())
         if trainer.global_step == trainer.max_steps:
-            if self.args.sync_debug:
+            if self.sync_debug:
                 torch.cuda.set_sync_debug_mode(0)
             sync(module.device)
-            self.stop = time.perf_counter()
-            if self.args.profile:
+            seconds = (time.perf_counter() - self.start) / (trainer.max_steps - self.warmup)
+            loss = torch.stack(self.losses).mean().item()
+            self.out.write_text(json.dumps({"seconds_per_step": seconds, "loss": loss}))
+            if self.profile:
                 self.report_profile(module.device)
 
     def report_profile(self, device: torch.device) -> None:
@@ -285,67 +255,68 @@ class StepTimer(pl.Callback):
         for key, rows in (("self_cpu_time_total", 25), (f"self_{device.type}_time_total", 10)):
             table = events.table(sort_by=key, row_limit=rows, max_name_column_width=80)
             print(table, file=sys.stderr, flush=True)
-        trace = Path(self.args.profile, f"trace-{os.getpid()}.json.gz")
+        trace = Path(self.profile, f"trace-{os.getpid()}.json.gz")
         trace.parent.mkdir(parents=True, exist_ok=True)
         self.profiler.export_chrome_trace(str(trace))
         print(f"trace: {trace}", file=sys.stderr, flush=True)
 
 
 def time_scalinglab(
-    shape: str,
-    args: argparse.Namespace,
-    device: torch.device,
-    variant: str,
-    data: str,
-    barrier: Barrier,
+    shape: str, args: argparse.Namespace, device: torch.device, variant: str, data: str
 ) -> tuple[float, float]:
-    """(seconds per step, mean loss) of a sweep job's LanguageModel and Trainer."""
+    """(seconds per step, mean loss) of a sweep job: `scalinglab.train.train` on a composed config.
+
+    Its data are uint16 shards (--shard-path, else a file of random tokens written here), memory-
+    mapped (`shards`) or read into RAM first (`memory`). Validation and the checkpoint come after
+    the last timed step.
+    """
     d, layers, heads, vocab, seq_len, batch_size = SHAPES[shape]
+    max_steps = args.warmup + args.steps
     with tempfile.TemporaryDirectory(prefix="scalinglab-throughput-") as tmp:
+        shard_path = args.shard_path
+        if not shard_path:  # enough distinct windows that no batch repeats within the run
+            n_tokens = (max_steps + 2) * batch_size * (seq_len + 1)
+            shard_path = f"{tmp}/tokens.bin"
+            write_shard(shard_path, np.random.default_rng(0).integers(0, vocab, n_tokens))
+        timing = Path(tmp, "timing.json")
+        overrides = [
+            "model=gpt",
+            f"model.d_model={d}",
+            f"model.n_layers={layers}",
+            f"model.n_heads={heads}",
+            f"model.vocab_size={vocab}",
+            f"model.loss_chunk_size={args.chunk_size if 'chunked' in variant else 'null'}",
+            f"compile={variant != 'scalinglab'}",
+            "data=shards",
+            f"data.path={shard_path}",
+            f"data.vocab_size={vocab}",
+            f"data.batch_size={batch_size}",
+            f"data.seq_len={seq_len}",
+            f"data.val_tokens={seq_len + 1}",
+            f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}",
+            f"trainer.max_steps={max_steps}",
+            f"trainer.val_check_interval={max_steps}",  # after the timed steps
+            f"paths.output_dir={tmp}/job",
+            "sweep_id=throughput",
+            f"+callbacks.timer._target_={__name__}.StepTimer",
+            f"+callbacks.timer.warmup={args.warmup}",
+            f"+callbacks.timer.out={timing}",
+            f"+callbacks.timer.barrier_dir={args.barrier or 'null'}",
+            f"+callbacks.timer.n_procs={args.n_procs}",
+            f"+callbacks.timer.profile={args.profile or 'null'}",
+            f"+callbacks.timer.sync_debug={args.sync_debug}",
+        ]
+        if data == "memory":
+            overrides.append(f"data._target_={__name__}.InMemoryShards")
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(
-                "train",
-                overrides=[
-                    "model=gpt",
-                    f"model.d_model={d}",
-                    f"model.n_layers={layers}",
-                    f"model.n_heads={heads}",
-                    f"model.vocab_size={vocab}",
-                    f"data.batch_size={batch_size}",
-                    f"data.seq_len={seq_len}",
-                    f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}",
-                    f"trainer.max_steps={args.warmup + args.steps}",
-                    "+trainer.limit_val_batches=0",  # time training only
-                    f"compile={variant != 'scalinglab'}",
-                    f"model.loss_chunk_size={args.chunk_size if 'chunked' in variant else 'null'}",
-                    f"paths.output_dir={tmp}",
-                    "sweep_id=throughput",
-                ],
-            )
-        torch.manual_seed(0)
-        model_cfg, _, max_steps = plan(cfg)
-        module = LanguageModel(  # as scalinglab.train.train builds it
-            model=model_cfg.to_dict(),
-            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-            scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-            compile=bool(cfg.compile),
-            divergence_threshold=cfg.divergence_threshold,
-            peak_flops=cfg.peak_flops,
-        )
-        timer = StepTimer(args, barrier)
-        trainer: pl.Trainer = build(
-            cfg.trainer,
-            max_steps=max_steps,
-            precision=cfg.trainer.precision
-            or ("bf16-mixed" if device.type == "cuda" else "32-true"),
-            logger=[build(c) for c in cfg.logger.values()],
-            callbacks=[*(build(c) for c in cfg.callbacks.values()), timer],
-            enable_progress_bar=False,
-            default_root_dir=tmp,
-        )
-        trainer.fit(module, datamodule=datamodule(data, shape, args, Path(tmp), max_steps))
-    loss = torch.stack(timer.losses).mean().item()
-    return (timer.stop - timer.start) / args.steps, loss
+            cfg = compose("train", overrides=overrides)
+        record = train(cfg)
+        if record.get("status") != "completed":
+            if record.get("status") == "oom":
+                raise torch.OutOfMemoryError(record.get("error"))
+            raise RuntimeError(f"the job ended {record.get('status')}: {record.get('error')}")
+        result = json.loads(timing.read_text())
+    return result["seconds_per_step"], result["loss"]
 
 
 # ---- measuring and reporting ----------------------------------------------------------------------
@@ -362,7 +333,7 @@ def measure(
         torch.cuda.reset_peak_memory_stats(device)
     try:
         if variant.startswith("scalinglab"):
-            seconds, loss = time_scalinglab(shape, args, device, variant, data, barrier)
+            seconds, loss = time_scalinglab(shape, args, device, variant, data)
         else:
             seconds, loss = time_plain(shape, args, device, variant == "chunked", barrier)
         peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None
@@ -400,8 +371,16 @@ def measure_in_processes(shape: str, variant: str, data: str, args, k: int) -> R
         command += ["--sync-debug"] * args.sync_debug
         if args.profile:
             command += ["--profile", args.profile]
-        children = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(k)]
+        # A child's log goes to a file, not a terminal, as a sweep job's does (so no progress bar),
+        # and is passed on once it ends.
+        logs = [Path(barrier_dir, f"log-{i}") for i in range(k)]
+        children = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+            for log in logs
+        ]
         outputs = [child.communicate()[0] for child in children]
+        for log in logs:
+            sys.stderr.write(log.read_text())
     if any(child.returncode for child in children):
         error = f"{sum(bool(c.returncode) for c in children)} of {k} processes failed"
         return Result(shape, variant, data, k, 0, math.nan, math.nan, None, math.nan, error=error)
@@ -459,7 +438,7 @@ def main() -> None:
         "--shapes", default="paper", help=f"names or groups: {list(GROUPS)}, {list(SHAPES)}"
     )
     parser.add_argument("--variants", default="plain,scalinglab,chunked", help=f"of {VARIANTS}")
-    parser.add_argument("--data", default="memory", help=f"scalinglab's data, of {DATA_MODES}")
+    parser.add_argument("--data", default="shards", help=f"scalinglab's data, of {DATA_MODES}")
     parser.add_argument("--processes", default="1", help="e.g. 1,2,4,8: that many at once")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
