@@ -11,6 +11,7 @@ import csv
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
@@ -84,6 +85,44 @@ def test_resumed_run_continues_its_loss_curve(tmp_path: Path) -> None:
     for step in range(26, 51):  # no jump back to a fresh model's loss after the restart
         assert b[step] == pytest.approx(a[step], abs=0.02), step
     assert resumed["val_loss"] == pytest.approx(straight["val_loss"], abs=0.02)
+
+
+class NoSyncAfterFirstStep(pl.Callback):
+    """Raises at any host-device synchronisation from the second step to the end of the last (whose
+    figures are read back at once), so that the test shows where one happens."""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step == 1:
+            torch.cuda.set_sync_debug_mode("error")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step == trainer.max_steps:
+            torch.cuda.set_sync_debug_mode(0)
+
+    def on_exception(self, *args) -> None:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+@pytest.mark.parametrize("compile", [True, False], ids=["compiled", "eager"])
+def test_training_steps_never_wait_for_the_gpu(tmp_path: Path, compile: bool) -> None:
+    """A job logging every step queues its steps on the GPU without waiting for it (a wait leaves the
+    GPU idle while the host prepares the next step), and its rows still hold every step's loss and
+    throughput. Validation and the checkpoint come after the last step here: they do wait."""
+    result = train(
+        compose_train(
+            *GPU_TRAINING,
+            f"compile={compile}",
+            "trainer.val_check_interval=50",
+            f"+callbacks.no_sync._target_={__name__}.NoSyncAfterFirstStep",
+            output_dir=tmp_path,
+        )
+    )
+    assert result["status"] == "completed"
+    with (tmp_path / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(float(r["step"])) for r in rows] == list(range(1, 51))
+    assert all(float(r["train/loss"]) > 0 for r in rows)
+    assert all(float(r["perf/tokens_per_sec"]) > 0 and r["perf/mfu"] for r in rows[1:])
 
 
 # ---- the chunked loss on the GPU ---------------------------------------------------------------

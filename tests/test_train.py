@@ -107,31 +107,42 @@ class CrashAt(pl.Callback):
             raise RuntimeError(f"simulated crash at step {self.step}")
 
 
-class RecordLosses(pl.Callback):
-    """Every step's training loss, as the optimizer step saw it."""
+class RecordSteps(pl.Callback):
+    """Every step's training loss and learning rate, as the optimizer step saw them."""
 
     losses: dict[int, float] = {}
+    lrs: dict[int, float] = {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, *args) -> None:
         type(self).losses[trainer.global_step] = outputs["loss"].item()
+        type(self).lrs[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
 
 
-def test_metrics_are_logged_every_log_every_n_steps(tmp_path: Path) -> None:
-    """Values are logged only on the steps Lightning writes out (every log_every_n_steps, and the
-    last), so every row of metrics.csv is complete, and each holds its own step's loss."""
-    RecordLosses.losses = {}
-    every_third = [o for o in TINY if not o.startswith(("trainer.log_every", "trainer.max_steps"))]
+@pytest.mark.parametrize("val_every", [3, 10], ids=["row-then-validation", "rows-only"])
+def test_metrics_are_logged_every_log_every_n_steps(tmp_path: Path, val_every: int) -> None:
+    """Rows on the steps Lightning writes out (every log_every_n_steps, and the last), each complete
+    and holding its own step's figures: whether the loop waits for a validation after the step
+    (the row is written at once) or not (the row waits until its loss has reached the host)."""
+    RecordSteps.losses, RecordSteps.lrs = {}, {}
+    drop = ("trainer.log_every_n_steps", "trainer.max_steps", "trainer.val_check_interval")
+    every_third = [o for o in TINY if not o.startswith(drop)]
     overrides = [*every_third, "trainer.log_every_n_steps=3", "trainer.max_steps=10"]
-    record = f"+callbacks.losses._target_={__name__}.RecordLosses"
-    result = train(compose_train(*overrides, record, output_dir=tmp_path))
+    record = f"+callbacks.steps._target_={__name__}.RecordSteps"
+    result = train(
+        compose_train(
+            *overrides, f"trainer.val_check_interval={val_every}", record, output_dir=tmp_path
+        )
+    )
     rows = read_metrics(tmp_path)
     assert [int(r["step"]) for r in rows] == [3, 6, 9, 10]
-    for row in rows[:3]:
-        assert all(row[k] for k in ("train/loss", "tokens", "flops", "lr", "val/loss")), row
+    for row in rows:
+        assert all(row[k] for k in ("train/loss", "tokens", "flops", "lr")), row
         step = int(row["step"])
-        assert float(row["train/loss"]) == pytest.approx(RecordLosses.losses[step], rel=1e-6)
+        assert float(row["train/loss"]) == pytest.approx(RecordSteps.losses[step], rel=1e-6)
+        assert float(row["lr"]) == pytest.approx(RecordSteps.lrs[step], rel=1e-12)
         assert float(row["tokens"]) == step * result["tokens_per_step"]
-    assert rows[1]["perf/tokens_per_sec"] and rows[2]["perf/tokens_per_sec"]
+        assert bool(row["val/loss"]) == (step % val_every == 0 or step == 10)
+    assert all(row["perf/tokens_per_sec"] for row in rows[1:])
 
 
 class RecordOptimizerSteps(pl.Callback):

@@ -184,20 +184,28 @@ class SaveAtSteps(pl.Callback):
             trainer.save_checkpoint(path)
 
 
-class LogLines(pl.Callback):
-    """Plain periodic progress lines, for logs that are files (SLURM, CI), where bars garble."""
+class LogLines(Logger):
+    """Plain progress lines in the job's log, for logs that are files (SLURM, CI), where bars garble:
+    the rows of every every_n_steps-th step and of the last, and each validation's."""
 
-    def __init__(self, every_n_steps: int = 50):
-        self.every_n_steps = every_n_steps
+    def __init__(self, every_n_steps: int, max_steps: int):
+        super().__init__()
+        self.every_n_steps, self.max_steps = every_n_steps, max_steps
+
+    name = "log_lines"
+    version = ""
 
     @rank_zero_only
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        step = trainer.global_step
-        if step % self.every_n_steps and step < trainer.max_steps:
+    def log_hyperparams(self, params: Any) -> None:
+        pass
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        step = int(step or 0)
+        if "val/loss" not in metrics and step % self.every_n_steps and step < self.max_steps:
             return
-        m = trainer.callback_metrics
-        parts = [f"step {step}/{trainer.max_steps}"]
-        for key in ("train/loss", "val/loss", "perf/tokens_per_sec"):
-            if key in m:
-                parts.append(f"{key} {float(m[key]):.4g}")
+        parts = [f"step {step}/{self.max_steps}"]
+        for key in ("train/loss", "val/loss", "perf/tokens_per_sec", "perf/mfu"):
+            if key in metrics:
+                parts.append(f"{key} {float(metrics[key]):.4g}")
         log.info("  ".join(parts))

@@ -257,7 +257,7 @@ def run_job(cfg: DictConfig, save_at: dict[int, str] | None = None) -> dict[str,
     else:
         # About 20 lines a job, on steps whose figures were logged (every log_every_n_steps).
         every = trainer_cfg.log_every_n_steps
-        callbacks.append(LogLines(every_n_steps=max(1, max_steps // 20 // every) * every))
+        loggers.append(LogLines(max(1, max_steps // 20 // every) * every, max_steps))
     if save_at:
         callbacks.append(SaveAtSteps(save_at))
     if cfg.get("init_from"):  # the FLOPs of the trunk up to the branch point, trained once
