@@ -26,6 +26,8 @@ done
 part loss_head 300 python benchmarks/loss_head.py --chunk-sizes 2048,4096,8192
 part packing 900 $T --shapes 7M,30M --variants plain,scalinglab-compiled --processes 1,2,4,8
 part data 600 $T --shapes 7M,124M --variants scalinglab-compiled --data memory,shards
+part sync_7M 300 $T --shapes 7M --variants scalinglab-compiled --steps 12 --sync-debug
+part host 300 $T --shapes host --variants plain,scalinglab-compiled,scalinglab --steps 300
 part profile_7M 300 $T --shapes 7M --variants scalinglab-compiled --steps 5 --profile "$out/trace"
 part compile_cache 300 scaling-train -m launcher=local_gpus 'hydra.launcher.gpus=[0]' \
   trainer=gpu compile=true model=gpt model.d_model=128 model.n_layers=4 model.n_heads=4 \
@@ -35,5 +37,6 @@ grep -ho '"first_step_s": [0-9.]*' "$out"/jobs/*/run.json >>"$out/compile_cache.
 
 tar czf "$out/results.tgz" -C "$out" --exclude cache --exclude results.tgz .
 cat "$out/gpu.txt"; tail -n 3 "$out/tests.txt"
-grep -h '^| ' "$out"/main_*.txt "$out"/loss_head.txt "$out"/packing.txt "$out"/data.txt
+grep -h '^| ' "$out"/main_*.txt "$out"/loss_head.txt "$out"/packing.txt "$out"/data.txt \
+  "$out"/host.txt; grep -c '^SYNC' "$out"/sync_7M.log
 cat "$out/compile_cache.txt"

@@ -5,6 +5,7 @@
     python benchmarks/throughput.py --device cuda --shapes 7M,124M \\
         --variants scalinglab-compiled --data memory,shards                        # data loading
     python benchmarks/throughput.py --device cpu --shapes tiny --threads 1        # CPU smoke check
+    python benchmarks/throughput.py --shapes host --steps 500   # each loop's own host time per step
 
 For each shape, in one process, on one device, with the same model, batch and optimizer settings:
 - plain: scalinglab's GPT in a bare loop: bf16 autocast on CUDA, SDPA (the model's own), AdamW
@@ -71,6 +72,8 @@ SHAPES = {
     "760M": (1536, 24, 24, 50304, 1024, 8),
     "cpu-d64": (64, 2, 2, 4096, 128, 8),
     "cpu-d128": (128, 2, 4, 4096, 128, 8),
+    # Compute next to nothing: its step time is the per-step host time of the loop itself.
+    "host": (16, 1, 1, 256, 16, 2),
 }
 GROUPS = {"paper": ["7M", "30M", "124M", "355M", "760M"], "tiny": ["cpu-d64", "cpu-d128"]}
 VARIANTS = ("plain", "scalinglab", "scalinglab-compiled", "scalinglab-chunked", "chunked")
