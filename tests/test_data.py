@@ -137,6 +137,23 @@ def test_shards_read_as_one_sequence(tmp_path):
     np.testing.assert_array_equal(sequence.read(19_990, 30), np.arange(19_990, 20_020))
 
 
+@pytest.mark.parametrize("offset", [0, 3])
+def test_windows_inside_and_across_parts(offset: int) -> None:
+    """A batch gathers the windows inside a part at once and reads those across parts one by one:
+    the same tokens either way, for windows that end at a part's last token or one past it."""
+    sizes = [50, 7, 300, 1, 123]
+    tokens = np.arange(sum(sizes))
+    parts = np.split(tokens.astype(np.uint16), np.cumsum(sizes)[:-1])
+    sequence = TokenSequence(parts).span(offset, len(tokens))
+    for seq_len in range(1, 40):
+        window = seq_len + 1
+        indices = np.random.default_rng(seq_len).permutation(len(sequence) // window)
+        x, y = sequence.windows(indices, seq_len)
+        starts = offset + indices * window
+        np.testing.assert_array_equal(x.numpy(), starts[:, None] + np.arange(seq_len))
+        np.testing.assert_array_equal(y.numpy(), starts[:, None] + np.arange(1, window))
+
+
 def test_shards_pickle_as_file_names(tmp_path):
     directory = shard_corpus(tmp_path / "shards")
     sequence = TokenSequence([read_shard(f) for f in sorted(directory.glob("*.bin"))])
