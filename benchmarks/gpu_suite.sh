@@ -21,7 +21,7 @@ part() {  # part NAME LIMIT_SECONDS COMMAND...: run COMMAND if the budget allows
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv >"$out/gpu.txt"
 part tests 300 python -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider
 for shape in 7M 30M 124M 355M 760M; do
-  part "main_$shape" 600 $T --shapes $shape --variants plain,scalinglab-compiled,scalinglab
+  part "main_$shape" 600 $T --shapes $shape --variants plain,scalinglab-compiled,scalinglab,plain-loader
 done
 part loss_head 300 python benchmarks/loss_head.py --chunk-sizes 2048,4096,8192
 part packing 900 $T --shapes 7M,30M --variants plain,scalinglab-compiled --processes 1,2,4,8

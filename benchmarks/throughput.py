@@ -11,6 +11,9 @@ For each shape, in one process, on one device, with the same model, batch and op
 - plain: scalinglab's GPT in a bare loop: bf16 autocast on CUDA, SDPA (the model's own), AdamW
   (fused on CUDA), gradient clipping at 1.0 (as the trainer config), `torch.compile` of the loss
   (on by default on CUDA), random batches already on the device.
+- plain-loader: the plain loop fed as a job is: batches of scalinglab's data module from
+  memory-mapped shards, pinned and copied to the device without blocking, as the DataLoader and
+  Lightning do. Against plain it gives the data path's cost; against scalinglab, Lightning's.
 - scalinglab: a sweep job. The root config is composed with Hydra (`trainer=gpu` on CUDA, so
   bf16-mixed, fused AdamW with its weight-decay groups, the cosine schedule, clipping, the run
   record's CSV logger, log lines and the checkpoint callback) with `compile=false`, and
@@ -56,7 +59,7 @@ import torch.nn as nn
 from hydra import compose, initialize_config_dir
 
 from scalinglab.data import ShardsDataModule, write_shard
-from scalinglab.data.datamodule import TokenSequence
+from scalinglab.data.datamodule import TokenSequence, TrainBatches
 from scalinglab.model import GPT, GPTConfig
 from scalinglab.module import peak_flops
 from scalinglab.ops import DEFAULT_CHUNK_SIZE, chunked_cross_entropy
@@ -76,7 +79,14 @@ SHAPES = {
     "host": (16, 1, 1, 256, 16, 2),
 }
 GROUPS = {"paper": ["7M", "30M", "124M", "355M", "760M"], "tiny": ["cpu-d64", "cpu-d128"]}
-VARIANTS = ("plain", "scalinglab", "scalinglab-compiled", "scalinglab-chunked", "chunked")
+VARIANTS = (
+    "plain",
+    "plain-loader",
+    "scalinglab",
+    "scalinglab-compiled",
+    "scalinglab-chunked",
+    "chunked",
+)
 DATA_MODES = ("shards", "memory")
 LR, BETAS, WEIGHT_DECAY, CLIP = 3e-3, (0.9, 0.95), 0.1, 1.0  # conf/optimizer/adamw.yaml, trainer
 
@@ -128,10 +138,34 @@ class Barrier:
 # ---- (a) and (c): the plain loop -----------------------------------------------------------------
 
 
+def token_shard(shape: str, args: argparse.Namespace, directory: str) -> str:
+    """--shard-path, else a shard of random tokens written to `directory`, enough for every step's
+    batch to be new."""
+    if args.shard_path:
+        return args.shard_path
+    _, _, _, vocab, seq_len, batch_size = SHAPES[shape]
+    n_tokens = (args.warmup + args.steps + 2) * batch_size * (seq_len + 1)
+    path = f"{directory}/tokens.bin"
+    write_shard(path, np.random.default_rng(0).integers(0, vocab, n_tokens))
+    return path
+
+
 def time_plain(
-    shape: str, args: argparse.Namespace, device: torch.device, chunked: bool, barrier: Barrier
+    shape: str, args: argparse.Namespace, device: torch.device, variant: str, barrier: Barrier
 ) -> tuple[float, float]:
-    """(seconds per step, mean loss) of the bare loop, with or without the chunked loss."""
+    """(seconds per step, mean loss) of the bare loop: plain, plain-loader or chunked."""
+    with tempfile.TemporaryDirectory(prefix="scalinglab-throughput-") as tmp:
+        return _time_plain(shape, args, device, variant, barrier, tmp)
+
+
+def _time_plain(
+    shape: str,
+    args: argparse.Namespace,
+    device: torch.device,
+    variant: str,
+    barrier: Barrier,
+    tmp: str,
+) -> tuple[float, float]:
     cfg = model_config(shape)
     batch_size, seq_len = SHAPES[shape][5], cfg.max_seq_len
     torch.manual_seed(0)
@@ -141,7 +175,7 @@ def time_plain(
         model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY, fused=cuda
     )
     loss_fn = model.loss
-    if chunked:
+    if variant == "chunked":
         weight = model.head.weight  # tied: the embedding matrix
         model.head = nn.Identity()  # so the model returns the final hidden states
 
@@ -156,11 +190,24 @@ def time_plain(
         torch.randint(0, cfg.vocab_size, (2, batch_size, seq_len), device=device, generator=gen)
         for _ in range(4)
     ]
+    if variant == "plain-loader":  # as a job gets them: Lightning's copy of DataLoader batches
+        data = ShardsDataModule(
+            path=token_shard(shape, args, tmp), vocab_size=cfg.vocab_size, batch_size=batch_size,
+            seq_len=seq_len, val_tokens=seq_len + 1,
+        )  # fmt: skip
+        data.setup("fit")
+        stream = TrainBatches(data.train_split, batch_size, seq_len, seed=0)
     losses = torch.zeros((), device=device)
 
     def step(i: int) -> None:
         nonlocal losses
-        x, y = batches[i % len(batches)]
+        if variant == "plain-loader":
+            x, y = stream.batch(i)
+            if cuda:
+                x, y = x.pin_memory(), y.pin_memory()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        else:
+            x, y = batches[i % len(batches)]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             loss = loss_fn(x, y)
         loss.backward()
@@ -276,11 +323,7 @@ def time_scalinglab(
     d, layers, heads, vocab, seq_len, batch_size = SHAPES[shape]
     max_steps = args.warmup + args.steps
     with tempfile.TemporaryDirectory(prefix="scalinglab-throughput-") as tmp:
-        shard_path = args.shard_path
-        if not shard_path:  # enough distinct windows that no batch repeats within the run
-            n_tokens = (max_steps + 2) * batch_size * (seq_len + 1)
-            shard_path = f"{tmp}/tokens.bin"
-            write_shard(shard_path, np.random.default_rng(0).integers(0, vocab, n_tokens))
+        shard_path = token_shard(shape, args, tmp)
         timing = Path(tmp, "timing.json")
         overrides = [
             "model=gpt",
@@ -338,7 +381,7 @@ def measure(
         if variant.startswith("scalinglab"):
             seconds, loss = time_scalinglab(shape, args, device, variant, data)
         else:
-            seconds, loss = time_plain(shape, args, device, variant == "chunked", barrier)
+            seconds, loss = time_plain(shape, args, device, variant, barrier)
         peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None
     except torch.OutOfMemoryError:
         nan = math.nan
