@@ -29,6 +29,11 @@ part data 600 $T --shapes 7M,124M --variants scalinglab-compiled --data memory,s
 part sync_7M 300 $T --shapes 7M --variants scalinglab-compiled --steps 12 --sync-debug
 part host 300 $T --shapes host --variants plain,scalinglab-compiled,scalinglab --steps 300
 part profile_7M 300 $T --shapes 7M --variants scalinglab-compiled --steps 5 --profile "$out/trace"
+# First steps, compilation included: both loops cold, then (once a run has filled the cache) warm.
+F="$T --shapes 7M --warmup 2 --steps 5"
+part first_step_cold 300 $F --variants plain,scalinglab-compiled
+part first_step_fill 300 $F --variants plain --compile-cache "$out/cache/bench"
+part first_step_warm 300 $F --variants plain,scalinglab-compiled --compile-cache "$out/cache/bench"
 part compile_cache 300 scaling-train -m launcher=local_gpus 'hydra.launcher.gpus=[0]' \
   trainer=gpu compile=true model=gpt model.d_model=128 model.n_layers=4 model.n_heads=4 \
   data.seq_len=1024 trainer.max_steps=5 seed=0,1 paths.compile_cache_dir="$out/cache/jobs" \
@@ -38,5 +43,6 @@ grep -ho '"first_step_s": [0-9.]*' "$out"/jobs/*/run.json >>"$out/compile_cache.
 tar czf "$out/results.tgz" -C "$out" --exclude cache --exclude results.tgz .
 cat "$out/gpu.txt"; tail -n 3 "$out/tests.txt"
 grep -h '^| ' "$out"/main_*.txt "$out"/loss_head.txt "$out"/packing.txt "$out"/data.txt \
-  "$out"/host.txt; grep -c '^SYNC' "$out"/sync_7M.log
+  "$out"/host.txt "$out"/first_step_cold.txt "$out"/first_step_warm.txt
+grep -c '^SYNC' "$out"/sync_7M.log
 cat "$out/compile_cache.txt"

@@ -29,6 +29,10 @@ For each shape, in one process, on one device, with the same model, batch and op
   as `GPT.loss` would be with a chunked loss and `compile=true`.
 
 Rates are measured over --steps steps after --warmup steps (compilation happens in warm-up).
+"first step s" is the first step's wall time, compilation included: for scalinglab the run record's
+`first_step_s`. Each measurement compiles cold in a fresh cache unless --compile-cache names one;
+two runs with the same directory give the cold and then the warm figure, as a sweep's first and
+later jobs of one shape pay it.
 MFU = tokens/s x GPTConfig.flops_per_token(seq_len) / the device's peak from
 scalinglab.module.peak_flops (n/a on CPUs). Every measurement runs in a process of its own;
 `--processes K` starts K copies of each at once on the same device (as `launcher=local_gpus
@@ -63,7 +67,7 @@ from scalinglab.data.datamodule import TokenSequence, TrainBatches
 from scalinglab.model import GPT, GPTConfig
 from scalinglab.module import peak_flops
 from scalinglab.ops import DEFAULT_CHUNK_SIZE, chunked_cross_entropy
-from scalinglab.train import CONFIG_DIR, train
+from scalinglab.train import CONFIG_DIR, train, use_compile_cache
 
 # name: (d_model, n_layers, n_heads, vocab_size, seq_len, batch_size). Batches fill an 80 GB GPU
 # with the plain loop's materialised logits; every variant of a shape uses the same one.
@@ -103,6 +107,7 @@ class Result:
     mfu: float | None
     loss: float
     peak_gb: float | None = None  # torch.cuda.max_memory_allocated over the measurement
+    first_step_s: float = math.nan  # compilation included: cold or warm, as --compile-cache is
     error: str = ""
 
 
@@ -152,8 +157,9 @@ def token_shard(shape: str, args: argparse.Namespace, directory: str) -> str:
 
 def time_plain(
     shape: str, args: argparse.Namespace, device: torch.device, variant: str, barrier: Barrier
-) -> tuple[float, float]:
-    """(seconds per step, mean loss) of the bare loop: plain, plain-loader or chunked."""
+) -> tuple[float, float, float]:
+    """(seconds per step, mean loss, first step's seconds) of the bare loop: plain, plain-loader
+    or chunked."""
     with tempfile.TemporaryDirectory(prefix="scalinglab-throughput-") as tmp:
         return _time_plain(shape, args, device, variant, barrier, tmp)
 
@@ -165,7 +171,8 @@ def _time_plain(
     variant: str,
     barrier: Barrier,
     tmp: str,
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
+    use_compile_cache(Path(args.compile_cache or f"{tmp}/compile_cache"))  # as a job does
     cfg = model_config(shape)
     batch_size, seq_len = SHAPES[shape][5], cfg.max_seq_len
     torch.manual_seed(0)
@@ -216,7 +223,11 @@ def _time_plain(
         optimizer.zero_grad(set_to_none=True)
         losses += loss.detach()
 
-    for i in range(args.warmup):
+    first_step = time.perf_counter()
+    step(0)
+    sync(device)
+    first_step_s = time.perf_counter() - first_step
+    for i in range(1, args.warmup):
         step(i)
     sync(device)
     barrier.wait()
@@ -225,7 +236,8 @@ def _time_plain(
     for i in range(args.steps):
         step(i)
     sync(device)
-    return (time.perf_counter() - start) / args.steps, losses.item() / args.steps
+    seconds = (time.perf_counter() - start) / args.steps
+    return seconds, losses.item() / args.steps, first_step_s
 
 
 # ---- (b): scalinglab's path ---------------------------------------------------------------------
@@ -313,8 +325,9 @@ class StepTimer(pl.Callback):
 
 def time_scalinglab(
     shape: str, args: argparse.Namespace, device: torch.device, variant: str, data: str
-) -> tuple[float, float]:
-    """(seconds per step, mean loss) of a sweep job: `scalinglab.train.train` on a composed config.
+) -> tuple[float, float, float]:
+    """(seconds per step, mean loss, first_step_s of its run record) of a sweep job:
+    `scalinglab.train.train` on a composed config.
 
     Its data are uint16 shards (--shard-path, else a file of random tokens written here), memory-
     mapped (`shards`) or read into RAM first (`memory`). Validation and the checkpoint come after
@@ -343,6 +356,7 @@ def time_scalinglab(
             f"trainer.max_steps={max_steps}",
             f"trainer.val_check_interval={max_steps}",  # after the timed steps
             f"paths.output_dir={tmp}/job",
+            f"paths.compile_cache_dir={args.compile_cache or f'{tmp}/compile_cache'}",
             "sweep_id=throughput",
             f"+callbacks.timer._target_={__name__}.StepTimer",
             f"+callbacks.timer.warmup={args.warmup}",
@@ -362,7 +376,7 @@ def time_scalinglab(
                 raise torch.OutOfMemoryError(record.get("error"))
             raise RuntimeError(f"the job ended {record.get('status')}: {record.get('error')}")
         result = json.loads(timing.read_text())
-    return result["seconds_per_step"], result["loss"]
+    return result["seconds_per_step"], result["loss"], record["first_step_s"]
 
 
 # ---- measuring and reporting ----------------------------------------------------------------------
@@ -379,9 +393,9 @@ def measure(
         torch.cuda.reset_peak_memory_stats(device)
     try:
         if variant.startswith("scalinglab"):
-            seconds, loss = time_scalinglab(shape, args, device, variant, data)
+            seconds, loss, first_step_s = time_scalinglab(shape, args, device, variant, data)
         else:
-            seconds, loss = time_plain(shape, args, device, variant, barrier)
+            seconds, loss, first_step_s = time_plain(shape, args, device, variant, barrier)
         peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None
     except torch.OutOfMemoryError:
         nan = math.nan
@@ -395,8 +409,9 @@ def measure(
     peak = peak_flops(device, args.peak_flops)
     mfu = tokens_per_sec * cfg.flops_per_token(cfg.max_seq_len) / peak if peak else None
     return Result(
-        shape, variant, data, 1, tokens_per_step, 1e3 * seconds, tokens_per_sec, mfu, loss, peak_gb
-    )
+        shape, variant, data, 1, tokens_per_step, 1e3 * seconds, tokens_per_sec, mfu, loss, peak_gb,
+        first_step_s,
+    )  # fmt: skip
 
 
 def measure_in_processes(shape: str, variant: str, data: str, args, k: int) -> Result:
@@ -410,6 +425,8 @@ def measure_in_processes(shape: str, variant: str, data: str, args, k: int) -> R
         ]  # fmt: skip
         if args.shard_path:
             command += ["--shard-path", args.shard_path]
+        if args.compile_cache:
+            command += ["--compile-cache", args.compile_cache]
         if args.peak_flops:
             command += ["--peak-flops", str(args.peak_flops)]
         if args.threads:
@@ -439,6 +456,7 @@ def measure_in_processes(shape: str, variant: str, data: str, args, k: int) -> R
         float(np.mean([r.step_ms for r in results])), sum(r.tokens_per_sec for r in results),
         sum(mfus) if None not in mfus else None, float(np.mean([r.loss for r in results])),
         max(r.peak_gb for r in results) if results[0].peak_gb is not None else None,
+        max(r.first_step_s for r in results),
     )  # fmt: skip
 
 
@@ -448,8 +466,8 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     print(f"\n{name}, torch {torch.__version__}, {args.warmup} warm-up + {args.steps} timed steps, "
           f"compile={args.compile}, chunk_size={args.chunk_size}")  # fmt: skip
     print("| shape | params | variant | data | procs | tokens/step | step ms | tokens/s | MFU "
-          "| vs plain | step vs first data | mean loss | peak GB |")  # fmt: skip
-    print("|---" * 5 + "|---:" * 8 + "|")
+          "| vs plain | step vs first data | mean loss | peak GB | first step s |")  # fmt: skip
+    print("|---" * 5 + "|---:" * 9 + "|")
     # Ratios: tokens/s against the plain loop at the same shape and process count; step time
     # against the same variant with the first --data mode (the data-loading check).
     plain = {(r.shape, r.processes): r for r in results if r.variant == "plain"}
@@ -458,7 +476,7 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         first_data.setdefault((r.shape, r.variant, r.processes), r)
     for r in results:
         params = f"{model_config(r.shape).n_params / 1e6:.1f}M"
-        cells = [r.error or str(r.tokens_per_step), "", "", "", "", "", "", ""]
+        cells = [r.error or str(r.tokens_per_step), "", "", "", "", "", "", "", ""]
         if not r.error:
             base, data_base = (
                 plain.get((r.shape, r.processes)),
@@ -472,6 +490,7 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
                 f"{r.step_ms / data_base.step_ms - 1:+.1%}" if data_base is not r else "",
                 f"{r.loss:.4f}",
                 "n/a" if r.peak_gb is None else f"{r.peak_gb:.1f}",
+                f"{r.first_step_s:.2f}",
             ]
         print(f"| {r.shape} | {params} | {r.variant} | {r.data} | {r.processes} | "
               + " | ".join(cells) + " |")  # fmt: skip
@@ -492,6 +511,9 @@ def main() -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile in the plain and chunked loops (default: on CUDA)")  # fmt: skip
     parser.add_argument("--shard-path", help="real shards for --data shards (default: a local one)")
+    parser.add_argument("--compile-cache", metavar="DIR",
+                        help="torch.compile's caches, shared by every measurement (default: a "
+                             "fresh one each, so first steps compile cold); run twice for warm")  # fmt: skip
     parser.add_argument("--peak-flops", type=float, help="override the device's peak FLOP/s")
     parser.add_argument("--threads", type=int, help="CPU threads per process (default: cores / K)")
     parser.add_argument("--json", help="also write the results here")

@@ -27,7 +27,7 @@ def test_throughput_benchmark_prints_every_row(tmp_path: Path) -> None:
         ("chunked", "device"),
     ]
     assert not any(r["error"] for r in rows)
-    assert all(r["tokens_per_sec"] > 0 and r["step_ms"] > 0 for r in rows)
+    assert all(r["tokens_per_sec"] > 0 and r["step_ms"] > 0 and r["first_step_s"] > 0 for r in rows)
     # The chunked loss sees the plain loop's batches and computes the same loss.
     plain, chunked = rows[0], rows[4]
     assert abs(chunked["loss"] - plain["loss"]) < 1e-4
