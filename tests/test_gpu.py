@@ -89,13 +89,17 @@ def test_resumed_run_continues_its_loss_curve(tmp_path: Path) -> None:
 
 class NoSyncAfterFirstStep(pl.Callback):
     """Raises at any host-device synchronisation from the second step to the end of the last (whose
-    figures are read back at once), so that the test shows where one happens."""
+    figures are read back at once), so that the test shows where one happens. Keeps every step's
+    loss, on the GPU, to be read after training."""
+
+    losses: dict[int, torch.Tensor] = {}
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
         if trainer.global_step == 1:
             torch.cuda.set_sync_debug_mode("error")
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, *args) -> None:
+        type(self).losses[trainer.global_step] = outputs["loss"].detach().clone()
         if trainer.global_step == trainer.max_steps:
             torch.cuda.set_sync_debug_mode(0)
 
@@ -106,8 +110,10 @@ class NoSyncAfterFirstStep(pl.Callback):
 @pytest.mark.parametrize("compile", [True, False], ids=["compiled", "eager"])
 def test_training_steps_never_wait_for_the_gpu(tmp_path: Path, compile: bool) -> None:
     """A job logging every step queues its steps on the GPU without waiting for it (a wait leaves the
-    GPU idle while the host prepares the next step), and its rows still hold every step's loss and
-    throughput. Validation and the checkpoint come after the last step here: they do wait."""
+    GPU idle while the host prepares the next step), and its rows, written once the GPU is done with
+    their steps, still hold each its own step's loss, and throughput. Validation and the checkpoint
+    come after the last step here: they do wait."""
+    NoSyncAfterFirstStep.losses = {}
     result = train(
         compose_train(
             *GPU_TRAINING,
@@ -121,7 +127,9 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path: Path, compile: bool) ->
     with (tmp_path / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(float(r["step"])) for r in rows] == list(range(1, 51))
-    assert all(float(r["train/loss"]) > 0 for r in rows)
+    for row in rows:
+        step_loss = NoSyncAfterFirstStep.losses[int(float(row["step"]))].item()
+        assert float(row["train/loss"]) == pytest.approx(step_loss, rel=1e-6), row["step"]
     assert all(float(r["perf/tokens_per_sec"]) > 0 and r["perf/mfu"] for r in rows[1:])
 
 

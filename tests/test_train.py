@@ -13,6 +13,7 @@ import torch
 
 from scalinglab.data import write_shard
 from scalinglab.errors import ConfigError
+from scalinglab.module import LanguageModel
 from scalinglab.records import METRIC_COLUMNS
 from scalinglab.train import train
 from tests.conftest import TINY, TINY_TRAINING, compose_train, run_cli
@@ -120,9 +121,9 @@ class RecordSteps(pl.Callback):
 
 @pytest.mark.parametrize("val_every", [3, 10], ids=["row-then-validation", "rows-only"])
 def test_metrics_are_logged_every_log_every_n_steps(tmp_path: Path, val_every: int) -> None:
-    """Rows on the steps Lightning writes out (every log_every_n_steps, and the last), each complete
-    and holding its own step's figures: whether the loop waits for a validation after the step
-    (the row is written at once) or not (the row waits until its loss has reached the host)."""
+    """Rows on every log_every_n_steps-th step and the last, each complete and holding its own
+    step's figures, whether a validation follows the step or not. (On a GPU a row waits for the GPU
+    to finish its step, unless a validation follows: test_gpu.py checks that path's rows.)"""
     RecordSteps.losses, RecordSteps.lrs = {}, {}
     drop = ("trainer.log_every_n_steps", "trainer.max_steps", "trainer.val_check_interval")
     every_third = [o for o in TINY if not o.startswith(drop)]
@@ -142,6 +143,42 @@ def test_metrics_are_logged_every_log_every_n_steps(tmp_path: Path, val_every: i
         assert float(row["lr"]) == pytest.approx(RecordSteps.lrs[step], rel=1e-12)
         assert float(row["tokens"]) == step * result["tokens_per_step"]
         assert bool(row["val/loss"]) == (step % val_every == 0 or step == 10)
+    assert all(row["perf/tokens_per_sec"] for row in rows[1:])
+
+
+class LateEvent:
+    """A CUDA event's stand-in on a CPU: its step is done only at the third step end after it."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def query(self) -> bool:
+        self.polls += 1
+        return self.polls >= 3
+
+    def synchronize(self) -> None:
+        self.polls = 3
+
+    def elapsed_time(self, other: LateEvent) -> float:
+        return 1.0
+
+
+def test_rows_wait_for_the_gpu_and_keep_their_own_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on a GPU, each logged step's row waits until its step is done, two steps later here, or
+    until a checkpoint or validation (every 3 steps) waits for all: every row still holds its own
+    step's loss and learning rate, in order."""
+    RecordSteps.losses, RecordSteps.lrs = {}, {}
+    monkeypatch.setattr(LanguageModel, "_to_host", staticmethod(lambda loss: (loss, LateEvent())))
+    record = f"+callbacks.steps._target_={__name__}.RecordSteps"
+    train(compose_train(*TINY, "trainer.max_steps=8", record, output_dir=tmp_path))
+    rows = read_metrics(tmp_path)
+    assert [int(r["step"]) for r in rows] == list(range(1, 9))
+    for row in rows:
+        step = int(row["step"])
+        assert float(row["train/loss"]) == pytest.approx(RecordSteps.losses[step], rel=1e-6)
+        assert float(row["lr"]) == pytest.approx(RecordSteps.lrs[step], rel=1e-12)
     assert all(row["perf/tokens_per_sec"] for row in rows[1:])
 
 

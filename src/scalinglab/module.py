@@ -144,9 +144,9 @@ class LanguageModel(pl.LightningModule):
     # A logged step's loss is read on the host only once the GPU has finished that step: reading it
     # at once (`.item()`) would wait for the GPU to empty its queue, which then idles while the host
     # prepares the next step (2% of a 30M model's step time on an H100, with a row every 10 steps).
-    # So a row is queued at its step, its loss copied to the host without waiting, and written
-    # when the next row is queued, or sooner where the loop waits for the GPU anyway: at the last
-    # step, a checkpoint or a validation.
+    # So a row is queued at its step with its loss on its way to the host, and written at the first
+    # step end that finds the GPU done with it (an event query, no wait), a step or two later; or
+    # at once where the loop waits for the GPU anyway: the last step, a checkpoint, a validation.
 
     def on_train_start(self) -> None:
         self._fit_start = time.perf_counter()
@@ -157,11 +157,10 @@ class LanguageModel(pl.LightningModule):
                 torch.cuda.synchronize(self.device)
             self.first_step_s = time.perf_counter() - self._fit_start
         step = self.trainer.global_step
-        if not self._logs_at(step):
-            return
-        self._queue_row(step)
-        self._write_rows(keep_last=step < self.trainer.max_steps)
-        if self._last_written is not None:  # for callbacks and the progress bar, not the loggers
+        if self._logs_at(step):
+            self._queue_row(step)
+        if self._write_rows(wait=step >= self.trainer.max_steps):
+            # For callbacks and the progress bar; the loggers have had it.
             bar = self.trainer.progress_bar_callback is not None
             loss = torch.tensor(self._last_written.loss_value)
             self.log("train/loss", loss, prog_bar=bar, logger=False)
@@ -172,13 +171,13 @@ class LanguageModel(pl.LightningModule):
         step = self.trainer.global_step
         if self._last_step is not None and self._logs_at(step):
             self._queue_row(step)
-        self._write_rows(keep_last=False)
+        self._write_rows(wait=True)
 
     def on_validation_start(self) -> None:
-        self._write_rows(keep_last=False)  # validation waits for the GPU: the rows it follows first
+        self._write_rows(wait=True)  # validation waits for the GPU: the rows it follows first
 
     def on_train_end(self) -> None:
-        self._write_rows(keep_last=False)
+        self._write_rows(wait=True)
 
     def _queue_row(self, step: int) -> None:
         if self._queued_step == step:  # already queued, at a checkpoint of this step
@@ -192,21 +191,33 @@ class LanguageModel(pl.LightningModule):
             "flops": step * tokens_per_step * self.config.flops_per_token(shape[1]),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
         }
-        done = None
-        if loss.device.type == "cuda":
-            host = torch.empty(loss.shape, dtype=loss.dtype, pin_memory=True)
-            host.copy_(loss, non_blocking=True)
-            done = torch.cuda.Event(enable_timing=True)
-            done.record()
-            loss = host
+        loss, done = self._to_host(loss)
         self._pending.append(_Row(step, metrics, loss, done, time.perf_counter(), shape[1]))
 
-    def _write_rows(self, keep_last: bool) -> None:
-        """Write the queued rows to the loggers, the newest one too unless keep_last."""
-        while len(self._pending) > keep_last:
-            row = self._pending.popleft()
-            if row.done is not None:
+    @staticmethod
+    def _to_host(loss: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        """The loss, copied to host memory without waiting, and an event marking the end of its
+        step's work on the GPU (None on a CPU, where the step is over)."""
+        if loss.device.type != "cuda":
+            return loss, None
+        host = torch.empty(loss.shape, dtype=loss.dtype, pin_memory=True)
+        host.copy_(loss, non_blocking=True)
+        done = torch.cuda.Event(enable_timing=True)
+        done.record()
+        return host, done
+
+    def _write_rows(self, wait: bool) -> bool:
+        """Write the queued rows the GPU is done with, in order; with `wait`, all of them. Returns
+        whether any was written."""
+        written = False
+        while self._pending:
+            row = self._pending[0]
+            if row.done is not None:  # CPU rows are done when queued
+                if not (wait or row.done.query()):
+                    break
                 row.done.synchronize()  # that step's end: the GPU goes on with the steps after it
+            self._pending.popleft()
+            written = True
             row.loss_value = float(row.loss)
             self._check_divergence(row.loss_value, row.step)
             metrics = {**row.metrics, "train/loss": row.loss_value, **self._throughput(row)}
@@ -214,6 +225,7 @@ class LanguageModel(pl.LightningModule):
             for logger in self.loggers:  # as Lightning's own logging calls them
                 logger.log_metrics(metrics, step=row.step)
                 logger.save()
+        return written
 
     def _check_divergence(self, loss: float, step: int) -> None:
         bound = self.hparams.divergence_threshold
