@@ -156,22 +156,10 @@ def token_shard(shape: str, args: argparse.Namespace, directory: str) -> str:
 
 
 def time_plain(
-    shape: str, args: argparse.Namespace, device: torch.device, variant: str, barrier: Barrier
+    shape: str, args: argparse.Namespace, device: torch.device, variant: str, tmp: str
 ) -> tuple[float, float, float]:
     """(seconds per step, mean loss, first step's seconds) of the bare loop: plain, plain-loader
     or chunked."""
-    with tempfile.TemporaryDirectory(prefix="scalinglab-throughput-") as tmp:
-        return _time_plain(shape, args, device, variant, barrier, tmp)
-
-
-def _time_plain(
-    shape: str,
-    args: argparse.Namespace,
-    device: torch.device,
-    variant: str,
-    barrier: Barrier,
-    tmp: str,
-) -> tuple[float, float, float]:
     use_compile_cache(Path(args.compile_cache or f"{tmp}/compile_cache"))  # as a job does
     cfg = model_config(shape)
     batch_size, seq_len = SHAPES[shape][5], cfg.max_seq_len
@@ -230,7 +218,7 @@ def _time_plain(
     for i in range(1, args.warmup):
         step(i)
     sync(device)
-    barrier.wait()
+    Barrier(args.barrier, args.n_procs).wait()
     losses.zero_()
     start = time.perf_counter()
     for i in range(args.steps):
@@ -324,7 +312,7 @@ class StepTimer(pl.Callback):
 
 
 def time_scalinglab(
-    shape: str, args: argparse.Namespace, device: torch.device, variant: str, data: str
+    shape: str, args: argparse.Namespace, device: torch.device, variant: str, data: str, tmp: str
 ) -> tuple[float, float, float]:
     """(seconds per step, mean loss, first_step_s of its run record) of a sweep job:
     `scalinglab.train.train` on a composed config.
@@ -335,56 +323,53 @@ def time_scalinglab(
     """
     d, layers, heads, vocab, seq_len, batch_size = SHAPES[shape]
     max_steps = args.warmup + args.steps
-    with tempfile.TemporaryDirectory(prefix="scalinglab-throughput-") as tmp:
-        shard_path = token_shard(shape, args, tmp)
-        timing = Path(tmp, "timing.json")
-        overrides = [
-            "model=gpt",
-            f"model.d_model={d}",
-            f"model.n_layers={layers}",
-            f"model.n_heads={heads}",
-            f"model.vocab_size={vocab}",
-            f"model.loss_chunk_size={args.chunk_size if 'chunked' in variant else 'null'}",
-            f"compile={variant != 'scalinglab'}",
-            "data=shards",
-            f"data.path={shard_path}",
-            f"data.vocab_size={vocab}",
-            f"data.batch_size={batch_size}",
-            f"data.seq_len={seq_len}",
-            f"data.val_tokens={seq_len + 1}",
-            f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}",
-            f"trainer.max_steps={max_steps}",
-            f"trainer.val_check_interval={max_steps}",  # after the timed steps
-            f"paths.output_dir={tmp}/job",
-            f"paths.compile_cache_dir={args.compile_cache or f'{tmp}/compile_cache'}",
-            "sweep_id=throughput",
-            f"+callbacks.timer._target_={__name__}.StepTimer",
-            f"+callbacks.timer.warmup={args.warmup}",
-            f"+callbacks.timer.out={timing}",
-            f"+callbacks.timer.barrier_dir={args.barrier or 'null'}",
-            f"+callbacks.timer.n_procs={args.n_procs}",
-            f"+callbacks.timer.profile={args.profile or 'null'}",
-            f"+callbacks.timer.sync_debug={args.sync_debug}",
-        ]
-        if data == "memory":
-            overrides.append(f"data._target_={__name__}.InMemoryShards")
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("train", overrides=overrides)
-        record = train(cfg)
-        if record.get("status") != "completed":
-            if record.get("status") == "oom":
-                raise torch.OutOfMemoryError(record.get("error"))
-            raise RuntimeError(f"the job ended {record.get('status')}: {record.get('error')}")
-        result = json.loads(timing.read_text())
+    shard_path = token_shard(shape, args, tmp)
+    timing = Path(tmp, "timing.json")
+    overrides = [
+        "model=gpt",
+        f"model.d_model={d}",
+        f"model.n_layers={layers}",
+        f"model.n_heads={heads}",
+        f"model.vocab_size={vocab}",
+        f"model.loss_chunk_size={args.chunk_size if 'chunked' in variant else 'null'}",
+        f"compile={variant != 'scalinglab'}",
+        "data=shards",
+        f"data.path={shard_path}",
+        f"data.vocab_size={vocab}",
+        f"data.batch_size={batch_size}",
+        f"data.seq_len={seq_len}",
+        f"data.val_tokens={seq_len + 1}",
+        f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}",
+        f"trainer.max_steps={max_steps}",
+        f"trainer.val_check_interval={max_steps}",  # after the timed steps
+        f"paths.output_dir={tmp}/job",
+        f"paths.compile_cache_dir={args.compile_cache or f'{tmp}/compile_cache'}",
+        "sweep_id=throughput",
+        f"+callbacks.timer._target_={__name__}.StepTimer",
+        f"+callbacks.timer.warmup={args.warmup}",
+        f"+callbacks.timer.out={timing}",
+        f"+callbacks.timer.barrier_dir={args.barrier or 'null'}",
+        f"+callbacks.timer.n_procs={args.n_procs}",
+        f"+callbacks.timer.profile={args.profile or 'null'}",
+        f"+callbacks.timer.sync_debug={args.sync_debug}",
+    ]
+    if data == "memory":
+        overrides.append(f"data._target_={__name__}.InMemoryShards")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    record = train(cfg)
+    if record.get("status") != "completed":
+        if record.get("status") == "oom":
+            raise torch.OutOfMemoryError(record.get("error"))
+        raise RuntimeError(f"the job ended {record.get('status')}: {record.get('error')}")
+    result = json.loads(timing.read_text())
     return result["seconds_per_step"], result["loss"], record["first_step_s"]
 
 
 # ---- measuring and reporting ----------------------------------------------------------------------
 
 
-def measure(
-    shape: str, variant: str, data: str, args: argparse.Namespace, barrier: Barrier
-) -> Result:
+def measure(shape: str, variant: str, data: str, args: argparse.Namespace) -> Result:
     device = torch.device(args.device)
     cfg = model_config(shape)
     tokens_per_step = SHAPES[shape][5] * cfg.max_seq_len
@@ -392,10 +377,13 @@ def measure(
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        if variant.startswith("scalinglab"):
-            seconds, loss, first_step_s = time_scalinglab(shape, args, device, variant, data)
-        else:
-            seconds, loss, first_step_s = time_plain(shape, args, device, variant, barrier)
+        with tempfile.TemporaryDirectory(prefix="scalinglab-throughput-") as tmp:
+            if variant.startswith("scalinglab"):
+                seconds, loss, first_step_s = time_scalinglab(
+                    shape, args, device, variant, data, tmp
+                )
+            else:
+                seconds, loss, first_step_s = time_plain(shape, args, device, variant, tmp)
         peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None
     except torch.OutOfMemoryError:
         nan = math.nan
@@ -537,9 +525,7 @@ def main() -> None:
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // args.n_procs))
 
     if args.child:  # one measurement, as one of --n-procs processes
-        result = measure(
-            shapes[0], variants[0], data_modes[0], args, Barrier(args.barrier, args.n_procs)
-        )
+        result = measure(shapes[0], variants[0], data_modes[0], args)
         print(json.dumps(asdict(result)))
         return
     pl.seed_everything(0, verbose=False)
