@@ -118,12 +118,19 @@ class RecordSteps(pl.Callback):
         type(self).losses[trainer.global_step] = outputs["loss"].item()
         type(self).lrs[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
 
+    @classmethod
+    def check(cls, row: dict[str, str]) -> None:
+        """That a metrics.csv row holds its own step's loss and learning rate."""
+        step = int(row["step"])
+        assert float(row["train/loss"]) == pytest.approx(cls.losses[step], rel=1e-6), step
+        assert float(row["lr"]) == pytest.approx(cls.lrs[step], rel=1e-12), step
+
 
 @pytest.mark.parametrize("val_every", [3, 10], ids=["row-then-validation", "rows-only"])
 def test_metrics_are_logged_every_log_every_n_steps(tmp_path: Path, val_every: int) -> None:
     """Rows on every log_every_n_steps-th step and the last, each complete and holding its own
-    step's figures, whether a validation follows the step or not. (On a GPU a row waits for the GPU
-    to finish its step, unless a validation follows: test_gpu.py checks that path's rows.)"""
+    step's figures, whether a validation follows the step or not. (Rows that wait for a GPU to
+    finish their step: test_rows_wait_for_the_gpu_and_keep_their_own_step.)"""
     RecordSteps.losses, RecordSteps.lrs = {}, {}
     drop = ("trainer.log_every_n_steps", "trainer.max_steps", "trainer.val_check_interval")
     every_third = [o for o in TINY if not o.startswith(drop)]
@@ -138,9 +145,8 @@ def test_metrics_are_logged_every_log_every_n_steps(tmp_path: Path, val_every: i
     assert [int(r["step"]) for r in rows] == [3, 6, 9, 10]
     for row in rows:
         assert all(row[k] for k in ("train/loss", "tokens", "flops", "lr")), row
+        RecordSteps.check(row)
         step = int(row["step"])
-        assert float(row["train/loss"]) == pytest.approx(RecordSteps.losses[step], rel=1e-6)
-        assert float(row["lr"]) == pytest.approx(RecordSteps.lrs[step], rel=1e-12)
         assert float(row["tokens"]) == step * result["tokens_per_step"]
         assert bool(row["val/loss"]) == (step % val_every == 0 or step == 10)
     assert all(row["perf/tokens_per_sec"] for row in rows[1:])
@@ -176,9 +182,7 @@ def test_rows_wait_for_the_gpu_and_keep_their_own_step(
     rows = read_metrics(tmp_path)
     assert [int(r["step"]) for r in rows] == list(range(1, 9))
     for row in rows:
-        step = int(row["step"])
-        assert float(row["train/loss"]) == pytest.approx(RecordSteps.losses[step], rel=1e-6)
-        assert float(row["lr"]) == pytest.approx(RecordSteps.lrs[step], rel=1e-12)
+        RecordSteps.check(row)
     assert all(row["perf/tokens_per_sec"] for row in rows[1:])
 
 
