@@ -3,6 +3,7 @@
 The command line is `scaling-fit` (analysis/cli.py); everything it does is importable here.
 """
 
+from scalinglab.analysis import checks
 from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop, frontier_band
 from scalinglab.analysis.hparams import fit_hparams
 from scalinglab.analysis.laws import (
@@ -13,7 +14,8 @@ from scalinglab.analysis.laws import (
     power_law,
 )
 from scalinglab.analysis.load import (
-    assign_budgets,
+    budget_flops,
+    budget_labels,
     completed,
     left_out_message,
     load_csv,
@@ -36,7 +38,9 @@ from scalinglab.analysis.validate import leave_largest_out, residual_summary
 
 __all__ = [
     "FitResult",
-    "assign_budgets",
+    "budget_flops",
+    "budget_labels",
+    "checks",
     "chinchilla_loss",
     "completed",
     "compute_optimal_allocation",

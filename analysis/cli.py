@@ -6,8 +6,11 @@ figures, write a Markdown report, optionally log everything to W&B.
     scaling-fit isoflop outputs/sweeps/isoflop --plot figures/ --bootstrap 500
     scaling-fit report outputs/sweeps/ --out analysis/report.md --wandb
 
---json writes FitResult.to_dict(), NaN as null; bootstrap draws (extras["bootstrap"], behind the
-frontier bands) are capped at the first 1000 per quantity.
+Every fit checks itself (analysis/checks.py): the terminal and the report show an untrusted fit
+as NOT TRUSTED, with its failing checks, before any number. `report` writes report.md and
+report.json beside it. --json writes FitResult.to_dict() (with checks and trusted; for `report`,
+the report.json document), NaN as null; bootstrap draws (extras["bootstrap"], behind the frontier
+bands) are capped at the first 1000 per quantity.
 
 Bad input (no runs, a missing column, too few points) ends with one line on stderr, exit code 2.
 """
@@ -15,7 +18,6 @@ Bad input (no runs, a missing column, too few points) ends with one line on stde
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,11 +29,14 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from scalinglab.analysis import checks
 from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop
 from scalinglab.analysis.hparams import fit_hparams, hparam_rules
 from scalinglab.analysis.laws import compute_optimal_allocation, fit_chinchilla, fit_power_law
 from scalinglab.analysis.load import (
-    assign_budgets,
+    BUDGET_RTOL,
+    budget_flops,
+    budget_labels,
     completed,
     left_out_message,
     load_csv,
@@ -46,13 +51,22 @@ from scalinglab.analysis.plots import (
     plot_loss,
     save,
 )
-from scalinglab.analysis.report import Section, fit_table, format_fit, write_report
+from scalinglab.analysis.report import (
+    Section,
+    agreements,
+    capped_draws,
+    fit_table,
+    format_fit,
+    report_document,
+    write_json,
+    write_report,
+)
 from scalinglab.analysis.result import FitResult
 
-# Bootstrap draws per quantity written by --json (see _capped_draws).
-MAX_JSON_DRAWS = 1000
 # The metrics.csv column that matches each run-level loss, for the training-curve envelope.
 CURVE_LOSS = {"val_loss": "val/loss", "best_val_loss": "val/loss", "train_loss": "train/loss"}
+# The power law's x in words: what each point is the lowest loss at.
+AXIS_WORDS = {"n_params": "model size", "tokens": "token count", "flops": "compute budget"}
 
 
 @dataclass
@@ -107,7 +121,12 @@ def load_study(args: argparse.Namespace) -> Study:
             )
         points["budget"] = pd.to_numeric(points[budget_col], errors="coerce")
     elif "flops" in points:
-        points["budget"] = assign_budgets(points["flops"], args.budget_tol)
+        # One grouping of runs into budgets (load.budget_labels), the one the fits use too.
+        has_flops = points["flops"].notna() & (points["flops"] > 0)
+        flops = points.loc[has_flops, "flops"].to_numpy(float)
+        if len(flops):
+            labels = budget_labels(flops, args.budget_tol)
+            points.loc[has_flops, "budget"] = budget_flops(flops, labels)[labels]
     for column, unit in (("n_params", "parameters"), ("tokens", "tokens"), ("flops", "FLOPs")):
         if column in points and points[column].notna().any():
             lo, hi = points[column].min(), points[column].max()
@@ -128,6 +147,11 @@ def _fit_options(study: Study) -> dict:
     return {"n_bootstrap": study.args.bootstrap, "seed": study.args.seed}
 
 
+def _budget_options(study: Study) -> dict:
+    """Options of the fits that group runs into budgets: the CLI's --budget-tol too."""
+    return _fit_options(study) | {"budget_tol": study.args.budget_tol}
+
+
 def _allocations(fit: FitResult, budgets: Sequence[float]) -> pd.DataFrame:
     """Compute-optimal N, D at each decade of compute from the data's range to one beyond."""
     lo, hi = np.log10(np.min(budgets)), np.log10(np.max(budgets))
@@ -142,27 +166,44 @@ def analyse_power(study: Study, x: str = "n_params") -> Section:
     best = rows.loc[rows.groupby(column)["loss"].idxmin()]
     fit = fit_power_law(best[column], best["loss"], **_fit_options(study))
     has_tokens = x != "tokens" and "tokens" in best and best["tokens"].notna().all()
+    if x == "flops":
+        fit.checks.insert(1, _compute_law_check(best, list(fit.params)))
     figure = plot_loss(
         best[column], best["loss"], fit, x_name=x, tokens=best["tokens"] if has_tokens else None
     )
+    what = f"the lowest loss at each {AXIS_WORDS[x]}"
     return Section(
-        description=f"L = E + A·{x}^-alpha fitted to the lowest loss at each {column} "
-        f"({len(best)} of {len(rows)} points).",
+        description=f"L = E + A·{x}^-alpha fitted to {what} ({len(best)} of {len(rows)} points).",
         fit=fit,
         figures={f"loss_vs_{x}": figure},
+        captions={
+            f"loss_vs_{x}": f"{what[0].upper()}{what[1:]} against {x} (log-log, {len(best)} "
+            f"points), with the fitted L = E + A·{x}^-alpha"
+            + ("." if fit.trusted else "; the fit is not trusted.")
+        },
     )
+
+
+def _compute_law_check(best: pd.DataFrame, params: list[str]) -> dict:
+    """checks.compute_law over the points of an L(C) fit, or a failing design check when the data
+    has no parameter and token counts to tell."""
+    known = [c for c in ("n_params", "tokens") if c in best and best[c].notna().all()]
+    if len(known) < 2:
+        return checks.check(
+            "design",
+            False,
+            "cannot tell whether L(C) is a compute law: the points have no parameter and token "
+            "counts (over runs of one D, L(C) is L(N) relabelled)",
+            params,
+        )
+    return checks.compute_law(best["n_params"], best["tokens"], best["budget"], params)
 
 
 def analyse_chinchilla(study: Study) -> Section:
     rows = _rows(study, ["n_params", "tokens", "loss"], "the chinchilla law")
-    tokens_per_param = np.log(rows["tokens"] / rows["n_params"])
-    if len(rows) and np.ptp(tokens_per_param) < np.log(1.1):
-        raise ValueError(
-            "every run has the same tokens per parameter, so the N and D terms "
-            "cannot be told apart; vary tokens at fixed size"
-        )
     fit = fit_chinchilla(rows["n_params"], rows["tokens"], rows["loss"], **_fit_options(study))
     budgets = 6.0 * rows["n_params"] * rows["tokens"]
+    untrusted = "" if fit.trusted else " The fit is not trusted: the frontier is not a result."
     return Section(
         description=f"L = E + A/N^alpha + B/D^beta, Huber loss on log L over {len(rows)} runs; "
         "N_opt ∝ C^a, D_opt ∝ C^b with C = 6ND.",
@@ -170,6 +211,14 @@ def analyse_chinchilla(study: Study) -> Section:
         figures={
             "chinchilla": plot_loss(rows["n_params"], rows["loss"], fit, tokens=rows["tokens"]),
             "frontier_chinchilla": plot_frontier(fit, budgets),
+        },
+        captions={
+            "chinchilla": f"Final loss of {len(rows)} runs against parameters, coloured by "
+            "training tokens, with the fitted L(N, D) = E + A/N^alpha + B/D^beta drawn at a few "
+            "token counts (Approach 3)." + untrusted.replace("frontier", "fit"),
+            "frontier_chinchilla": "Compute-optimal model size N_opt(C) implied by the fitted "
+            "L(N, D) (Approach 3), with its 95% bootstrap band; grey: extrapolation beyond the "
+            "largest run." + untrusted,
         },
         tables={"Compute-optimal allocation": _allocations(fit, budgets)},
     )
@@ -182,49 +231,75 @@ def analyse_isoflop(study: Study) -> Section:
         raise ValueError(
             f"IsoFLOP needs two or more compute budgets with three or more model sizes each; "
             f"found {len(sizes_per_budget)} budgets with {sizes_per_budget.tolist()} sizes "
-            f"(runs within {study.args.budget_tol:.0%} in FLOPs share a budget; see --budget-col)"
+            f"(runs whose FLOPs step by at most {study.args.budget_tol:.1%} share a budget; "
+            "see --budget-tol, --budget-col)"
         )
     tokens = rows["tokens"] if "tokens" in rows and rows["tokens"].notna().all() else None
     fit = fit_isoflop(
-        rows["budget"], rows["n_params"], rows["loss"], tokens=tokens, **_fit_options(study)
+        rows["budget"], rows["n_params"], rows["loss"], tokens=tokens, **_budget_options(study)
     )
     budgets = [b["C"] for b in fit.extras["budgets"]]
+    untrusted = "" if fit.trusted else " The fit is not trusted: the frontier is not a result."
     return Section(
         description=f"A parabola in log10 N per compute budget ({len(budgets)} budgets, "
         f"{len(rows)} runs), then N_opt = k_N C^a and D_opt = k_D C^b through the minima.",
         fit=fit,
         figures={"isoflop": plot_isoflop(fit), "frontier_isoflop": plot_frontier(fit, budgets)},
+        captions={
+            "isoflop": f"IsoFLOP profiles: final loss against parameters at each of the "
+            f"{len(budgets)} compute budgets, the parabola fitted in log10 N per budget, and its "
+            "minimum with its 95% interval (Approach 2)." + untrusted.replace("frontier", "fit"),
+            "frontier_isoflop": "The budgets' loss-minimising sizes and the power law N_opt = "
+            "k_N C^a fitted through them, with its 95% bootstrap band; grey: extrapolation "
+            "beyond the largest budget." + untrusted,
+        },
         tables={"Compute-optimal allocation": _allocations(fit, budgets)},
     )
 
 
 def _curves(study: Study) -> tuple[pd.DataFrame, str]:
-    """Per-step (flops, loss, n_params, run_id) rows of completed runs, and the loss column."""
+    """Per-step (flops, loss, n_params, run_id, schedule_end) rows of completed runs, and the
+    loss column. schedule_end: the run's final tokens (run.json), where its schedule ends."""
     args = study.args
     if args.csv:
-        return _rows(study, ["flops", "loss", "n_params"], "the envelope"), "loss"
+        rows = _rows(study, ["flops", "loss", "n_params"], "the envelope")
+        return rows.assign(schedule_end=rows.get("tokens")), "loss"
     loss = CURVE_LOSS[args.loss]
     curves = completed(load_curves(args.paths)).dropna(subset=["flops", loss])
+    final_tokens = study.points.drop_duplicates("run_id").set_index("run_id")["tokens"]
+    curves = curves.assign(schedule_end=curves["run_id"].map(final_tokens))
     return curves[curves["flops"] > 0], loss
 
 
 def analyse_envelope(study: Study) -> Section:
     curves, loss = _curves(study)
+    ends = curves["schedule_end"]
     fit = fit_envelope(
         curves["flops"],
         curves[loss],
         curves["n_params"],
         run_id=curves["run_id"],
+        schedule_end=ends if ends.notna().all() and (ends > 0).all() else None,
         **_fit_options(study),
     )
     used = [p["C"] for p in fit.extras["envelope"] if p["in_range"]]
+    untrusted = "" if fit.trusted else " The fit is not trusted: the frontier is not a result."
+    n_curves = curves["run_id"].nunique()
     return Section(
-        description=f"The lowest {loss} at each FLOP count over {curves['run_id'].nunique()} "
+        description=f"The lowest {loss} at each FLOP count over {n_curves} "
         "training curves, and the model size reaching it: N_opt = k_N C^a.",
         fit=fit,
         figures={
             "curves": plot_curves(curves, x="flops", loss=loss, fit=fit),
             "frontier_envelope": plot_frontier(fit, used),
+        },
+        captions={
+            "curves": f"Training curves: {loss} of {n_curves} runs against training FLOPs, "
+            "coloured by model size; the envelope (lowest loss at each FLOP count) is what "
+            "Approach 1 fits." + untrusted.replace("frontier", "envelope fit"),
+            "frontier_envelope": "The model sizes winning the envelope and the power law "
+            "N_opt = k_N C^a fitted through them (Approach 1), with its 95% bootstrap band; "
+            "grey: extrapolation." + untrusted,
         },
         tables={"Compute-optimal allocation": _allocations(fit, used)},
     )
@@ -237,9 +312,9 @@ def analyse_hparams(study: Study) -> Section:
     recorded = "tokens_per_step" in points and points["tokens_per_step"].notna().all()
     batch = "tokens_per_step" if recorded else "batch_size"
     rows = _rows(study, ["budget", "lr", batch, "loss"], "the hyperparameter fit")
-    if rows.groupby("budget")["lr"].nunique().max() < 2:
-        raise ValueError("the learning rate does not vary within any compute budget")
-    fit = fit_hparams(rows["budget"], rows["lr"], rows[batch], rows["loss"], **_fit_options(study))
+    fit = fit_hparams(
+        rows["budget"], rows["lr"], rows[batch], rows["loss"], **_budget_options(study)
+    )
     fit.extras["batch_unit"] = "tokens" if batch == "tokens_per_step" else "sequences"
     return Section(
         description=f"Per budget, the runs within {fit.extras['tolerance']:.0%} of the best loss; "
@@ -247,6 +322,12 @@ def analyse_hparams(study: Study) -> Section:
         f"({fit.extras['batch_unit']} per step; {len(rows)} runs).",
         fit=fit,
         figures={"hparams": plot_hparams(fit)},
+        captions={
+            "hparams": "Learning rate against batch size at each compute budget, each run "
+            "coloured by its loss above the budget's best; the near-optimal band's centre is "
+            "the optimum that lr_opt = k_lr C^e_lr and batch_opt = k_bs C^e_bs are fitted to."
+            + ("" if fit.trusted else " The fit is not trusted.")
+        },
     )
 
 
@@ -282,34 +363,11 @@ def run_report(study: Study) -> list[Section]:
             section = ANALYSE[command](study, **options)
         except ValueError as error:
             section = Section(skipped=str(error))
-        section.title = title
+        section.title, section.law = title, command
         sections.append(section)
-    print(f"wrote {write_report(sections, study.args.out, summary=study.summary)}")
+    out = write_report(sections, study.args.out, summary=study.summary)
+    print(f"wrote {out} and {out.with_suffix('.json')}")
     return sections
-
-
-def _capped_draws(fit: dict) -> dict:
-    """A fit's to_dict() with at most MAX_JSON_DRAWS bootstrap draws per quantity, so --json stays
-    small at any --bootstrap. The first k draws of a seeded bootstrap are themselves a bootstrap
-    of k resamples, so a band recomputed from the file is valid, only noisier; ci95 keeps using
-    every draw. A capped fit says so in extras["bootstrap_capped_at"]."""
-    draws = fit["extras"].get("bootstrap", {})
-    if all(len(v) <= MAX_JSON_DRAWS for v in draws.values()):
-        return fit
-    capped = {name: v[:MAX_JSON_DRAWS] for name, v in draws.items()}
-    extras = fit["extras"] | {"bootstrap": capped, "bootstrap_capped_at": MAX_JSON_DRAWS}
-    return fit | {"extras": extras}
-
-
-def _strict_json(value: object) -> object:
-    """NaN and infinities as null: JSON has no such numbers and strict parsers (jq) reject them."""
-    if isinstance(value, dict):
-        return {key: _strict_json(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_strict_json(item) for item in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def _pixels(figure: Figure) -> np.ndarray:
@@ -349,7 +407,7 @@ def log_to_wandb(sections: list[Section], study: Study) -> None:
                     },
                 }
             )
-            values = section.fit.params | section.fit.derived
+            values = section.fit.params | section.fit.derived | {"trusted": section.fit.trusted}
             run.summary.update({f"{law}/{name}": value for name, value in values.items()})
     finally:
         wandb.finish()
@@ -379,13 +437,16 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--budget-tol",
         type=float,
-        default=0.05,
-        help="relative FLOPs tolerance for grouping runs into budgets (0.05)",
+        default=BUDGET_RTOL,
+        help=f"runs whose sorted FLOPs step by at most this fraction share a budget, in every "
+        f"fit ({BUDGET_RTOL})",
     )
     fitting = common.add_argument_group("fitting and output")
     fitting.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")
     fitting.add_argument("--seed", type=int, default=0)
-    fitting.add_argument("--json", help="write the fit (report: every fit, by title) as JSON")
+    fitting.add_argument(
+        "--json", help="write the fit as JSON (report: the report.json document, here too)"
+    )
     fitting.add_argument("--plot", help="write the figures (PNG and SVG) to this directory")
     fitting.add_argument(
         "--wandb", action="store_true", help="log fits and figures to a W&B run (job_type analysis)"
@@ -440,11 +501,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"== {section.title} == skipped: {section.skipped}")
         fitted = [s for s in sections if s.fit is not None]
         if args.json:
-            # One fit: its FitResult.to_dict(); report: {section title: to_dict()}.
-            fits = {s.title: _capped_draws(s.fit.to_dict()) for s in fitted}
-            document = fits if args.command == "report" else next(iter(fits.values()))
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(_strict_json(document), indent=2) + "\n")
+            # One fit: its FitResult.to_dict(); report: the report.json document.
+            if args.command == "report":
+                document = report_document(sections, study.summary, agreements(sections))
+            else:
+                document = capped_draws(fitted[0].fit.to_dict())
+            write_json(document, args.json)
         if args.command == "hparams" and args.rules:
             document = hparam_rules(sections[0].fit, sources=args.paths or [args.csv])
             Path(args.rules).parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scalinglab.analysis import checks
 from scalinglab.analysis.bootstrap import bootstrap_draws, intervals, skipped_note
 from scalinglab.analysis.laws import (
     _enough_points,
@@ -16,17 +17,8 @@ from scalinglab.analysis.laws import (
     _same_length,
     optimal_allocation,
 )
+from scalinglab.analysis.load import BUDGET_RTOL, budget_flops, budget_labels
 from scalinglab.analysis.result import FitResult
-
-
-def budget_labels(C: np.ndarray, rtol: float = 1e-3) -> np.ndarray:
-    """Budget index per run, 0 for the smallest: runs whose sorted C values step by less than
-    `rtol` (relative) share a budget, so float noise in 6 N D does not split one."""
-    order = np.argsort(C)
-    new_budget = np.r_[True, np.diff(np.log(C[order])) > np.log1p(rtol)]
-    labels = np.empty(len(C), dtype=int)
-    labels[order] = np.cumsum(new_budget) - 1
-    return labels
 
 
 def loglog_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -51,11 +43,10 @@ def _parabola_minimum(log_x: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, 
 def _isoflop_profiles(C, N, loss, tokens, labels):
     """Per budget: the parabola in log10 N (and log10 D when tokens are given) and its minimum."""
     rows = []
-    for k in range(labels.max() + 1):
+    for k, c_budget in enumerate(budget_flops(C, labels)):
         member = labels == k
         log_n = np.log10(N[member])
         coef, x_opt, loss_opt = _parabola_minimum(log_n, loss[member])
-        c_budget = float(np.exp(np.log(C[member]).mean()))
         in_range = bool(np.isfinite(x_opt) and log_n.min() <= x_opt <= log_n.max())
         n_opt = 10.0**x_opt
         if tokens is None:
@@ -67,7 +58,7 @@ def _isoflop_profiles(C, N, loss, tokens, labels):
             d_opt = 10.0**xd_opt
         rows.append(
             {
-                "C": c_budget,
+                "C": float(c_budget),
                 "coef": coef,
                 "N_opt": n_opt,
                 "D_opt": d_opt,
@@ -86,12 +77,15 @@ def fit_isoflop(
     n_bootstrap: int = 200,
     seed: int = 0,
     tokens: np.ndarray | None = None,
+    budget_tol: float = BUDGET_RTOL,
+    check_extrapolation: bool = True,
 ) -> FitResult:
     """Chinchilla Approach 2: a parabola of loss in log10 N per compute budget, its minimum
     N_opt(C), then N_opt = k_N C^a and D_opt = k_D C^b (D_opt = C / (6 N_opt) unless `tokens`,
     the tokens each run trained on, are given; then D_opt is the minimum of a parabola in log10 D).
 
-    C: the run's compute budget (FLOPs; runs within 0.1% share a budget); N: parameters;
+    C: the run's compute budget (FLOPs; runs whose FLOPs step by at most budget_tol share a
+    budget, load.budget_labels); N: parameters;
     loss: final loss. A budget whose parabola opens downward, has fewer than 3 distinct sizes, or
     has its minimum outside the sampled N (or D) range is flagged (in_range False) and left out of
     the power-law fits. Intervals: bootstrap over runs within each budget; the per-budget N_opt
@@ -100,6 +94,10 @@ def fit_isoflop(
     extras["budgets"]: per budget {C, N, loss, coef, N_opt, N_opt_ci95 (None without bootstrap),
     D_opt, loss_opt, in_range}. extras["bootstrap"]: {k_N, a, k_D, b: per-resample values}, the
     i-th entries from one resample, for frontier_band; {} without bootstrap.
+    checks: design (at least 3 budgets used, with at least 4 sizes each), centering (each minimum
+    in the middle half of its budget's log-N range), intervals (a, b exclude 0; N_opt at the
+    largest budget used within a factor 10), extrapolation (refit without the largest budget:
+    its N_opt within 35%; check_extrapolation=False skips it and the check fails as not run).
     """
     C = _positive_1d("C", C)
     N = _positive_1d("N", N)
@@ -108,7 +106,7 @@ def fit_isoflop(
     if tokens is not None:
         tokens = arrays["tokens"] = _positive_1d("tokens", tokens)
     n = _same_length(**arrays)
-    labels = budget_labels(C)
+    labels = budget_labels(C, budget_tol)
     n_budgets = labels.max() + 1
     if n_budgets < 2:
         raise ValueError(f"IsoFLOP needs at least two compute budgets, got one (C={C[0]:.3g})")
@@ -174,7 +172,7 @@ def fit_isoflop(
             f"; flagged (minimum outside the sampled range or no minimum), left out: "
             f"C={[f'{c:.3g}' for c in flagged]}"
         )
-    return FitResult(
+    result = FitResult(
         law="isoflop",
         params=dict(values),
         ci95=ci95,
@@ -186,10 +184,55 @@ def fit_isoflop(
         extras={
             "budgets": budgets,
             "flagged_budgets": flagged,
+            "budget_tol": budget_tol,
             "n_bootstrap": n_bootstrap,
             "n_bootstrap_ok": n_ok,
             "bootstrap": law_draws,
         },
+    )
+    sizes = [np.unique(b["N"]).size for b in budgets]
+    well_sampled = sum(
+        b["in_range"] and k >= checks.MIN_ISOFLOP_SIZES for b, k in zip(budgets, sizes, strict=True)
+    )
+    result.checks = [
+        checks.enough(
+            well_sampled,
+            checks.MIN_ISOFLOP_BUDGETS,
+            f"budgets with their minimum inside the sampled sizes and at least "
+            f"{checks.MIN_ISOFLOP_SIZES} sizes (sizes per budget: {sizes})",
+            "a line through the minima with a point to spare",
+            list(values),
+        ),
+        checks.centering(budgets),
+        _frontier_intervals(result, max(p["C"] for p in used)),
+        checks.extrapolation(
+            fit_isoflop,
+            (C, N, loss),
+            quantity="N_opt",
+            statistic="max_abs_relative_error",
+            threshold=checks.MAX_N_OPT_ERROR,
+            held_out="the largest budget",
+            run=check_extrapolation,
+            tokens=tokens,
+            budget_tol=budget_tol,
+        ),
+    ]
+    return result
+
+
+def _frontier_intervals(result: FitResult, c_max: float) -> dict:
+    """The intervals check of a compute-optimal frontier N_opt = k_N C^a, D_opt = k_D C^b: a and b
+    exclude 0, and N_opt at the largest budget fitted (not k_N, a value at C = 1 FLOP, a dozen
+    decades from the data) within a factor checks.MAX_PREDICTION_FACTOR."""
+    value = float(optimal_allocation(result.law, result.derived, c_max)[0])
+    if result.extras.get("bootstrap"):
+        lo, hi = (float(v) for v in frontier_band(result, c_max))
+    else:
+        lo = hi = float("nan")
+    return checks.intervals(
+        result,
+        exponents=["a", "b"],
+        predictions={f"N_opt at C={c_max:.3g}": (value, lo, hi, list(result.params))},
     )
 
 
@@ -212,6 +255,7 @@ def fit_envelope(
     seed: int = 0,
     run_id: np.ndarray | None = None,
     n_bins: int = 40,
+    schedule_end: np.ndarray | None = None,
 ) -> FitResult:
     """Chinchilla Approach 1: the lowest loss reached at each FLOP count across training curves,
     the model size reaching it, then N_opt = k_N C^a and D_opt = C / (6 N_opt) = k_D C^b.
@@ -224,6 +268,12 @@ def fit_envelope(
     params and derived: k_N, a, k_D, b. objective: sum of squared log10 residuals of the N_opt law.
     extras["envelope"]: per bin {C, loss, N, in_range}. extras["bootstrap"]: {k_N, a, k_D, b:
     per-resample values}, the i-th entries from one resample, for frontier_band; {} without.
+    schedule_end: per row, the token count at which its curve's schedule ends (the run's final
+    tokens); default: each curve's last FLOPs / (6 N), which the attention term inflates.
+    checks: design (the curves' schedules end at 3 or more distinct token counts: intermediate
+    points of schedules that all end at one count are not compute-optimal losses), intervals
+    (a, b exclude 0; N_opt at the largest envelope point used within a factor 10). No
+    extrapolation check: leave_largest_out does not refit envelopes.
     """
     flops = _positive_1d("flops", flops)
     loss = _positive_1d("loss", loss)
@@ -231,6 +281,8 @@ def fit_envelope(
     arrays = {"flops": flops, "loss": loss, "n_params": n_params}
     if run_id is not None:
         arrays["run_id"] = run_id = np.asarray(run_id)
+    if schedule_end is not None:
+        arrays["schedule_end"] = schedule_end = _positive_1d("schedule_end", schedule_end)
     n = _same_length(**arrays)
     if np.unique(n_params).size < 3:
         raise ValueError(
@@ -266,7 +318,7 @@ def fit_envelope(
         {"C": float(ci), "loss": float(li), "N": float(ni), "in_range": bool(ok)}
         for ci, li, ni, ok in zip(c, best_loss, wins, inside, strict=True)
     ]
-    return FitResult(
+    result = FitResult(
         law="envelope",
         params=dict(values),
         ci95=intervals(draws),
@@ -284,6 +336,25 @@ def fit_envelope(
             "bootstrap": draws,
         },
     )
+    result.checks = [
+        checks.schedule_ends(
+            _curve_ends(flops, n_params, n_params if run_id is None else run_id, schedule_end),
+            list(values),
+        ),
+        _frontier_intervals(result, float(c[inside].max())),
+    ]
+    return result
+
+
+def _curve_ends(flops, n_params, curve_id, schedule_end) -> np.ndarray:
+    """The token count at which each curve's schedule ends: its schedule_end, else its last FLOPs
+    over 6 N."""
+    _, curve = np.unique(curve_id, return_inverse=True)
+    if schedule_end is None:
+        schedule_end = flops / (6.0 * n_params)
+    ends = np.zeros(curve.max() + 1)
+    np.maximum.at(ends, curve, schedule_end)
+    return ends
 
 
 def frontier_band(

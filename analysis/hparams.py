@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from scalinglab.analysis.bootstrap import bootstrap_draws, intervals, skipped_note
-from scalinglab.analysis.compute_optimal import budget_labels, loglog_fit
+from scalinglab.analysis import checks
+from scalinglab.analysis.bootstrap import (
+    bootstrap_draws,
+    intervals,
+    percentile_interval,
+    skipped_note,
+)
+from scalinglab.analysis.compute_optimal import loglog_fit
 from scalinglab.analysis.laws import _positive_1d, _same_length
+from scalinglab.analysis.load import BUDGET_RTOL, budget_flops, budget_labels
 from scalinglab.analysis.result import FitResult
 
 
@@ -19,7 +26,7 @@ def _near_optimal_bands(C, lr, batch_size, loss, labels, tolerance):
     the geometric centre of that band, sqrt(min * max), in lr and in batch size. A band that is
     symmetric about the optimum in log space (a bowl in log lr, log batch) is centred on it."""
     rows = []
-    for k in range(labels.max() + 1):
+    for k, c_budget in enumerate(budget_flops(C, labels)):
         member = labels == k
         lr_k, bs_k, loss_k = lr[member], batch_size[member], loss[member]
         best = np.argmin(loss_k)
@@ -32,7 +39,7 @@ def _near_optimal_bands(C, lr, batch_size, loss, labels, tolerance):
         )
         rows.append(
             {
-                "C": float(np.exp(np.log(C[member]).mean())),
+                "C": float(c_budget),
                 "best_loss": float(loss_k[best]),
                 "lr_opt": float(np.sqrt(lr_band[0] * lr_band[1])),
                 "batch_size_opt": float(np.sqrt(bs_band[0] * bs_band[1])),
@@ -61,17 +68,24 @@ def fit_hparams(
     tolerance: float = 0.01,
     n_bootstrap: int = 200,
     seed: int = 0,
+    budget_tol: float = BUDGET_RTOL,
+    check_extrapolation: bool = True,
 ) -> FitResult:
     """Fit lr_opt = k_lr C^e_lr and batch_opt = k_bs C^e_bs from hyperparameter grids per budget.
 
-    C: compute budget per run (FLOPs; runs within 0.1% share a budget); lr, batch_size, loss: per
-    run. Per budget the near-optimal band is every run within `tolerance` (fraction) of the best
+    C: compute budget per run (FLOPs; runs whose FLOPs step by at most budget_tol share a budget,
+    load.budget_labels); lr, batch_size, loss: per run. Per budget the near-optimal band is every run within `tolerance` (fraction) of the best
     loss; its geometric centre in lr and in batch size is the optimum. Budgets whose best run sits
     on the edge of the sampled lr or batch-size range are flagged (in_range False) but kept; the
     message lists them. Intervals: bootstrap over runs within each budget.
     params and derived: k_lr, e_lr, k_bs, e_bs. objective: sum of squared log10 residuals of the
     lr law. extras["budgets"]: per budget {C, best_loss, lr_opt, batch_size_opt, lr_band,
     batch_size_band, n_band, in_range, lr, batch_size, loss}.
+    checks: design (at least 3 budgets; at least 3 learning rates and 3 batch sizes in every
+    budget, else that law is not identified), centering (each budget's best run inside its grid),
+    intervals (e_lr, e_bs exclude 0; lr_opt and batch_opt at the largest budget within a factor
+    10), extrapolation (refit without the largest budget: its lr_opt within 50%;
+    check_extrapolation=False skips it and the check fails as not run).
     """
     C = _positive_1d("C", C)
     lr = _positive_1d("lr", lr)
@@ -80,7 +94,7 @@ def fit_hparams(
     n = _same_length(C=C, lr=lr, batch_size=batch_size, loss=loss)
     if not 0 <= tolerance < 1:
         raise ValueError(f"tolerance is a fraction of the best loss in [0, 1), got {tolerance}")
-    labels = budget_labels(C)
+    labels = budget_labels(C, budget_tol)
     if labels.max() + 1 < 2:
         raise ValueError(f"fit_hparams needs at least two compute budgets, got one (C={C[0]:.3g})")
 
@@ -112,7 +126,7 @@ def fit_hparams(
             f"; best run on the edge of the lr or batch-size grid (optimum may lie "
             f"beyond it) at C={[f'{v:.3g}' for v in flagged]}"
         )
-    return FitResult(
+    result = FitResult(
         law="hparams",
         params=dict(values),
         ci95=ci95,
@@ -124,12 +138,47 @@ def fit_hparams(
         extras={
             "budgets": rows,
             "tolerance": tolerance,
+            "budget_tol": budget_tol,
             "bootstrap": draws,
             "flagged_budgets": flagged,
             "n_bootstrap": n_bootstrap,
             "n_bootstrap_ok": n_ok,
         },
     )
+    c_max = float(c.max())
+    predictions = {}
+    for quantity, k, e in (("lr_opt", "k_lr", "e_lr"), ("batch_opt", "k_bs", "e_bs")):
+        per_draw = np.asarray(draws.get(k, []), float) * c_max ** np.asarray(
+            draws.get(e, []), float
+        )
+        lo, hi = percentile_interval(per_draw)
+        value = values[k] * c_max ** values[e]
+        predictions[f"{quantity} at C={c_max:.3g}"] = (value, lo, hi, [k, e])
+    result.checks = [
+        checks.enough(
+            len(rows),
+            checks.MIN_HPARAM_BUDGETS,
+            "compute budgets",
+            "two parameters per law and a budget to spare",
+            list(values),
+        ),
+        checks.grid_varies(lr, labels, "learning rate", ["k_lr", "e_lr"]),
+        checks.grid_varies(batch_size, labels, "batch size", ["k_bs", "e_bs"]),
+        checks.optimum_inside_grid(rows),
+        checks.intervals(result, exponents=["e_lr", "e_bs"], predictions=predictions),
+        checks.extrapolation(
+            fit_hparams,
+            (C, lr, batch_size, loss),
+            quantity="lr",
+            statistic="max_abs_relative_error",
+            threshold=checks.MAX_LR_ERROR,
+            held_out="the largest budget",
+            run=check_extrapolation,
+            tolerance=tolerance,
+            budget_tol=budget_tol,
+        ),
+    ]
+    return result
 
 
 def hparam_rules(fit: FitResult, sources: list[str]) -> dict:

@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares, minimize
 
+from scalinglab.analysis import checks
 from scalinglab.analysis.bootstrap import (
     bootstrap_draws,
     intervals,
     skipped_note,
 )
+from scalinglab.analysis.load import BUDGET_RTOL
 from scalinglab.analysis.result import FitResult
 
 # --------------------------------------------------------------------------------------------
@@ -174,6 +176,7 @@ def fit_power_law(
     seed: int = 0,
     p0: Sequence[float] | Mapping[str, float] | None = None,
     bounds: Sequence[tuple[float, float]] | Mapping[str, tuple[float, float]] | None = None,
+    check_extrapolation: bool = True,
 ) -> FitResult:
     """Fit y = E + A x^-alpha (offset=False: y = A x^-alpha) by least squares on log y.
 
@@ -182,6 +185,10 @@ def fit_power_law(
         E in [0, inf), A in (0, inf), alpha in [0, 10]. With p0 the optimiser starts there;
         otherwise from the best point of an alpha grid with (E, A) solved exactly.
     objective: sum of squared log residuals. Intervals: bootstrap over points.
+    checks: design (at least two more points than parameters), bounds, intervals (alpha excludes
+        0, E and A within a factor 100), extrapolation (refit without the largest x, which
+        check_extrapolation=False skips: the check then fails as not run). Where x is compute,
+        checks.compute_law says whether the points make a compute law (the CLI adds it).
     """
     x = _positive_1d("x", x)
     y = _positive_1d("y", y)
@@ -237,7 +244,7 @@ def fit_power_law(
         return as_params(refit.x) if refit.success else None
 
     draws, n_ok = bootstrap_draws(fit_resample, n, n_bootstrap=n_bootstrap, seed=seed)
-    return FitResult(
+    result = FitResult(
         law="power",
         params=params,
         ci95=intervals(draws),
@@ -247,11 +254,32 @@ def fit_power_law(
         objective=float(2.0 * fit.cost),
         extras={
             "offset": offset,
+            "bounds": {k: [float(v) for v in box[k]] for k in names},
             "bootstrap": draws,
             "n_bootstrap": n_bootstrap,
             "n_bootstrap_ok": n_ok,
         },
     )
+    result.checks = [
+        checks.enough(n, len(names) + 2, f"points for {len(names)} parameters", "two more", names),
+        checks.within_bounds(result, result.extras["bounds"], loss_scale=float(y.min())),
+        checks.intervals(
+            result, exponents=["alpha"], coefficients=[k for k in names if k != "alpha"]
+        ),
+        checks.extrapolation(
+            fit_power_law,
+            (x, y),
+            quantity="y",
+            statistic="mean_abs_relative_error",
+            threshold=checks.MAX_LOSS_ERROR,
+            held_out="the largest x",
+            run=check_extrapolation,
+            offset=offset,
+            p0=p0,
+            bounds=bounds,
+        ),
+    ]
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,6 +444,7 @@ def fit_chinchilla(
     n_starts: int = 6,
     exponent_bounds: tuple[float, float] = (0.0, 4.0),
     max_iter: int = 1000,
+    check_extrapolation: bool = True,
 ) -> FitResult:
     """Fit L(N, D) = E + A N^-alpha + B D^-beta (Chinchilla Approach 3) by Huber loss on log L.
 
@@ -433,6 +462,11 @@ def fit_chinchilla(
         warm-started from the full-data optimum and the next-best grid starts.
     extras["bootstrap"]: {name: per-resample values} of every param and derived value, the i-th
         entries from one resample (what ci95 and frontier_band are percentiles of); {} without.
+        extras["compute_range"]: the runs' smallest and largest 6ND (FLOPs).
+    checks: design (at least 10 runs, two per parameter; N and D varied independently), bounds
+        (E > 0, exponent_bounds), intervals (alpha, beta exclude 0; E, A, B within a factor 100),
+        extrapolation (refit without the largest compute budget C = 6ND, runs within 5% of it;
+        check_extrapolation=False skips it and the check fails as not run).
     """
     N = _positive_1d("N", N)
     D = _positive_1d("D", D)
@@ -496,7 +530,7 @@ def fit_chinchilla(
             message += f"; {name} ~ 0: {term} is indistinguishable from the constant E"
         elif np.isclose(values[name], exp_hi):
             message += f"; {name} at its upper bound {exp_hi}"
-    return FitResult(
+    result = FitResult(
         law="chinchilla",
         params=params,
         ci95=intervals(draws),
@@ -508,8 +542,38 @@ def fit_chinchilla(
         extras={
             "delta": delta,
             "n_starts": len(starts),
+            "compute_range": [float(np.min(6.0 * N * D)), float(np.max(6.0 * N * D))],
+            "bounds": {
+                "E": [0.0, float("inf")],
+                "alpha": [float(exp_lo), float(exp_hi)],
+                "beta": [float(exp_lo), float(exp_hi)],
+            },
             "n_bootstrap": n_bootstrap,
             "n_bootstrap_ok": n_ok,
             "bootstrap": draws,
         },
     )
+    everything = [*params, *derived]
+    result.checks = [
+        checks.enough(n, 10, "runs for 5 parameters", "two per parameter", everything),
+        checks.independent_variation(N, D, everything),
+        checks.within_bounds(result, result.extras["bounds"], loss_scale=float(loss.min())),
+        checks.intervals(result, exponents=["alpha", "beta"], coefficients=["E", "A", "B"]),
+        checks.extrapolation(
+            fit_chinchilla,
+            (N, D, loss),
+            quantity="loss",
+            statistic="mean_abs_relative_error",
+            threshold=checks.MAX_LOSS_ERROR,
+            held_out="the largest compute budget",
+            run=check_extrapolation,
+            key=6.0 * N * D,
+            rtol=BUDGET_RTOL,
+            delta=delta,
+            grid=grid,
+            n_starts=n_starts,
+            exponent_bounds=exponent_bounds,
+            max_iter=max_iter,
+        ),
+    ]
+    return result

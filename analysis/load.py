@@ -8,7 +8,6 @@ learning rates are per step, wall time is seconds.
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -43,6 +42,9 @@ RUN_COLUMNS = [
 ]
 _TEXT_COLUMNS = {"run_id", "sweep_id", "name", "status", "path"}
 _NUMERIC_COLUMNS = [c for c in RUN_COLUMNS if c not in _TEXT_COLUMNS]
+
+# Runs whose FLOPs lie within 5% of each other share a compute budget (see budget_labels).
+BUDGET_RTOL = 0.05
 
 # W&B run states mapped onto run.json statuses; a `status` in the summary wins when present.
 _WANDB_STATES = {"finished": "completed", "running": "running", "crashed": "failed"}
@@ -269,23 +271,28 @@ def load_csv(path: str | Path, columns: Mapping[str, str] | None = None) -> pd.D
     return points
 
 
-def assign_budgets(flops: Iterable[float], tolerance: float = 0.05) -> np.ndarray:
-    """The nominal compute budget (FLOPs) of each run, for IsoFLOP grouping.
+def budget_labels(flops: np.ndarray, rtol: float = BUDGET_RTOL) -> np.ndarray:
+    """The compute budget each run belongs to, as an index (0 for the smallest): the one grouping
+    of runs into budgets that every fit and the CLI use.
 
-    Runs aimed at one budget land slightly apart (step counts round), so runs whose FLOPs
-    lie within a factor (1 + tolerance) of the smallest in their group share a budget,
-    labelled by the group's geometric mean. NaN stays NaN.
+    Runs aimed at one budget land a little apart (step counts round, the attention term differs
+    by size), so runs whose sorted FLOPs step by at most a factor (1 + rtol) share a budget.
+    flops: positive and finite, one per run.
     """
-    log_flops = np.log10(np.asarray(flops, dtype=float))
-    budgets = np.full_like(log_flops, np.nan)
-    width = math.log10(1.0 + tolerance)
-    order = [i for i in np.argsort(log_flops) if np.isfinite(log_flops[i])]
-    groups: list[list[int]] = []
-    for i in order:
-        if groups and log_flops[i] - log_flops[groups[-1][0]] <= width:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    for group in groups:
-        budgets[group] = 10 ** log_flops[group].mean()
-    return budgets
+    log_flops = np.log(np.asarray(flops, dtype=float))
+    if log_flops.ndim != 1 or not np.all(np.isfinite(log_flops)):
+        raise ValueError("budget grouping needs positive, finite FLOPs, one per run")
+    if rtol < 0:
+        raise ValueError(f"the budget tolerance must be non-negative, got {rtol}")
+    order = np.argsort(log_flops, kind="stable")
+    new_budget = np.r_[True, np.diff(log_flops[order]) > np.log1p(rtol)]
+    labels = np.empty(len(log_flops), dtype=int)
+    labels[order] = np.cumsum(new_budget) - 1
+    return labels
+
+
+def budget_flops(flops: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each budget's FLOPs, indexed by label: the geometric mean of its runs' FLOPs."""
+    log_flops = np.log(np.asarray(flops, dtype=float))
+    sums = np.bincount(labels, weights=log_flops)
+    return np.exp(sums / np.bincount(labels))

@@ -23,6 +23,9 @@ class FitResult:
     extras:    law-specific data for plots and reports (per-budget parabolas, residuals...);
                JSON-serialisable. chinchilla/isoflop/envelope: extras["bootstrap"] holds each
                resample's refitted values, {name: [draw, ...]}, for frontier_band.
+    checks:    what the fit checked about itself (analysis/checks.py): {name, passed, detail,
+               params}, params naming the parameters and derived values a failing check finds
+               not identified ([] when it concerns the fit as a whole).
     """
 
     law: str
@@ -34,6 +37,27 @@ class FitResult:
     message: str = ""
     objective: float = math.nan
     extras: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed_checks(self) -> list[dict[str, Any]]:
+        """The reasons not to trust the fit, as check dicts: non-convergence first (named
+        "converged"), then every failing check in order."""
+        reasons = []
+        if not self.converged:
+            detail = f"the optimiser did not converge: {self.message}"
+            reasons.append({"name": "converged", "passed": False, "detail": detail, "params": []})
+        return reasons + [c for c in self.checks if not c["passed"]]
+
+    @property
+    def trusted(self) -> bool:
+        """The fit converged and none of its checks failed."""
+        return not self.failed_checks
+
+    @property
+    def not_identified(self) -> set[str]:
+        """Parameters and derived values that a failing check finds not identified."""
+        return {name for check in self.failed_checks for name in check.get("params", [])}
 
     def predict(self, *inputs: Any) -> Any:
         """Evaluate the fitted law.
@@ -68,4 +92,15 @@ class FitResult:
             "message": self.message,
             "objective": self.objective,
             "extras": self.extras,
+            "checks": [dict(c) for c in self.checks],
+            "trusted": self.trusted,
         }
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> FitResult:
+        """The fit back from its to_dict() (or --json) form; `trusted` and any other key that is
+        not a field (a report's "title") are recomputed or dropped."""
+        fields = set(cls.__dataclass_fields__)
+        values = {k: v for k, v in document.items() if k in fields}
+        values["ci95"] = {k: tuple(v) for k, v in values.get("ci95", {}).items()}
+        return cls(**values)

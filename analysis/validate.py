@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from scalinglab.analysis.compute_optimal import budget_labels
 from scalinglab.analysis.laws import _positive_1d
+from scalinglab.analysis.load import BUDGET_RTOL, budget_labels
 from scalinglab.analysis.result import FitResult
+
+# Keyword arrays of a fit function that hold one value per row.
+PER_ROW_KEYWORDS = ("tokens",)
 
 # Per-budget optima each optimum law reports in extras, and the predict() key for each.
 _OPTIMA = {
@@ -67,27 +71,34 @@ def residual_summary(result: FitResult, *arrays: np.ndarray) -> dict[str, dict[s
 def leave_largest_out(
     fit_fn: Callable[..., FitResult],
     *arrays: np.ndarray,
-    key_index: int = 0,
+    key: np.ndarray | None = None,
     n_out: int = 1,
+    rtol: float | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
-    """Refit without the rows at the `n_out` largest distinct values of arrays[key_index] (values
-    within 0.1% count as one), then report the relative error of the extrapolation on them.
+    """Refit without the rows at the `n_out` largest values of `key` (default arrays[0]), then
+    report the relative error of the extrapolation on them.
 
     power (x, y) and chinchilla (N, D, loss): the held-out rows' targets are predicted from their
-    inputs (key_index 0 holds out the largest x or N; 1 the largest D).
+    inputs (key None holds out the largest x or N; key=6*N*D the largest compute budget).
     isoflop (C, N, loss) and hparams (C, lr, batch_size, loss): the held-out budgets' own optima
     (from a fit on all data) are compared with the laws fitted on the smaller budgets.
-    kw go to fit_fn; n_bootstrap defaults to 0 here since only point estimates are compared.
+    rtol: key values within rtol (relative, budget_labels) count as one; default: for a fit that
+    groups runs into budgets (isoflop, hparams) its own budget_tol, else 0 (each distinct value).
+    kw go to fit_fn; those with one value per row (PER_ROW_KEYWORDS: isoflop's tokens) are split
+    with the rows. n_bootstrap defaults to 0 here since only point estimates are compared, and the refits
+    skip their own extrapolation check.
     Returns {law, key_threshold, n_train, n_held_out, errors: {quantity: {predicted, observed,
     relative_error, mean_abs_relative_error, max_abs_relative_error}}, fit: the reduced fit's dict}.
     """
     arrays = tuple(np.asarray(a) for a in arrays)
-    if not arrays or not 0 <= key_index < len(arrays):
-        raise ValueError(f"key_index {key_index} does not name one of the {len(arrays)} arrays")
-    key = _positive_1d(f"arrays[{key_index}]", arrays[key_index])
-    # Key values within 0.1% are one value (one IsoFLOP budget despite float noise in 6 N D).
-    labels = budget_labels(key)
+    if not arrays:
+        raise ValueError("leave_largest_out needs the fit's arrays")
+    key = _positive_1d("key", arrays[0] if key is None else key)
+    accepts = inspect.signature(fit_fn).parameters
+    if rtol is None:
+        rtol = kw.get("budget_tol", BUDGET_RTOL) if "budget_tol" in accepts else 0.0
+    labels = budget_labels(key, rtol)
     n_distinct = labels.max() + 1
     if not 1 <= n_out < n_distinct - 1:
         raise ValueError(
@@ -97,15 +108,28 @@ def leave_largest_out(
     held = labels >= n_distinct - n_out
     threshold = key[held].min()
     kw.setdefault("n_bootstrap", 0)
-    train = fit_fn(*(a[~held] for a in arrays), **kw)
+    if "check_extrapolation" in accepts:
+        kw.setdefault("check_extrapolation", False)
+
+    def rows(mask: np.ndarray) -> tuple[tuple[np.ndarray, ...], dict[str, Any]]:
+        per_row = {
+            name: np.asarray(kw[name])[mask]
+            for name in PER_ROW_KEYWORDS
+            if kw.get(name) is not None
+        }
+        return tuple(a[mask] for a in arrays), kw | per_row
+
+    train_arrays, train_kw = rows(~held)
+    train = fit_fn(*train_arrays, **train_kw)
 
     if train.law in ("power", "chinchilla"):
         *inputs, target = (a[held] for a in arrays)
         name = "y" if train.law == "power" else "loss"
         predicted, observed = {name: train.predict(*inputs)}, {name: target.astype(float)}
     elif train.law in ("isoflop", "hparams"):
-        c, optima = _observed_optima(fit_fn(*arrays, **kw))
-        outside = c >= threshold * (1 - 1e-3)  # budgets group runs within 0.1% of C
+        full = fit_fn(*arrays, **kw)
+        c, optima = _observed_optima(full)
+        outside = c > key[~held].max()  # a budget's C is its runs' geometric mean
         if not outside.any():
             raise ValueError("the held-out budgets have no optimum inside their sampled range")
         predicted = train.predict(c[outside])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import yaml
 from scalinglab.analysis.cli import main
 from scalinglab.analysis.compute_optimal import frontier_band
 from scalinglab.analysis.load import completed, load_runs
+from scalinglab.analysis.report import Section, write_report
 from scalinglab.analysis.result import FitResult
 
 from .fake_runs import (
@@ -106,7 +109,13 @@ def test_chinchilla_from_csv_with_column_names(points_csv: Path, tmp_path: Path)
 
 def test_isoflop_from_runs(isoflop_sweep: Path, tmp_path: Path) -> None:
     fit = fit_json(tmp_path, ["isoflop", str(isoflop_sweep), "--plot", str(tmp_path)])
-    assert fit["law"] == "isoflop"
+    assert fit["law"] == "isoflop" and fit["trusted"] is True
+    assert [c["name"] for c in fit["checks"]] == [
+        "design",
+        "centering",
+        "intervals",
+        "extrapolation",
+    ]
     assert fit["derived"]["a"] == pytest.approx(0.5, abs=0.02)
     assert fit["derived"]["b"] == pytest.approx(0.5, abs=0.02)
     assert {"k_N", "k_D"} <= set(fit["derived"])
@@ -127,7 +136,7 @@ def test_isoflop_json_keeps_bootstrap_draws_capped(isoflop_sweep: Path, tmp_path
         assert set(draws) == {"k_N", "a", "k_D", "b"}
         assert {len(v) for v in draws.values()} == {n_draws}
     assert "bootstrap_capped_at" not in fit["extras"]
-    lo, hi = frontier_band(FitResult(**fit), [1e15, 1e18])  # the band can be rebuilt from JSON
+    lo, hi = frontier_band(FitResult.from_dict(fit), [1e15, 1e18])  # rebuilt from the JSON
     assert np.all(lo < hi)
 
 
@@ -180,22 +189,164 @@ def test_hparams_rules_file_holds_the_laws_in_tokens(hparam_sweep: Path, tmp_pat
     assert laws["sources"] == [str(hparam_sweep)]
 
 
-def test_report_links_existing_figures(isoflop_sweep: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out" / "report.md"
-    fits = tmp_path / "fits.json"
+@pytest.fixture(scope="module")
+def isoflop_report(isoflop_sweep: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`report` on the IsoFLOP sweep, once: (report.md, its text, report.json, the --json file)."""
+    out = tmp_path_factory.mktemp("report") / "out" / "report.md"
+    fits = out.parent.parent / "fits.json"
     assert main(["report", str(isoflop_sweep), *FAST, "--out", str(out), "--json", str(fits)]) == 0
-    text = out.read_text()
-    laws = {title: fit["law"] for title, fit in json.loads(fits.read_text()).items()}
-    assert sorted(laws.values()) == ["chinchilla", "envelope", "isoflop", "power", "power"]
-    for title in ["Power law L(N)", "Chinchilla", "IsoFLOP", "envelope"]:
+
+    def no_nan(word: str) -> None:
+        raise AssertionError(f"{word} is not JSON")
+
+    document = json.loads(out.with_suffix(".json").read_text(), parse_constant=no_nan)
+    return out, out.read_text(), document, json.loads(fits.read_text())
+
+
+def section(text: str, title: str) -> list[str]:
+    """The non-empty lines of a report section, title excluded."""
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    lines = text[start : None if end < 0 else end].splitlines()[1:]
+    return [line for line in lines if line.strip()]
+
+
+def test_report_links_existing_figures_with_captions(isoflop_report) -> None:
+    out, text, _, _ = isoflop_report
+    for title in ["Power law L(N)", "Chinchilla", "IsoFLOP", "envelope", "Learning rate"]:
         assert title in text
     assert "2 runs left out: 1 failed, 1 running" in text
-    # Constant learning rate: the hyperparameter fit is skipped with its reason.
-    assert "Skipped: the learning rate does not vary" in text
     figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
-    assert {"isoflop.png", "chinchilla.png", "frontier_isoflop.png"} <= set(figures)
+    assert {"isoflop.png", "chinchilla.png", "frontier_isoflop.png", "curves.png"} <= set(figures)
     assert all((out.parent / name).exists() for name in figures)
     assert all((out.parent / name).with_suffix(".svg").exists() for name in figures)
+    lines = text.splitlines()
+    for name in figures:  # an italic one-line caption under every figure
+        below = lines[lines.index(f"![{name[:-4]}]({name})") + 2]
+        assert below.startswith("*") and below.endswith("*") and len(below) > 40, name
+
+
+def test_report_json_is_written_beside_the_markdown(isoflop_report) -> None:
+    _, _, document, from_json_option = isoflop_report
+    assert from_json_option == document  # --json writes the same document
+    assert set(document) == {"summary", "data", "fits", "agreement"}
+    assert "2 runs left out: 1 failed, 1 running" in document["data"]
+    fits = {fit["title"]: fit for fit in document["fits"]}
+    assert sorted(fit["law"] for fit in fits.values()) == [
+        "chinchilla",
+        "envelope",
+        "hparams",
+        "isoflop",
+        "power",
+        "power",
+    ]
+    for fit in fits.values():
+        assert isinstance(fit["trusted"], bool) and fit["checks"]
+        assert all(set(c) >= {"name", "passed", "detail"} for c in fit["checks"])
+    assert fits["IsoFLOP profiles, Approach 2"]["trusted"]
+    assert fits["Chinchilla L(N, D), Approach 3"]["trusted"]
+    # Constant learning rate and batch size: the hyperparameter fit is there, not trusted.
+    hparams = fits["Learning rate and batch size"]
+    assert not hparams["trusted"]
+    assert any("learning rate does not vary" in c["detail"] for c in hparams["checks"])
+    # Three approaches on the same runs: three comparisons, 2 and 3 agreeing.
+    pairs = {tuple(a["fits"]): a for a in document["agreement"]}
+    assert len(pairs) == 3 and all(isinstance(a["passed"], bool) for a in pairs.values())
+    assert pairs[("IsoFLOP profiles, Approach 2", "Chinchilla L(N, D), Approach 3")]["passed"]
+
+
+def test_report_summary_lists_trusted_results_only(isoflop_report) -> None:
+    _, text, document, _ = isoflop_report
+    summary = document["summary"]
+    by_fit = {(r["title"], r["quantity"]): r for r in summary["results"]}
+    a = by_fit[("IsoFLOP profiles, Approach 2", "a")]
+    assert a["approach"] == 2 and a["value"] == pytest.approx(0.5, abs=0.02)
+    assert a["ci95"][0] <= a["value"] <= a["ci95"][1]
+    ratio = by_fit[("Chinchilla L(N, D), Approach 3", "tokens_per_param")]
+    assert ratio["value"] == pytest.approx(20, rel=0.05) and ratio["at"] == pytest.approx(
+        1e17, rel=0.05
+    )
+    untrusted = {n["title"]: n for n in summary["not_trusted"]}
+    assert untrusted["Learning rate and batch size"]["check"] == "design"
+    assert not any(r["title"] in untrusted for r in summary["results"])
+    lines = section(text, "Summary")
+    assert lines == [f"- {line}" for line in summary["lines"]]
+    assert lines[0].startswith("- Compute-optimal exponent a = ")
+    assert "- Not trusted: Learning rate and batch size (design: the learning rate" in "\n".join(
+        lines
+    )
+    assert not any("e_lr" in line for line in lines)
+    assert any("Approach 2 and Approach 3 agree: intervals overlap" in line for line in lines)
+    assert text.index("## Data") < text.index("## Summary") < text.index("## Power law L(N)")
+
+
+def test_untrusted_fit_says_so_before_any_number(isoflop_report) -> None:
+    _, text, document, _ = isoflop_report
+    lines = section(text, "Learning rate and batch size")
+    assert lines[0] == "**Not trusted.**"
+    first_table = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    reasons = [line for line in lines[1:first_table] if line.startswith("- ")]
+    fit = next(f for f in document["fits"] if f["law"] == "hparams")
+    failed = [c for c in fit["checks"] if not c["passed"]]
+    assert reasons == [f"- {c['name']}: {c['detail']}" for c in failed]
+    assert lines[first_table].startswith("| check | passed | detail |")
+    assert "| k_bs | param | 4096 | 4096 | 4096 | no |" in lines
+    assert section(text, "IsoFLOP profiles, Approach 2")[0] == "Trusted: every check passed."
+
+
+def test_report_json_keeps_skipped_fits_and_hides_untrusted_allocations(tmp_path: Path) -> None:
+    untrusted = FitResult(
+        "isoflop",
+        {"k_N": 1.0, "a": 0.5, "k_D": 1.0, "b": 0.5},
+        checks=[{"name": "centering", "passed": False, "detail": "off centre", "params": []}],
+    )
+    table = pd.DataFrame({"C (FLOPs)": [1e20], "N_opt": [1e9]})
+    sections = [
+        Section(title="IsoFLOP", law="isoflop", skipped="IsoFLOP needs two or more budgets"),
+        Section(title="Envelope", fit=untrusted, tables={"Compute-optimal allocation": table}),
+    ]
+    out = write_report(sections, tmp_path / "r" / "report.md", summary=["1 run"])
+    document = json.loads(out.with_suffix(".json").read_text())
+    assert document["fits"][0] == {
+        "law": "isoflop",
+        "title": "IsoFLOP",
+        "skipped": "IsoFLOP needs two or more budgets",
+    }
+    assert document["fits"][1]["trusted"] is False and document["summary"]["results"] == []
+    assert document["summary"]["skipped"] == [
+        {"title": "IsoFLOP", "reason": "IsoFLOP needs two or more budgets"}
+    ]
+    text = out.read_text()
+    assert "No fit is trusted" in text
+    assert "Compute-optimal allocation: not a result, the fit is not trusted" in text
+    assert "1e+09" not in text
+
+
+def test_terminal_output_says_not_trusted_before_the_table(isoflop_sweep: Path, capsys) -> None:
+    assert main(["power", str(isoflop_sweep), "--x", "flops", *FAST]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    start = printed.index("== power L(flops) ==")
+    assert printed[start + 1] == "NOT TRUSTED:"
+    assert printed[start + 2] == (
+        "  - design: 3 points for 3 parameters; the law needs at least 5 (two more)"
+    )
+    table = next(
+        i for i in range(start, len(printed)) if printed[i].split()[:2] == ["name", "kind"]
+    )
+    assert all(line.startswith("  - ") for line in printed[start + 2 : table])
+
+
+def test_chinchilla_on_a_ladder_is_not_trusted(ladder_sweep: Path, tmp_path: Path, capsys) -> None:
+    # One tokens-per-parameter ratio: N and D cannot be told apart, and the fit says so.
+    fit = fit_json(tmp_path, ["chinchilla", str(ladder_sweep)])
+    assert not fit["trusted"]
+    (design,) = [
+        c
+        for c in fit["checks"]
+        if c["name"] == "design" and not c["passed"] and "log D" in c["detail"]
+    ]
+    assert "one tokens-per-parameter ratio" in design["detail"]
+    assert "NOT TRUSTED" in capsys.readouterr().out
 
 
 def one_line_error(capsys) -> str:
@@ -226,7 +377,6 @@ def one_line_error(capsys) -> str:
             ],
             "--budget-col 'budget' is not a column",
         ),
-        (["chinchilla", "{ladder}"], "same tokens per parameter"),
         (["isoflop", "{ladder}"], "IsoFLOP needs two or more compute budgets"),
         (["power", "{one_run}"], "power law"),
     ],
@@ -258,3 +408,23 @@ def test_wandb_offline_run(isoflop_sweep: Path, tmp_path: Path, monkeypatch) -> 
         "frontier_isoflop",
     }
     assert list(media.glob("table/isoflop/fit_*.table.json"))
+
+
+def test_wandb_summary_says_which_laws_are_trusted(isoflop_sweep: Path, monkeypatch) -> None:
+    logged: dict = {}
+
+    class Run:
+        summary = logged
+
+        def log(self, values: dict) -> None:
+            pass
+
+    fake = types.SimpleNamespace(
+        init=lambda **kw: Run(),
+        Table=lambda **kw: None,
+        Image=lambda pixels: None,
+        finish=lambda: None,
+    )
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    assert main(["isoflop", str(isoflop_sweep), *FAST, "--wandb"]) == 0
+    assert logged["isoflop/trusted"] is True and logged["isoflop/a"] == pytest.approx(0.5, abs=0.02)

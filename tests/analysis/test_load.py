@@ -8,7 +8,8 @@ import pytest
 
 from scalinglab.analysis.load import (
     RUN_COLUMNS,
-    assign_budgets,
+    budget_flops,
+    budget_labels,
     completed,
     left_out_message,
     load_csv,
@@ -121,14 +122,19 @@ def test_load_csv_maps_columns_and_computes_flops(points_csv: Path) -> None:
         load_csv(points_csv, {"n_params": "params"})
 
 
-def test_assign_budgets_groups_within_tolerance() -> None:
-    flops = np.array([1e15, 1.03e15, 1e16, 0.98e16, np.nan, 1.02e16])
-    budgets = assign_budgets(flops)
-    assert budgets[0] == budgets[1] and budgets[2] == budgets[3] == budgets[5]
+def test_budget_labels_group_within_tolerance() -> None:
+    flops = np.array([1e15, 1.03e15, 1e16, 0.98e16, 1.02e16])
+    labels = budget_labels(flops)
+    assert labels.tolist() == [0, 0, 1, 1, 1]
+    budgets = budget_flops(flops, labels)
     assert budgets[0] == pytest.approx(np.sqrt(1e15 * 1.03e15))
-    assert np.isnan(budgets[4])
-    assert len(np.unique(budgets[np.isfinite(budgets)])) == 2
-    assert len(set(assign_budgets([b * 1.03 for b in BUDGETS] + BUDGETS))) == 3
+    assert budgets[1] == pytest.approx((1e16 * 0.98e16 * 1.02e16) ** (1 / 3))
+    assert budget_labels([b * 1.03 for b in BUDGETS] + BUDGETS).max() == 2
+    # Runs a step of more than the tolerance apart are two budgets; 0 keeps every distinct value.
+    assert budget_labels([1e15, 1.06e15]).tolist() == [0, 1]
+    assert budget_labels([1e15, 1e15 * (1 + 1e-9)], rtol=0).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="positive, finite"):
+        budget_labels([1e15, np.nan])
 
 
 class FakeRun:

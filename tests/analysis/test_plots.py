@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from scalinglab.analysis.compute_optimal import fit_isoflop, frontier_band
 from scalinglab.analysis.laws import fit_chinchilla, fit_power_law
-from scalinglab.analysis.load import assign_budgets, completed, load_curves, load_runs
+from scalinglab.analysis.load import budget_flops, budget_labels, completed, load_curves, load_runs
 from scalinglab.analysis.plots import (
     plot_curves,
     plot_frontier,
@@ -26,7 +26,8 @@ from .fake_runs import TRUTH, chinchilla_loss, optimal_n_params
 @pytest.fixture(scope="module")
 def runs(isoflop_sweep: Path):
     runs = completed(load_runs(isoflop_sweep))
-    runs["budget"] = assign_budgets(runs["flops"])
+    labels = budget_labels(runs["flops"])
+    runs["budget"] = budget_flops(runs["flops"], labels)[labels]
     return runs
 
 
