@@ -102,9 +102,12 @@ def independent_variation(N: np.ndarray, D: np.ndarray, params: Sequence[str]) -
     z = np.column_stack([np.log(N), np.log(D)])
     z = z - z.mean(axis=0)
     spread = float(np.linalg.svd(z, compute_uv=False)[-1] / np.sqrt(len(z)))
-    rule = f"rule: at least {MIN_CROSS_SPREAD} (natural log) across the best line"
+    rule = f"rule: at least {MIN_CROSS_SPREAD}, natural log"
     if spread >= MIN_CROSS_SPREAD:
-        detail = f"N and D vary independently: spread {spread:.2g} across ({rule})"
+        detail = (
+            f"N and D vary independently: the runs spread {spread:.2g} across the best line "
+            f"through (log N, log D) ({rule})"
+        )
     else:
         detail = (
             f"log D is a function of log N: the runs lie on a line in (log N, log D), spread "

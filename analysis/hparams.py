@@ -185,7 +185,11 @@ def hparam_rules(fit: FitResult, sources: list[str]) -> dict:
     """The laws of a `fit_hparams` fit as the rules file that training reads (conf/hparams/
     fitted.yaml): lr and batch_tokens, each {coefficient, exponent} of C in FLOPs, with their 95%
     intervals and the range of budgets fitted. Needs the batch law in tokens per step
-    (fit.extras["batch_unit"] == "tokens")."""
+    (fit.extras["batch_unit"] == "tokens") and a trusted fit: training must not follow a law the
+    data cannot identify."""
+    if not fit.trusted:
+        reasons = "; ".join(f"{c['name']}: {c['detail']}" for c in fit.failed_checks)
+        raise ValueError(f"the fitted laws are not trusted, so no rules file ({reasons})")
     if fit.extras.get("batch_unit") != "tokens":
         raise ValueError(
             "a rules file needs the batch law in tokens per step: the runs do not record "

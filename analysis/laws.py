@@ -261,7 +261,13 @@ def fit_power_law(
         },
     )
     result.checks = [
-        checks.enough(n, len(names) + 2, f"points for {len(names)} parameters", "two more", names),
+        checks.enough(
+            n,
+            len(names) + 2,
+            f"points for {len(names)} parameters",
+            "two more points than parameters",
+            names,
+        ),
         checks.within_bounds(result, result.extras["bounds"], loss_scale=float(y.min())),
         checks.intervals(
             result, exponents=["alpha"], coefficients=[k for k in names if k != "alpha"]

@@ -189,6 +189,14 @@ def test_hparams_rules_file_holds_the_laws_in_tokens(hparam_sweep: Path, tmp_pat
     assert laws["sources"] == [str(hparam_sweep)]
 
 
+def test_no_rules_file_from_untrusted_laws(isoflop_sweep: Path, tmp_path: Path, capsys) -> None:
+    # One learning rate and batch size per budget: nothing for training to follow.
+    rules = tmp_path / "rules.yaml"
+    assert main(["hparams", str(isoflop_sweep), *FAST, "--rules", str(rules)]) == 2
+    assert "not trusted, so no rules file (design: the learning rate" in one_line_error(capsys)
+    assert not rules.exists()
+
+
 @pytest.fixture(scope="module")
 def isoflop_report(isoflop_sweep: Path, tmp_path_factory: pytest.TempPathFactory):
     """`report` on the IsoFLOP sweep, once: (report.md, its text, report.json, the --json file)."""
@@ -328,7 +336,8 @@ def test_terminal_output_says_not_trusted_before_the_table(isoflop_sweep: Path, 
     start = printed.index("== power L(flops) ==")
     assert printed[start + 1] == "NOT TRUSTED:"
     assert printed[start + 2] == (
-        "  - design: 3 points for 3 parameters; the law needs at least 5 (two more)"
+        "  - design: 3 points for 3 parameters; the law needs at least 5 (two more points than "
+        "parameters)"
     )
     table = next(
         i for i in range(start, len(printed)) if printed[i].split()[:2] == ["name", "kind"]
