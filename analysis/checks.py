@@ -28,6 +28,7 @@ from scalinglab.analysis.result import FitResult
 # design
 MIN_CROSS_SPREAD = 0.1  # L(N, D): spread of (ln N, ln D) across their best line
 MIN_SPAN_FRACTION = 0.25  # L(C): ln N and ln D each span this fraction of ln C's span
+MAX_SLICE_SPREAD = 0.1  # L(N), L(D): the other variable (or D/N) fixed within 10%
 MIN_SCHEDULE_ENDS = 3  # envelope: distinct token counts at which the curves' schedules end
 MIN_ISOFLOP_BUDGETS, MIN_ISOFLOP_SIZES = 3, 4
 MIN_HPARAM_BUDGETS, MIN_GRID_VALUES = 3, 3
@@ -133,6 +134,25 @@ def compute_law(N: np.ndarray, D: np.ndarray, C: np.ndarray, params: Sequence[st
         detail += ": L(C) over runs of (nearly) one D is L(N) relabelled, not a compute law"
     elif span_n < need:
         detail += ": L(C) over runs of (nearly) one N is L(D) relabelled, not a compute law"
+    return check("design", passed, detail, params)
+
+
+def one_slice(x: str, N: np.ndarray, D: np.ndarray, params: Sequence[str]) -> dict:
+    """design of L(N) (x="n_params") or L(D) (x="tokens") through the best loss at each x: a law
+    of one variable is a slice of L(N, D), so its points must hold the other fixed, or share one
+    tokens-per-parameter ratio (a ladder). Points that mix them (an IsoFLOP grid's best run per
+    size comes from different budgets) fit N's effect and D's together."""
+    log_n, log_d = np.log(np.asarray(N, float)), np.log(np.asarray(D, float))
+    other, held = ("tokens D", log_d) if x == "n_params" else ("parameters N", log_n)
+    spans = {other: float(np.ptp(held)), "D/N": float(np.ptp(log_d - log_n))}
+    passed = min(spans.values()) <= np.log1p(MAX_SLICE_SPREAD)
+    detail = (
+        f"over the {len(log_n)} points {other} spans {_g(np.exp(spans[other]))}x and tokens per "
+        f"parameter {_g(np.exp(spans['D/N']))}x; a law in one variable needs one of them fixed "
+        f"(within {MAX_SLICE_SPREAD:.0%})"
+    )
+    if not passed:
+        detail += ": these points mix the effects of N and D (fit L(N, D) instead)"
     return check("design", passed, detail, params)
 
 

@@ -168,6 +168,10 @@ def analyse_power(study: Study, x: str = "n_params") -> Section:
     has_tokens = x != "tokens" and "tokens" in best and best["tokens"].notna().all()
     if x == "flops":
         fit.checks.insert(1, _compute_law_check(best, list(fit.params)))
+    elif {"n_params", "tokens"} <= set(best) and best[["n_params", "tokens"]].notna().all(
+        axis=None
+    ):
+        fit.checks.insert(1, checks.one_slice(x, best["n_params"], best["tokens"], fit.params))
     figure = plot_loss(
         best[column], best["loss"], fit, x_name=x, tokens=best["tokens"] if has_tokens else None
     )
@@ -224,7 +228,9 @@ def analyse_chinchilla(study: Study) -> Section:
     )
 
 
-def analyse_isoflop(study: Study) -> Section:
+def analyse_isoflop(study: Study, chinchilla: FitResult | None = None) -> Section:
+    """Approach 2; `chinchilla`, an Approach-3 fit of the same runs, adds its frontier to the
+    figure."""
     rows = _rows(study, ["budget", "n_params", "loss"], "IsoFLOP")
     sizes_per_budget = rows.groupby("budget")["n_params"].nunique()
     if (sizes_per_budget >= 3).sum() < 2:
@@ -244,14 +250,19 @@ def analyse_isoflop(study: Study) -> Section:
         description=f"A parabola in log10 N per compute budget ({len(budgets)} budgets, "
         f"{len(rows)} runs), then N_opt = k_N C^a and D_opt = k_D C^b through the minima.",
         fit=fit,
-        figures={"isoflop": plot_isoflop(fit), "frontier_isoflop": plot_frontier(fit, budgets)},
+        figures={"isoflop": plot_isoflop(fit, chinchilla)},
         captions={
-            "isoflop": f"IsoFLOP profiles: final loss against parameters at each of the "
-            f"{len(budgets)} compute budgets, the parabola fitted in log10 N per budget, and its "
-            "minimum with its 95% interval (Approach 2)." + untrusted.replace("frontier", "fit"),
-            "frontier_isoflop": "The budgets' loss-minimising sizes and the power law N_opt = "
-            "k_N C^a fitted through them, with its 95% bootstrap band; grey: extrapolation "
-            "beyond the largest budget." + untrusted,
+            "isoflop": f"Left: final loss against parameters at each of the {len(budgets)} "
+            "compute budgets, the parabola fitted in log10 N per budget and its minimum with its "
+            "95% interval. Right: those minima against compute and the law N_opt = k_N C^a "
+            "fitted through them with its 95% bootstrap band (Approach 2)"
+            + (
+                ", beside the frontier implied by the L(N, D) fit (Approach 3)"
+                if chinchilla
+                else ""
+            )
+            + "; grey: extrapolation beyond the largest budget."
+            + untrusted,
         },
         tables={"Compute-optimal allocation": _allocations(fit, budgets)},
     )
@@ -265,7 +276,7 @@ def _curves(study: Study) -> tuple[pd.DataFrame, str]:
         rows = _rows(study, ["flops", "loss", "n_params"], "the envelope")
         return rows.assign(schedule_end=rows.get("tokens")), "loss"
     loss = CURVE_LOSS[args.loss]
-    curves = completed(load_curves(args.paths)).dropna(subset=["flops", loss])
+    curves = completed(load_curves(args.paths)).dropna(subset=["flops"])
     final_tokens = study.points.drop_duplicates("run_id").set_index("run_id")["tokens"]
     curves = curves.assign(schedule_end=curves["run_id"].map(final_tokens))
     return curves[curves["flops"] > 0], loss
@@ -273,6 +284,7 @@ def _curves(study: Study) -> tuple[pd.DataFrame, str]:
 
 def analyse_envelope(study: Study) -> Section:
     curves, loss = _curves(study)
+    curves = curves.dropna(subset=[loss])
     ends = curves["schedule_end"]
     fit = fit_envelope(
         curves["flops"],
@@ -289,19 +301,35 @@ def analyse_envelope(study: Study) -> Section:
         description=f"The lowest {loss} at each FLOP count over {n_curves} "
         "training curves, and the model size reaching it: N_opt = k_N C^a.",
         fit=fit,
-        figures={
-            "curves": plot_curves(curves, x="flops", loss=loss, fit=fit),
-            "frontier_envelope": plot_frontier(fit, used),
-        },
+        figures={"frontier_envelope": plot_frontier(fit, used)},
         captions={
-            "curves": f"Training curves: {loss} of {n_curves} runs against training FLOPs, "
-            "coloured by model size; the envelope (lowest loss at each FLOP count) is what "
-            "Approach 1 fits." + untrusted.replace("frontier", "envelope fit"),
             "frontier_envelope": "The model sizes winning the envelope and the power law "
             "N_opt = k_N C^a fitted through them (Approach 1), with its 95% bootstrap band; "
             "grey: extrapolation." + untrusted,
         },
         tables={"Compute-optimal allocation": _allocations(fit, used)},
+    )
+
+
+def training_curves(study: Study, envelope: FitResult | None = None) -> Section:
+    """Every run's curve (no fit): the smoothed training loss and the validations against
+    compute, with the Approach-1 envelope when that fit is trusted."""
+    curves, _ = _curves(study)
+    n_runs = curves["run_id"].nunique()
+    drawn = envelope is not None and envelope.trusted
+    envelope_note = {
+        True: "; red: the envelope, the lowest loss at each FLOP count, that Approach 1 fits.",
+        False: "; the envelope is not drawn: its fit is not trusted.",
+    }
+    return Section(
+        title="Training curves",
+        description=f"{n_runs} runs: what every fit below is made of.",
+        figures={"curves": plot_curves(curves, x="flops", fit=envelope)},
+        captions={
+            "curves": f"Training loss (running mean over 5 logged steps) and validation loss "
+            f"(dots) of {n_runs} runs against training FLOPs, coloured by model size"
+            + (envelope_note[drawn] if envelope is not None else ".")
+        },
     )
 
 
@@ -357,14 +385,24 @@ ANALYSE: dict[str, Callable[..., Section]] = {
 
 def run_report(study: Study) -> list[Section]:
     """Every analysis the data supports; the others are kept with the reason they were skipped."""
-    sections = []
+    sections: list[Section] = []
+    fitted: dict[str, FitResult] = {}
     for title, command, options in REPORT_ANALYSES:
+        if command == "isoflop":  # drawn with Approach 3's frontier beside its own
+            options = {"chinchilla": fitted.get("chinchilla")}
         try:
             section = ANALYSE[command](study, **options)
         except ValueError as error:
             section = Section(skipped=str(error))
         section.title, section.law = title, command
         sections.append(section)
+        if section.fit is not None:
+            fitted[command] = section.fit
+    if not study.args.csv:
+        try:
+            sections.insert(0, training_curves(study, fitted.get("envelope")))
+        except ValueError as error:  # no metrics.csv: no curves to draw
+            print(f"no training curves: {error}")
     out = write_report(sections, study.args.out, summary=study.summary)
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return sections
@@ -494,10 +532,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = {"x": args.x} if args.command == "power" else {}
             sections = [ANALYSE[args.command](study, **options)]
             sections[0].title = args.command + (f" L({args.x})" if options else "")
+            if args.command == "envelope" and not args.csv:  # its curves, with it drawn on them
+                sections.append(training_curves(study, sections[0].fit))
         for section in sections:
             if section.fit is not None:
                 print(format_fit(section.fit, section.title))
-            else:
+            elif section.skipped:
                 print(f"== {section.title} == skipped: {section.skipped}")
         fitted = [s for s in sections if s.fit is not None]
         if args.json:
@@ -513,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             Path(args.rules).write_text(RULES_HEADER + yaml.safe_dump(document, sort_keys=False))
             print(f"wrote {args.rules}: use it with scaling-train hparams=fitted hparams_file=...")
         if args.plot:
-            for name, figure in (item for s in fitted for item in s.figures.items()):
+            for name, figure in (item for s in sections for item in s.figures.items()):
                 save(figure, args.plot, name)
         if args.wandb:
             log_to_wandb(fitted, study)

@@ -69,6 +69,31 @@ def _isoflop_profiles(C, N, loss, tokens, labels):
     return rows
 
 
+def _parabola_residuals(
+    N: np.ndarray, loss: np.ndarray, labels: np.ndarray, profiles: list[dict]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each run's loss on its budget's parabola, and its residual scaled by sqrt(n / (n - 3)) so
+    that resampled residuals keep the noise's variance (a parabola spends 3 of a budget's n
+    points). A budget with no residual degrees of freedom (3 sizes or fewer) borrows residuals
+    from the other budgets: an exact fit through 3 points is not a noiseless one."""
+    fitted = loss.astype(float).copy()
+    residuals = np.zeros_like(fitted)
+    exact = np.zeros(len(loss), dtype=bool)
+    for k, profile in enumerate(profiles):
+        member = labels == k
+        n_k = member.sum()
+        if n_k <= 3 or not np.all(np.isfinite(profile["coef"])):
+            exact |= member
+            continue
+        fitted[member] = np.polyval(profile["coef"], np.log10(N[member]))
+        residuals[member] = (loss[member] - fitted[member]) * np.sqrt(n_k / (n_k - 3))
+    if exact.any() and (~exact).any():
+        pooled = residuals[~exact]
+        residuals[exact] = np.resize(pooled, exact.sum())  # resampled within budget later
+        fitted[exact] = loss[exact] - residuals[exact]
+    return fitted, residuals
+
+
 def fit_isoflop(
     C: np.ndarray,
     N: np.ndarray,
@@ -88,8 +113,12 @@ def fit_isoflop(
     budget, load.budget_labels); N: parameters;
     loss: final loss. A budget whose parabola opens downward, has fewer than 3 distinct sizes, or
     has its minimum outside the sampled N (or D) range is flagged (in_range False) and left out of
-    the power-law fits. Intervals: bootstrap over runs within each budget; the per-budget N_opt
-    intervals come from the same resamples.
+    the power-law fits. Intervals: a residual bootstrap: each resample adds residuals redrawn
+    from every budget's parabola (pooled: a 5-size budget alone leaves 2 degrees of freedom) to
+    the parabolas, and refits everything. The sizes are the study's design, so they stay fixed:
+    resampling runs instead would drop whole sides of a five-size profile and measure that, not
+    the noise (7x wider on the demo's runs). Calibration: tests/analysis/test_compute_optimal.py.
+    The per-budget N_opt intervals come from the same resamples.
     params and derived: k_N, a, k_D, b. objective: sum of squared log10 residuals of the N_opt law.
     extras["budgets"]: per budget {C, N, loss, coef, N_opt, N_opt_ci95 (None without bootstrap),
     D_opt, loss_opt, in_range}. extras["bootstrap"]: {k_N, a, k_D, b: per-resample values}, the
@@ -134,10 +163,13 @@ def fit_isoflop(
         np.array([p["C"] for p in used]), np.array([p["N_opt"] for p in used])
     )
 
+    fitted, residuals = _parabola_residuals(N, loss, labels, profiles)
+
     def fit_resample(idx: np.ndarray) -> dict[str, float] | None:
-        rows = _isoflop_profiles(
-            C[idx], N[idx], loss[idx], None if tokens is None else tokens[idx], labels[idx]
-        )
+        resampled = fitted + residuals[idx]  # residuals pooled over every budget
+        if np.any(resampled <= 0):
+            return None
+        rows = _isoflop_profiles(C, N, resampled, tokens, labels)
         kept = [r for r, u in zip(rows, used_budgets, strict=True) if u and r["in_range"]]
         if len(kept) < 2:
             return None
@@ -145,9 +177,7 @@ def fit_isoflop(
         out.update({f"N_opt[{k}]": r["N_opt"] for k, r in enumerate(rows)})
         return out
 
-    draws, n_ok = bootstrap_draws(
-        fit_resample, n, n_bootstrap=n_bootstrap, seed=seed, strata=labels
-    )
+    draws, n_ok = bootstrap_draws(fit_resample, n, n_bootstrap=n_bootstrap, seed=seed)
     ci95 = intervals(draws)
     law_draws = {name: draws[name] for name in values if name in draws}  # not per-budget N_opt
     budgets = []

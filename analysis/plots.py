@@ -101,6 +101,7 @@ def plot_loss(
     fig, ax = _figure(f"Loss vs {AXIS_LABELS[x_name].split(' (')[0]}")
     ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS[x_name], ylabel=AXIS_LABELS["loss"])
     _plain_log_labels(ax.yaxis)
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
     curve_x = _span(x)
     one_token_count = tokens is not None and np.nanmin(tokens) == np.nanmax(tokens)
     if tokens is None or (one_token_count and (fit is None or fit.law == "power")):
@@ -110,7 +111,8 @@ def plot_loss(
         tokens = np.asarray(tokens, float)
         norm = _log_norm(tokens)
         cmap = _colour_scale(fig, ax, norm, AXIS_LABELS["tokens"])
-        ax.scatter(x, loss, color=cmap(norm(tokens)), zorder=3, label="runs")
+        ax.scatter(x, loss, color=cmap(norm(tokens)), zorder=3)
+        ax.scatter([], [], color="0.5", label="runs (coloured by D)")
     if fit is not None and fit.law == "power":
         symbol = SYMBOLS.get(x_name, "x")
         label = f"fit L = E + A·{symbol}^-alpha\n" + ", ".join(
@@ -130,22 +132,23 @@ def plot_loss(
                 label=f"fit at D = {level:.2g}",
             )
         ax.set_title(
-            f"Loss vs parameters: L = E + A/N^α + B/D^β ({_with_ci(fit, 'alpha')}, "
-            f"{_with_ci(fit, 'beta')})",
+            _trust_label("L = E + A/N^α + B/D^β", fit)
+            + f"\n{_with_ci(fit, 'alpha')}, {_with_ci(fit, 'beta')}, {_with_ci(fit, 'E')}",
             fontsize=9,
         )
+    if fit is not None and fit.law == "power" and not fit.trusted:
+        ax.set_title(_trust_label(ax.get_title(), fit))
     ax.legend(fontsize=8)
     return fig
 
 
-def plot_isoflop(fit: FitResult) -> Figure:
-    """IsoFLOP profiles: loss against N at each compute budget, the parabola fitted in log10 N,
-    and its minimum N_opt with its 95% interval. A minimum outside the sizes trained at that
-    budget is drawn hollow and labelled (the parabola is extrapolating there); a budget with
-    no minimum (too few sizes, or a parabola opening downward) shows its points only."""
+def _draw_profiles(fig: Figure, ax: object, fit: FitResult) -> tuple[Colormap, LogNorm]:
+    """IsoFLOP profiles on `ax`: loss against N per budget, the parabola in log10 N and its
+    minimum with its 95% interval; a minimum outside the sampled sizes is hollow and labelled.
+    Returns the budgets' colour scale, for other panels to share."""
     budgets = fit.extras["budgets"]
-    fig, ax = _figure("IsoFLOP profiles")
     ax.set(xscale="log", xlabel=AXIS_LABELS["n_params"], ylabel=AXIS_LABELS["loss"])
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
     norm = _log_norm([b["C"] for b in budgets])
     cmap = _colour_scale(fig, ax, norm, AXIS_LABELS["flops"])
     for budget in budgets:
@@ -182,8 +185,86 @@ def plot_isoflop(fit: FitResult) -> Figure:
                 color="C3",
             )
     ax.plot([], [], "k*", ms=10, label="minimum N_opt (95% CI)")
-    ax.plot([], [], "k*", ms=10, mfc="white", label="minimum outside sampled sizes")
+    if not all(b["in_range"] for b in budgets):
+        ax.plot([], [], "k*", ms=10, mfc="white", label="minimum outside sampled sizes")
     ax.legend(fontsize=8)
+    return cmap, norm
+
+
+def _draw_frontier(
+    ax: object, fit: FitResult, compute: np.ndarray, *, color: str, label: str, ls: str = "-"
+) -> None:
+    """N_opt(C) of a chinchilla, isoflop or envelope fit over `compute`, with its 95% bootstrap
+    band (frontier_band), or a legend entry saying it has none: never a stand-in band."""
+    n_opt = compute_optimal_allocation(fit, compute)["N_opt"]
+    ax.plot(compute, n_opt, color=color, ls=ls, label=f"{label}, {_with_ci(fit, 'a')}")
+    if fit.extras.get("bootstrap"):
+        lo, hi = frontier_band(fit, compute)
+        n_ok = fit.extras["n_bootstrap_ok"]
+        ax.fill_between(
+            compute, lo, hi, color=color, alpha=0.18, label=f"95% band ({n_ok} bootstrap refits)"
+        )
+    else:
+        n_bootstrap = fit.extras.get("n_bootstrap", 0)
+        why = f"none of {n_bootstrap} resamples fitted" if n_bootstrap else "n_bootstrap=0"
+        ax.plot([], [], " ", label=f"no band: no bootstrap draws ({why})")
+
+
+def _frontier_axes(ax: object, budgets: np.ndarray, beyond_decades: float) -> np.ndarray:
+    """Log axes for N_opt(C) from the smallest budget to `beyond_decades` past the largest, the
+    extrapolated part shaded; returns the compute grid."""
+    compute = np.logspace(np.log10(budgets.min()), np.log10(budgets.max()) + beyond_decades, 100)
+    ax.set(
+        xscale="log", yscale="log", xlabel=AXIS_LABELS["flops"], ylabel="optimal parameters N_opt"
+    )
+    ax.axvspan(budgets.max(), compute.max(), color="0.92", zorder=0, label="extrapolation")
+    return compute
+
+
+def _trust_label(label: str, fit: FitResult) -> str:
+    return label if fit.trusted else f"{label} (NOT trusted)"
+
+
+def plot_isoflop(
+    fit: FitResult, chinchilla: FitResult | None = None, *, beyond_decades: float = 1.0
+) -> Figure:
+    """An IsoFLOP study in one figure. Left: loss against N at each compute budget, the parabola
+    fitted in log10 N and its minimum N_opt with its 95% interval (a minimum outside the sampled
+    sizes hollow and labelled; a budget with no minimum shows its points only). Right: those
+    minima against C, the fitted N_opt = k_N C^a with its 95% bootstrap band, from the smallest
+    budget to `beyond_decades` past the largest, and, given a `chinchilla` fit of the same runs,
+    Approach 3's frontier on the same axes."""
+    fig = Figure(figsize=(12.0, 4.8), layout="constrained")
+    ax, ax_frontier = fig.subplots(1, 2)
+    for axis in (ax, ax_frontier):
+        axis.grid(True, which="major", alpha=0.3)
+    ax.set_title("IsoFLOP profiles")
+    cmap, norm = _draw_profiles(fig, ax, fit)
+
+    budgets = fit.extras["budgets"]
+    compute = _frontier_axes(ax_frontier, np.array([b["C"] for b in budgets]), beyond_decades)
+    ax_frontier.set_title("Compute-optimal model size")
+    _draw_frontier(
+        ax_frontier, fit, compute, color="C0", label=_trust_label("IsoFLOP (Approach 2)", fit)
+    )
+    if chinchilla is not None:
+        label = _trust_label("L(N, D) fit (Approach 3)", chinchilla)
+        _draw_frontier(ax_frontier, chinchilla, compute, color="C3", label=label, ls="--")
+    for budget in (b for b in budgets if np.isfinite(b["N_opt"])):
+        color = cmap(norm(budget["C"]))
+        ax_frontier.errorbar(
+            budget["C"],
+            budget["N_opt"],
+            yerr=_error_bar(budget["N_opt"], budget.get("N_opt_ci95")),
+            fmt="*",
+            ms=12,
+            color=color,
+            mfc=color if budget["in_range"] else "white",
+            capsize=3,
+            zorder=4,
+        )
+    ax_frontier.plot([], [], "k*", ms=10, label="IsoFLOP minima (95% CI)")
+    ax_frontier.legend(fontsize=7, loc="upper left")
     return fig
 
 
@@ -199,35 +280,14 @@ def plot_frontier(
     and the legend says so. The measured optima (IsoFLOP minima with their intervals, or the
     envelope's winners) are drawn as points; flagged ones hollow.
     """
-    budgets = np.asarray(budgets, float)
-    compute = np.logspace(np.log10(budgets.min()), np.log10(budgets.max()) + beyond_decades, 100)
-    n_opt = compute_optimal_allocation(fit, compute)["N_opt"]
-    fig, ax = _figure(f"Compute-optimal model size ({fit.law})")
-    ax.set(
-        xscale="log", yscale="log", xlabel=AXIS_LABELS["flops"], ylabel="optimal parameters N_opt"
-    )
-    ax.plot(compute, n_opt, color="C0", label=f"N_opt ∝ C^a, {_with_ci(fit, 'a')}")
-    if fit.extras.get("bootstrap"):
-        lo, hi = frontier_band(fit, compute)
-        ax.fill_between(
-            compute,
-            lo,
-            hi,
-            color="C0",
-            alpha=0.2,
-            label=f"95% band ({fit.extras['n_bootstrap_ok']} bootstrap refits)",
-        )
-    else:  # never a stand-in band: say there is none
-        n_bootstrap = fit.extras.get("n_bootstrap", 0)
-        why = f"none of {n_bootstrap} resamples fitted" if n_bootstrap else "n_bootstrap=0"
-        ax.plot([], [], " ", label=f"no band: no bootstrap draws ({why})")
-    ax.axvspan(budgets.max(), compute.max(), color="0.9", zorder=0, label="extrapolation")
+    fig, ax = _figure(_trust_label(f"Compute-optimal model size ({fit.law})", fit))
+    compute = _frontier_axes(ax, np.asarray(budgets, float), beyond_decades)
+    _draw_frontier(ax, fit, compute, color="C0", label="N_opt ∝ C^a")
     for point in fit.extras.get("budgets", []):
-        yerr = _error_bar(point["N_opt"], point.get("N_opt_ci95"))
         ax.errorbar(
             point["C"],
             point["N_opt"],
-            yerr=yerr,
+            yerr=_error_bar(point["N_opt"], point.get("N_opt_ci95")),
             fmt="o",
             color="C1",
             capsize=3,
@@ -308,38 +368,58 @@ def plot_hparams(fit: FitResult) -> Figure:
 def plot_curves(
     curves: pd.DataFrame,
     *,
-    x: str = "tokens",
+    x: str = "flops",
     loss: str = "train/loss",
+    val: str | None = "val/loss",
     fit: FitResult | None = None,
+    smooth: int = 5,
 ) -> Figure:
-    """Training curves, log-log loss against tokens or flops, one line per run coloured by its
-    parameter count. An envelope fit adds its points: the lowest loss in each FLOP bin."""
-    fig, ax = _figure("Training curves")
-    ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS[x], ylabel=f"{loss} (nats/token)")
+    """Every run's training curve, log-log against tokens or flops, coloured by its parameter
+    count: `loss` (train/loss) as a line, smoothed by a centred running mean over `smooth` logged
+    steps in log space, and the `val` column's points (validations) as dots. An envelope fit adds
+    its points, the lowest loss in each FLOP bin, when it is trusted (otherwise the legend says
+    it was left out)."""
+    curves = curves.sort_values(["run_id", x])
+    fig, ax = _figure(f"Training curves ({curves['run_id'].nunique()} runs)")
+    ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS[x], ylabel=AXIS_LABELS["loss"])
     _plain_log_labels(ax.yaxis)
     norm = _log_norm(curves["n_params"])
     cmap = _colour_scale(fig, ax, norm, AXIS_LABELS["n_params"])
-    for _, run in curves.dropna(subset=[x, loss]).groupby("run_id"):
-        ax.plot(run[x], run[loss], color=cmap(norm(run["n_params"].iloc[0])), lw=1, alpha=0.8)
+    show_val = val is not None and val != loss and val in curves
+    for _, run in curves.groupby("run_id"):
+        color = cmap(norm(run["n_params"].iloc[0]))
+        line = run.dropna(subset=[x, loss])
+        log_loss = np.log(line[loss]).rolling(smooth, center=True, min_periods=1).mean()
+        ax.plot(line[x], np.exp(log_loss), color=color, lw=1, alpha=0.85)
+        if show_val:
+            points = run.dropna(subset=[x, val])
+            ax.scatter(points[x], points[val], color=color, s=14, edgecolors="k", lw=0.4, zorder=3)
+    ax.plot([], [], color="0.4", lw=1, label=f"{loss} (running mean of {smooth} logged steps)")
+    if show_val:
+        ax.scatter([], [], color="0.6", s=14, edgecolors="k", lw=0.4, label=val)
     envelope = [p for p in (fit.extras.get("envelope", []) if fit else []) if p["in_range"]]
-    if envelope:
+    if envelope and fit.trusted:
         ax.scatter(
             [p["C"] for p in envelope],
             [p["loss"] for p in envelope],
             color="C3",
             s=10,
-            zorder=3,
+            zorder=4,
             label="envelope: lowest loss per FLOP bin",
         )
-        ax.legend(fontsize=8)
+    elif fit is not None:
+        ax.plot([], [], " ", label="envelope not drawn: its fit is not trusted")
+    ax.legend(fontsize=8)
     return fig
 
 
-def save(fig: Figure, directory: str | Path, name: str) -> list[Path]:
-    """Write `fig` as DIRECTORY/NAME.png and .svg; returns both paths."""
+def save(
+    fig: Figure, directory: str | Path, name: str, formats: Sequence[str] = ("png", "svg")
+) -> list[Path]:
+    """Write `fig` as DIRECTORY/NAME.png and .svg (or the given formats); returns the paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    paths = [directory / f"{name}.{suffix}" for suffix in ("png", "svg")]
+    paths = [directory / f"{name}.{suffix}" for suffix in formats]
     for path in paths:
         fig.savefig(path, dpi=150)
     return paths

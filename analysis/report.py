@@ -212,7 +212,8 @@ def headline(sections: list[Section], agreement: list[dict[str, Any]]) -> dict[s
     for section in sections:
         fit = section.fit
         if fit is None:
-            skipped.append({"title": section.title, "reason": section.skipped})
+            if section.skipped:  # not a data-only section such as the training curves
+                skipped.append({"title": section.title, "reason": section.skipped})
         elif fit.trusted:
             found = headline_results(section)
             results += found
@@ -288,8 +289,10 @@ def report_document(
     skipped one, "agreement": the agreement checks}."""
     fits = []
     for section in sections:
-        if section.fit is None:
+        if section.fit is None and section.skipped:
             fits.append({"law": section.law, "title": section.title, "skipped": section.skipped})
+        elif section.fit is None:
+            continue  # figures of the data, not a fit
         else:
             fits.append({"title": section.title} | capped_draws(section.fit.to_dict()))
     return {
@@ -307,8 +310,10 @@ def report_document(
 def _section_lines(section: Section, out_dir: Path) -> list[str]:
     lines = ["", f"## {section.title}", ""]
     fit = section.fit
-    if fit is None:
+    if fit is None and section.skipped:
         return lines + [section.description, "", f"Skipped: {section.skipped}"]
+    if fit is None:  # figures of the data, no fit
+        return lines + [section.description] + _figure_lines(section, out_dir)
     if fit.trusted:
         lines += ["Trusted: every check passed.", ""]
     else:
@@ -326,8 +331,15 @@ def _section_lines(section: Section, out_dir: Path) -> list[str]:
             lines += ["", f"{caption}:", "", markdown_table(table)]
         else:
             lines += ["", f"{caption}: not a result, the fit is not trusted (not shown)."]
+    return lines + _figure_lines(section, out_dir)
+
+
+def _figure_lines(section: Section, out_dir: Path) -> list[str]:
+    """Each figure saved as PNG (what the report shows; `--plot DIR` writes SVG too) and linked,
+    its caption in italics below it."""
+    lines = []
     for name, figure in section.figures.items():
-        png, _ = save(figure, out_dir, name)
+        (png,) = save(figure, out_dir, name, formats=("png",))
         lines += ["", f"![{name}]({png.name})"]
         if section.captions.get(name):
             lines += ["", f"*{section.captions[name]}*"]
@@ -336,7 +348,7 @@ def _section_lines(section: Section, out_dir: Path) -> list[str]:
 
 def write_report(sections: list[Section], out: str | Path, *, summary: list[str]) -> Path:
     """Write the Markdown report to `out`, report.json beside it (same stem, .json; see
-    report_document) and the figures (PNG and SVG). `summary`: lines describing the data, shown
+    report_document) and the figures (PNG). `summary`: lines describing the data, shown
     first; then the Summary of trusted results and agreement, then one section per analysis."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

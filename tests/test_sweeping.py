@@ -128,12 +128,24 @@ def test_stopped_sweep_relaunches_to_each_job_completed_once(
     assert len(wandb_ids) == 2
 
 
-def test_demo_learning_rate_falls_as_one_over_width() -> None:
-    lrs = {
-        d: compose_train("sweep=demo", f"model.d_model={d}", output_dir=Path(".")).optimizer.lr
-        for d in (32, 64, 256)
-    }
-    assert lrs == pytest.approx({32: 6e-3, 64: 3e-3, 256: 7.5e-4})
+def test_demo_centres_each_budgets_widths_on_its_guess_of_the_optimum() -> None:
+    """IsoFLOP sizes 1.35x apart around d ~ 14 (C / 1e11)^0.25: the centre grows with the budget
+    and every job's schedule spans the steps that spend its budget."""
+
+    def job(budget: str, step: int):
+        cfg = compose_train("sweep=demo", f"budget.flops={budget}", f"size_step={step}")
+        return cfg.model.d_model, plan(cfg)[2], cfg.trainer.val_check_interval
+
+    centres = []
+    for budget in ("4e10", "8e10", "1.6e11"):
+        widths = [job(budget, k)[0] for k in range(-2, 3)]
+        assert widths == sorted(set(widths))  # five distinct widths
+        assert widths[-1] / widths[0] == pytest.approx(1.35**4, rel=0.15)
+        centres.append(widths[2])
+        d_model, steps, val_every = job(budget, 0)
+        assert d_model == round(14 * (float(budget) / 1e11) ** 0.25)
+        assert val_every == -(-steps // 8)  # 8 validations a run
+    assert centres == sorted(centres) and centres[0] < centres[-1]
 
 
 @pytest.mark.parametrize(

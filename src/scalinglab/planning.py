@@ -198,6 +198,18 @@ def inverse_width_lr(base_lr: float, base_width: int, d_model: int) -> float:
     return float(base_lr) * int(base_width) / int(d_model)
 
 
+def geometric_step(centre: float, ratio: float, k: int) -> int:
+    """round(centre * ratio^k): the k-th point of a geometric grid around `centre`. An IsoFLOP
+    sweep centres each budget's widths on a guess of its optimum:
+    `model.d_model: ${geometric_step:${power_law:0.0018,0.35,${budget.flops}},1.35,${size_step}}`."""
+    return max(1, round(float(centre) * float(ratio) ** int(k)))
+
+
+def ceil_div(a: int, b: int) -> int:
+    """ceil(a / b): e.g. validate about 8 times a run, `${ceil_div:${plan.steps},8}`."""
+    return -(-int(a) // int(b))
+
+
 def _of_compute(x: float | None, what: str) -> float:
     if x is None:
         raise ConfigError(
@@ -255,6 +267,8 @@ for _name, _resolver in {
     "budget_flops": budget_flops,
     "budget_steps": budget_steps,
     "inverse_width_lr": inverse_width_lr,
+    "geometric_step": geometric_step,
+    "ceil_div": ceil_div,
     "power_law": power_law,
     "fitted_law": fitted_law,
     "batch_size_for": batch_size_for,

@@ -121,7 +121,7 @@ def test_isoflop_from_runs(isoflop_sweep: Path, tmp_path: Path) -> None:
     assert {"k_N", "k_D"} <= set(fit["derived"])
     # Budgets are the runs' `budget.flops` overrides, not their slightly different FLOPs.
     assert [b["C"] for b in fit["extras"]["budgets"]] == pytest.approx([1e15, 1e16, 1e17])
-    assert_figures(tmp_path, ["isoflop", "frontier_isoflop"])
+    assert_figures(tmp_path, ["isoflop"])
 
 
 def test_isoflop_json_keeps_bootstrap_draws_capped(isoflop_sweep: Path, tmp_path: Path) -> None:
@@ -225,9 +225,9 @@ def test_report_links_existing_figures_with_captions(isoflop_report) -> None:
         assert title in text
     assert "2 runs left out: 1 failed, 1 running" in text
     figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
-    assert {"isoflop.png", "chinchilla.png", "frontier_isoflop.png", "curves.png"} <= set(figures)
+    assert {"isoflop.png", "chinchilla.png", "curves.png"} <= set(figures)
     assert all((out.parent / name).exists() for name in figures)
-    assert all((out.parent / name).with_suffix(".svg").exists() for name in figures)
+    assert text.index("![curves](curves.png)") < text.index("## Power law L(N)")  # data first
     lines = text.splitlines()
     for name in figures:  # an italic one-line caption under every figure
         below = lines[lines.index(f"![{name[:-4]}]({name})") + 2]
@@ -412,10 +412,7 @@ def test_wandb_offline_run(isoflop_sweep: Path, tmp_path: Path, monkeypatch) -> 
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     media = runs[0] / "files" / "media"
-    assert {p.name.split("_0_")[0] for p in media.glob("images/isoflop/*.png")} == {
-        "isoflop",
-        "frontier_isoflop",
-    }
+    assert {p.name.split("_0_")[0] for p in media.glob("images/isoflop/*.png")} == {"isoflop"}
     assert list(media.glob("table/isoflop/fit_*.table.json"))
 
 

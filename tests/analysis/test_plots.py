@@ -9,8 +9,8 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from scalinglab.analysis.compute_optimal import fit_isoflop, frontier_band
-from scalinglab.analysis.laws import fit_chinchilla, fit_power_law
+from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop, frontier_band
+from scalinglab.analysis.laws import compute_optimal_allocation, fit_chinchilla, fit_power_law
 from scalinglab.analysis.load import budget_flops, budget_labels, completed, load_curves, load_runs
 from scalinglab.analysis.plots import (
     plot_curves,
@@ -75,6 +75,7 @@ def test_isoflop_plot_flags_minima_outside_the_sampled_sizes(tmp_path: Path) -> 
     assert [b["in_range"] for b in fit.extras["budgets"]] == [True, True, False]
     fig = plot_isoflop(fit)
     assert [t.get_text() for t in fig.axes[0].texts] == ["minimum outside\nsampled sizes"]
+    assert "minimum outside sampled sizes" in legend(fig.axes[0])
     frontier = plot_frontier(fit, budgets)
     ax = frontier.axes[0]
     assert ax.get_xlim()[1] >= 1e18  # one decade of extrapolation
@@ -95,12 +96,68 @@ def test_frontier_without_bootstrap_has_no_band(runs) -> None:
     assert not any("95%" in text for text in legend(ax))
 
 
-def test_curves_plot_one_line_per_run(isoflop_sweep: Path) -> None:
+def test_isoflop_figure_has_the_frontiers_of_both_approaches(runs) -> None:
+    """One figure: the profiles, and beside them the minima with the fitted N_opt(C) and its band,
+    and Approach 3's frontier from the same runs on the same axes."""
+    iso = fit_isoflop(runs["budget"], runs["n_params"], runs["val_loss"], n_bootstrap=30)
+    chin = fit_chinchilla(runs["n_params"], runs["tokens"], runs["val_loss"], n_bootstrap=30)
+    fig = plot_isoflop(iso, chin)
+    profiles, frontier = fig.axes[:2]
+    assert profiles.get_xscale() == "log" and frontier.get_yscale() == "log"
+    texts = legend(frontier)
+    assert any(t.startswith("IsoFLOP (Approach 2)") and "a = " in t for t in texts)
+    assert any(t.startswith("L(N, D) fit (Approach 3)") for t in texts)
+    assert sum(t.startswith("95% band (") for t in texts) == 2  # one per approach
+    bands = [c for c in frontier.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2  # one per approach
+    iso_line, chin_line = (line for line in frontier.get_lines() if len(line.get_xdata()) > 1)
+    c = iso_line.get_xdata()
+    assert np.allclose(iso_line.get_ydata(), iso.predict(c)["N_opt"])
+    assert np.allclose(chin_line.get_ydata(), compute_optimal_allocation(chin, c)["N_opt"])
+    # Each budget's minimum is drawn at its (C, N_opt) with an error bar.
+    drawn = {
+        (round(line.get_xdata()[0]), round(line.get_ydata()[0]))
+        for line in frontier.lines
+        if len(line.get_xdata())
+    }
+    for budget in iso.extras["budgets"]:
+        assert (round(budget["C"]), round(budget["N_opt"])) in drawn
+    # An untrusted fit says so in the legend.
+    iso.checks = [{"name": "design", "passed": False, "detail": "x", "params": []}]
+    assert any("NOT trusted" in t for t in legend(plot_isoflop(iso).axes[1]))
+
+
+def test_curves_plot_a_smoothed_line_and_validation_dots_per_run(isoflop_sweep: Path) -> None:
     curves = completed(load_curves(isoflop_sweep))
-    fig = plot_curves(curves, x="flops", loss="val/loss")
-    assert len(fig.axes[0].get_lines()) == curves["run_id"].nunique()
-    assert fig.axes[0].get_yscale() == "log" and "FLOPs" in fig.axes[0].get_xlabel()
+    n_runs = curves["run_id"].nunique()
+    fig = plot_curves(curves, x="flops", loss="train/loss", val="val/loss")
+    ax = fig.axes[0]
+    lines = [line for line in ax.get_lines() if len(line.get_xdata())]
+    assert len(lines) == n_runs
+    dots = [c for c in ax.collections if len(c.get_offsets())]
+    assert len(dots) == n_runs
+    assert sum(len(c.get_offsets()) for c in dots) == curves["val/loss"].notna().sum()
+    assert ax.get_yscale() == "log" and "FLOPs" in ax.get_xlabel()
     assert "parameters" in fig.axes[1].get_ylabel()
+    # The line is a running mean of the logged losses in log space: never outside their range.
+    run = curves[curves["run_id"] == curves["run_id"].iloc[0]].dropna(subset=["train/loss"])
+    (line,) = [
+        line for line in lines if np.allclose(line.get_xdata(), np.sort(run["flops"].to_numpy()))
+    ]
+    y = line.get_ydata()
+    assert run["train/loss"].min() <= y.min() and y.max() <= run["train/loss"].max()
+
+
+def test_curves_draw_the_envelope_only_when_it_is_trusted(isoflop_sweep: Path) -> None:
+    curves = completed(load_curves(isoflop_sweep)).dropna(subset=["val/loss"])
+    fit = fit_envelope(curves["flops"], curves["val/loss"], curves["n_params"], n_bootstrap=0)
+    fit.checks = [{"name": "design", "passed": True, "detail": "", "params": []}]
+    ax = plot_curves(curves, loss="val/loss", fit=fit).axes[0]
+    assert "envelope: lowest loss per FLOP bin" in legend(ax)
+    fit.checks = [{"name": "design", "passed": False, "detail": "one end", "params": []}]
+    ax = plot_curves(curves, loss="val/loss", fit=fit).axes[0]
+    assert "envelope not drawn: its fit is not trusted" in legend(ax)
+    assert "envelope: lowest loss per FLOP bin" not in legend(ax)
 
 
 def test_truth_constants_are_consistent() -> None:
