@@ -511,6 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--rules",
         help="also write the fitted laws to this YAML file, for scaling-train hparams=fitted",
     )
+    hparams.add_argument(
+        "--untrusted-ok",
+        action="store_true",
+        help="write --rules even when the fit is not trusted (the file records it)",
+    )
     report = commands.add_parser(
         "report", parents=[common], help="every fit the data supports, as one Markdown report"
     )
@@ -548,7 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 document = capped_draws(fitted[0].fit.to_dict())
             write_json(document, args.json)
         if args.command == "hparams" and args.rules:
-            document = hparam_rules(sections[0].fit, sources=args.paths or [args.csv])
+            document = hparam_rules(
+                sections[0].fit, sources=args.paths or [args.csv], untrusted_ok=args.untrusted_ok
+            )
             Path(args.rules).parent.mkdir(parents=True, exist_ok=True)
             Path(args.rules).write_text(RULES_HEADER + yaml.safe_dump(document, sort_keys=False))
             print(f"wrote {args.rules}: use it with scaling-train hparams=fitted hparams_file=...")

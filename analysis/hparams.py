@@ -181,15 +181,19 @@ def fit_hparams(
     return result
 
 
-def hparam_rules(fit: FitResult, sources: list[str]) -> dict:
+def hparam_rules(fit: FitResult, sources: list[str], *, untrusted_ok: bool = False) -> dict:
     """The laws of a `fit_hparams` fit as the rules file that training reads (conf/hparams/
     fitted.yaml): lr and batch_tokens, each {coefficient, exponent} of C in FLOPs, with their 95%
     intervals and the range of budgets fitted. Needs the batch law in tokens per step
     (fit.extras["batch_unit"] == "tokens") and a trusted fit: training must not follow a law the
-    data cannot identify."""
-    if not fit.trusted:
-        reasons = "; ".join(f"{c['name']}: {c['detail']}" for c in fit.failed_checks)
-        raise ValueError(f"the fitted laws are not trusted, so no rules file ({reasons})")
+    data cannot identify, unless `untrusted_ok` says so knowingly; the file then records
+    `trusted: false` and the failing checks."""
+    reasons = "; ".join(f"{c['name']}: {c['detail']}" for c in fit.failed_checks)
+    if not fit.trusted and not untrusted_ok:
+        raise ValueError(
+            f"the fitted laws are not trusted, so no rules file ({reasons}); "
+            "--untrusted-ok writes it anyway, marked as such"
+        )
     if fit.extras.get("batch_unit") != "tokens":
         raise ValueError(
             "a rules file needs the batch law in tokens per step: the runs do not record "
@@ -217,4 +221,6 @@ def hparam_rules(fit: FitResult, sources: list[str]) -> dict:
         "n_runs": int(fit.n_points),
         "flagged_budgets": [float(c) for c in fit.extras["flagged_budgets"]],
         "sources": [str(s) for s in sources],
+        "trusted": fit.trusted,
+        **({} if fit.trusted else {"not_trusted_because": reasons}),
     }
