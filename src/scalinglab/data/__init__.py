@@ -9,10 +9,12 @@ from scalinglab.data.datamodule import (
     TextDataModule,
     TokenDataModule,
 )
+from scalinglab.data.powerlaw_language import PowerLawDataModule
 from scalinglab.data.shards import read_shard, write_shard
 
 __all__ = [
     "HFDataModule",
+    "PowerLawDataModule",
     "PythonStdlibDataModule",
     "ShardsDataModule",
     "SyntheticDataModule",
