@@ -180,6 +180,47 @@ def test_pool_runs_each_job_in_its_own_process_and_records_a_failure(tmp_path: P
     assert (result.stdout + result.stderr).count("Launching 4 jobs") == 1
 
 
+class ExitOnSeed(pl.Callback):
+    """Kills the process of the job whose seed is `seed` mid-training, as the kernel's OOM killer
+    would: no exception, no result."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == 2 and int(os.environ["PL_GLOBAL_SEED"]) == self.seed:
+            os._exit(9)
+
+
+def test_pool_reusing_processes_runs_a_slots_jobs_in_one_process(tmp_path: Path) -> None:
+    """reuse_processes: each slot's process runs its jobs in turn; a job that fails leaves its
+    worker running, a worker that dies takes only its own job with it."""
+    crash = [f"+callbacks.crash._target_={__name__}.CrashOnSeed", "+callbacks.crash.seed=1"]
+    kill = [f"+callbacks.kill._target_={__name__}.ExitOnSeed", "+callbacks.kill.seed=3"]
+    result, jobs = sweep(
+        tmp_path,
+        f"{LAUNCHER}=local_gpus",
+        CPU_SLOTS,
+        "hydra.launcher.reuse_processes=true",
+        "seed=0,1,2,3,4,5",
+        *crash,
+        *kill,
+    )
+    assert result.returncode != 0
+    records = {read(j / "run.json")["seed"]: read(j / "run.json") for j in jobs}
+    statuses = {seed: r["status"] for seed, r in records.items()}
+    assert statuses == {0: "completed", 1: "failed", 2: "completed", 3: "failed"} | {
+        4: "completed",
+        5: "completed",
+    }
+    assert "worker died" in records[3]["error"]
+    probes = {read(j / "run.json")["seed"]: read(j / "probe-0.json") for j in jobs}
+    pids = {p["pid"] for p in probes.values()}
+    assert 2 <= len(pids) <= 3  # two workers, and one that replaced the killed one
+    ended = [(p["start"], p["end"]) for p in probes.values() if p["end"] is not None]
+    assert max_in_flight(ended) == 2  # the killed job never ended
+
+
 def test_ddp_job_ranks_are_started_from_outside(tmp_path: Path) -> None:
     ddp = ["trainer.accelerator=cpu", "trainer.devices=2", "+trainer.strategy=ddp"]
     result, jobs = sweep(tmp_path, f"{LAUNCHER}=local_gpus", CPU_SLOTS, *ddp, "seed=0,1")

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,12 +175,24 @@ def lost(spec: JobSpec, error: BaseException) -> JobReturn:
     return failed(spec, error)
 
 
-def run_in_process(spec: JobSpec, devices: int, env: dict[str, str]) -> JobReturn:
-    """Run one job in a fresh process (torchrun's ranks when devices > 1); never raises."""
+def run_in_process(
+    spec: JobSpec, devices: int, env: dict[str, str], worker: ProcessPoolExecutor | None = None
+) -> JobReturn:
+    """Run one job in a fresh process (torchrun's ranks when devices > 1), or in `worker`, a
+    one-process pool kept for the slot's jobs (a single-device job); never raises."""
     with tempfile.TemporaryDirectory(prefix="scalinglab-job-") as tmp:
         spec_file, result_file = Path(tmp, "spec.pkl"), Path(tmp, "result.pkl")
         spec_file.write_bytes(pickle.dumps(spec))
-        worker = ["-m", "scalinglab.launching.jobs", str(spec_file), str(result_file)]
+        if worker is not None:
+            try:
+                worker.submit(run_here, str(spec_file), str(result_file), env).result()
+            except Exception as err:  # the worker died (killed, out of memory): a lost job
+                return lost(spec, RuntimeError(f"job #{spec.number}'s worker died: {err!r}"))
+            ret = pickle.loads(result_file.read_bytes()) if result_file.exists() else None
+            if ret is None:
+                return lost(spec, RuntimeError(f"job #{spec.number} reported no result"))
+            return ret
+        command = ["-m", "scalinglab.launching.jobs", str(spec_file), str(result_file)]
         if devices > 1:  # torchrun sets RANK, WORLD_SIZE and MASTER_*; Lightning takes them up
             torchrun = [
                 "-m",
@@ -187,11 +200,11 @@ def run_in_process(spec: JobSpec, devices: int, env: dict[str, str]) -> JobRetur
                 "--standalone",
                 f"--nproc-per-node={devices}",
             ]
-            worker = [*torchrun, *worker]
+            command = [*torchrun, *command]
             # Inside a SLURM allocation Lightning would take SLURM's task count over torchrun's.
             env = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
         try:
-            code = subprocess.run([sys.executable, *worker], env=env, cwd=spec.cwd).returncode
+            code = subprocess.run([sys.executable, *command], env=env, cwd=spec.cwd).returncode
             ret = pickle.loads(result_file.read_bytes()) if result_file.exists() else None
         except Exception as err:  # the launcher records it and goes on with the other jobs
             return failed(spec, err)
@@ -200,6 +213,13 @@ def run_in_process(spec: JobSpec, devices: int, env: dict[str, str]) -> JobRetur
         error = RuntimeError(f"job #{spec.number} exited with code {code} {problem}")
         return lost(spec, error) if ret is None else failed(spec, error)
     return ret
+
+
+def run_here(spec_file: str, result_file: str, env: dict[str, str]) -> int:
+    """`main` in a worker process that a launcher keeps for several jobs, with the slot's
+    environment (set again for each job: a job may change its own)."""
+    os.environ.update(env)
+    return main(spec_file, result_file)
 
 
 def main(spec_file: str, result_file: str) -> int:
