@@ -163,7 +163,7 @@ class PowerLawDataModule(TokenDataModule):
         n_markers: int = 64,
         n_successors: int = 2,
         noise: float = 0.1,
-        zipf_exponent: float = 1.5,
+        zipf_exponent: float = 2.0,
         n_train_tokens: int = 8_388_608,
         language_seed: int = 0,
         cache_dir: str | None = None,
