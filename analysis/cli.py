@@ -83,6 +83,23 @@ class Study:
         sweeps = self.points.get("sweep_id", pd.Series(dtype=str)).dropna().unique()
         return str(sweeps[0]) if len(sweeps) == 1 else None
 
+    @property
+    def known_floor(self) -> float | None:
+        """The irreducible loss every run's data records (synthetic languages), if they agree."""
+        floors = self.points.get("irreducible_loss", pd.Series(dtype=float)).dropna().unique()
+        return float(floors[0]) if len(floors) == 1 else None
+
+    def against_floor(self, fit: FitResult) -> str:
+        """ " Known floor ...: fitted E is x% above/below it." for a fit with an E, else ""."""
+        floor, E = self.known_floor, fit.params.get("E")
+        if floor is None or E is None:
+            return ""
+        lo, hi = fit.ci95.get("E", (float("nan"), float("nan")))
+        return (
+            f" The data records its irreducible loss: {floor:.4g} nats/token; the fitted "
+            f"E = {E:.4g} [{lo:.4g}, {hi:.4g}] is {E / floor - 1:+.1%} from it."
+        )
+
 
 def load_study(args: argparse.Namespace) -> Study:
     """The completed runs under args.paths (or the rows of args.csv), with `loss` and `budget`,
@@ -177,7 +194,8 @@ def analyse_power(study: Study, x: str = "n_params") -> Section:
     )
     what = f"the lowest loss at each {AXIS_WORDS[x]}"
     return Section(
-        description=f"L = E + A·{x}^-alpha fitted to {what} ({len(best)} of {len(rows)} points).",
+        description=f"L = E + A·{x}^-alpha fitted to {what} ({len(best)} of {len(rows)} points)."
+        + study.against_floor(fit),
         fit=fit,
         figures={f"loss_vs_{x}": figure},
         captions={
@@ -210,7 +228,7 @@ def analyse_chinchilla(study: Study) -> Section:
     untrusted = "" if fit.trusted else " The fit is not trusted: the frontier is not a result."
     return Section(
         description=f"L = E + A/N^alpha + B/D^beta, Huber loss on log L over {len(rows)} runs; "
-        "N_opt ∝ C^a, D_opt ∝ C^b with C = 6ND.",
+        "N_opt ∝ C^a, D_opt ∝ C^b with C = 6ND." + study.against_floor(fit),
         fit=fit,
         figures={
             "chinchilla": plot_loss(rows["n_params"], rows["loss"], fit, tokens=rows["tokens"]),

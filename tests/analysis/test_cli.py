@@ -434,3 +434,13 @@ def test_wandb_summary_says_which_laws_are_trusted(isoflop_sweep: Path, monkeypa
     monkeypatch.setitem(sys.modules, "wandb", fake)
     assert main(["isoflop", str(isoflop_sweep), *FAST, "--wandb"]) == 0
     assert logged["isoflop/trusted"] is True and logged["isoflop/a"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_report_states_the_known_floor_beside_the_fitted_E(isoflop_report) -> None:
+    # The fake runs record irreducible_loss = TRUTH["E"], as a synthetic language's runs do.
+    _, text, document, _ = isoflop_report
+    (chinchilla,) = [f for f in document["fits"] if f.get("law") == "chinchilla"]
+    E = chinchilla["params"]["E"]
+    section = text[text.index("## Chinchilla") :].split("\n## ")[0]
+    assert f"The data records its irreducible loss: {TRUTH['E']:.4g} nats/token" in section
+    assert f"E = {E:.4g}" in section and f"{E / TRUTH['E'] - 1:+.1%} from it" in section
