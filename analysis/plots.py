@@ -133,7 +133,7 @@ def plot_loss(
             )
         ax.set_title(
             _trust_label("L = E + A/N^α + B/D^β", fit)
-            + f"\n{_with_ci(fit, 'alpha')}, {_with_ci(fit, 'beta')}, {_with_ci(fit, 'E')}",
+            + f"\n{_with_ci(fit, 'alpha')}, {_with_ci(fit, 'beta')}\n{_with_ci(fit, 'E')}",
             fontsize=9,
         )
     if fit is not None and fit.law == "power" and not fit.trusted:
