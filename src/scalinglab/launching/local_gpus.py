@@ -77,7 +77,7 @@ class LocalGPUsLauncher(SpecLauncher):
         # Several processes per CPU slot would otherwise each start a thread per core.
         threads = max(1, (os.cpu_count() or 1) // (len(slots) * self.devices_per_job))
         # One process per slot running its jobs one after another saves each job the start-up
-        # (about 8 s of imports on a CPU: most of a small model's job); torchrun's ranks need
+        # (4-8 s of imports on 2 CPU cores: much of a small model's job); torchrun's ranks need
         # fresh processes. A worker that dies takes only its job with it: the next one replaces it.
         reuse = self.reuse_processes and self.devices_per_job == 1
         spawn = multiprocessing.get_context("spawn")
