@@ -21,6 +21,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,8 @@ from scalinglab.analysis.result import FitResult
 
 # The metrics.csv column that matches each run-level loss, for the training-curve envelope.
 CURVE_LOSS = {"val_loss": "val/loss", "best_val_loss": "val/loss", "train_loss": "train/loss"}
+# Logged steps that the training curves' running mean spans.
+SMOOTH = 5
 # The power law's x in words: what each point is the lowest loss at.
 AXIS_WORDS = {"n_params": "model size", "tokens": "token count", "flops": "compute budget"}
 
@@ -88,6 +91,20 @@ class Study:
         """The irreducible loss every run's data records (synthetic languages), if they agree."""
         floors = self.points.get("irreducible_loss", pd.Series(dtype=float)).dropna().unique()
         return float(floors[0]) if len(floors) == 1 else None
+
+    @cached_property
+    def curves(self) -> tuple[pd.DataFrame, str]:
+        """Per-step (flops, loss, n_params, run_id, schedule_end) rows of completed runs, and the
+        loss column; read once for the envelope and the curves figure. schedule_end: the run's
+        final tokens (run.json), where its schedule ends."""
+        if self.args.csv:
+            rows = _rows(self, ["flops", "loss", "n_params"], "the envelope")
+            return rows.assign(schedule_end=rows.get("tokens")), "loss"
+        loss = CURVE_LOSS[self.args.loss]
+        curves = completed(load_curves(self.args.paths)).dropna(subset=["flops"])
+        final_tokens = self.points.drop_duplicates("run_id").set_index("run_id")["tokens"]
+        curves = curves.assign(schedule_end=curves["run_id"].map(final_tokens))
+        return curves[curves["flops"] > 0], loss
 
     def against_floor(self, fit: FitResult) -> str:
         """ " Known floor ...: fitted E is x% above/below it." for a fit with an E, else ""."""
@@ -286,22 +303,8 @@ def analyse_isoflop(study: Study, chinchilla: FitResult | None = None) -> Sectio
     )
 
 
-def _curves(study: Study) -> tuple[pd.DataFrame, str]:
-    """Per-step (flops, loss, n_params, run_id, schedule_end) rows of completed runs, and the
-    loss column. schedule_end: the run's final tokens (run.json), where its schedule ends."""
-    args = study.args
-    if args.csv:
-        rows = _rows(study, ["flops", "loss", "n_params"], "the envelope")
-        return rows.assign(schedule_end=rows.get("tokens")), "loss"
-    loss = CURVE_LOSS[args.loss]
-    curves = completed(load_curves(args.paths)).dropna(subset=["flops"])
-    final_tokens = study.points.drop_duplicates("run_id").set_index("run_id")["tokens"]
-    curves = curves.assign(schedule_end=curves["run_id"].map(final_tokens))
-    return curves[curves["flops"] > 0], loss
-
-
 def analyse_envelope(study: Study) -> Section:
-    curves, loss = _curves(study)
+    curves, loss = study.curves
     curves = curves.dropna(subset=[loss])
     ends = curves["schedule_end"]
     fit = fit_envelope(
@@ -332,7 +335,7 @@ def analyse_envelope(study: Study) -> Section:
 def training_curves(study: Study, envelope: FitResult | None = None) -> Section:
     """Every run's curve (no fit): the smoothed training loss and the validations against
     compute, with the Approach-1 envelope when that fit is trusted."""
-    curves, _ = _curves(study)
+    curves, _ = study.curves
     n_runs = curves["run_id"].nunique()
     drawn = envelope is not None and envelope.trusted
     envelope_note = {
@@ -342,9 +345,9 @@ def training_curves(study: Study, envelope: FitResult | None = None) -> Section:
     return Section(
         title="Training curves",
         description=f"{n_runs} runs: what every fit below is made of.",
-        figures={"curves": plot_curves(curves, x="flops", fit=envelope)},
+        figures={"curves": plot_curves(curves, x="flops", fit=envelope, smooth=SMOOTH)},
         captions={
-            "curves": f"Training loss (running mean over 5 logged steps) and validation loss "
+            "curves": f"Training loss (running mean over {SMOOTH} logged steps) and validation loss "
             f"(dots) of {n_runs} runs against training FLOPs, coloured by model size"
             + (envelope_note[drawn] if envelope is not None else ".")
         },

@@ -89,7 +89,7 @@ def _parabola_residuals(
         residuals[member] = (loss[member] - fitted[member]) * np.sqrt(n_k / (n_k - 3))
     if exact.any() and (~exact).any():
         pooled = residuals[~exact]
-        residuals[exact] = np.resize(pooled, exact.sum())  # resampled within budget later
+        residuals[exact] = np.resize(pooled, exact.sum())  # copies, not zeros, in the pool
         fitted[exact] = loss[exact] - residuals[exact]
     return fitted, residuals
 
