@@ -152,6 +152,21 @@ def test_metrics_are_logged_every_log_every_n_steps(tmp_path: Path, val_every: i
     assert all(row["perf/tokens_per_sec"] for row in rows[1:])
 
 
+def test_validations_between_logged_steps_have_their_tokens_and_flops(tmp_path: Path) -> None:
+    """A validation on a step with no training row is still placed on the tokens and FLOPs axes
+    (training curves are drawn against them)."""
+    drop = ("trainer.log_every_n_steps", "trainer.max_steps", "trainer.val_check_interval")
+    overrides = [o for o in TINY if not o.startswith(drop)]
+    overrides += ["trainer.log_every_n_steps=5", "trainer.max_steps=10"]
+    result = train(compose_train(*overrides, "trainer.val_check_interval=3", output_dir=tmp_path))
+    validations = {int(r["step"]): r for r in read_metrics(tmp_path) if r["val/loss"]}
+    assert sorted(validations) == [3, 6, 9, 10]
+    for step, row in validations.items():
+        tokens = step * result["tokens_per_step"]
+        assert float(row["tokens"]) == tokens
+        assert float(row["flops"]) == tokens * result["flops_per_token"]
+
+
 class LateEvent:
     """A CUDA event's stand-in on a CPU: its step is done only at the third step end after it."""
 

@@ -185,14 +185,15 @@ class LanguageModel(pl.LightningModule):
         self._queued_step = step
         trainer = self.trainer
         loss, shape = self._last_step
-        tokens_per_step = math.prod(shape) * trainer.accumulate_grad_batches * trainer.world_size
-        metrics = {
-            "tokens": step * tokens_per_step,
-            "flops": step * tokens_per_step * self.config.flops_per_token(shape[1]),
-            "lr": trainer.optimizers[0].param_groups[0]["lr"],
-        }
+        metrics = {**self._position(step, shape), "lr": trainer.optimizers[0].param_groups[0]["lr"]}
         loss, done = self._to_host(loss)
         self._pending.append(_Row(step, metrics, loss, done, time.perf_counter(), shape[1]))
+
+    def _position(self, step: int, shape: torch.Size) -> dict[str, int]:
+        """Tokens and FLOPs trained on by the end of `step`, for batches of `shape`."""
+        trainer = self.trainer
+        tokens = step * math.prod(shape) * trainer.accumulate_grad_batches * trainer.world_size
+        return {"tokens": tokens, "flops": tokens * self.config.flops_per_token(shape[1])}
 
     @staticmethod
     def _to_host(loss: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
@@ -259,7 +260,11 @@ class LanguageModel(pl.LightningModule):
             self.log("val/bpb", bpb, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
 
     def on_validation_epoch_end(self) -> None:
-        self.log("step", float(self.trainer.global_step))
+        step = self.trainer.global_step
+        self.log("step", float(step))
+        if self._last_step is not None:  # a validation between logged steps is placed too
+            for key, value in self._position(step, self._last_step[1]).items():
+                self.log(key, torch.tensor(value, dtype=torch.float64))
 
     def _loss_scaler(self) -> torch.amp.GradScaler | None:
         return getattr(self.trainer.precision_plugin, "scaler", None)
