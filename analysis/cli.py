@@ -443,6 +443,7 @@ def log_to_wandb(sections: list[Section], study: Study) -> None:
 
     run = wandb.init(
         project=study.args.wandb_project,
+        entity=study.args.wandb_entity,
         group=study.sweep_id,
         job_type="analysis",
         config={
@@ -502,7 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fitting = common.add_argument_group("fitting and output")
     fitting.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")
-    fitting.add_argument("--seed", type=int, default=0)
+    fitting.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the bootstrap resamples (0): same seed, same fit",
+    )
     fitting.add_argument(
         "--json", help="write the fit as JSON (report: the report.json document, here too)"
     )
@@ -510,23 +516,68 @@ def build_parser() -> argparse.ArgumentParser:
     fitting.add_argument(
         "--wandb", action="store_true", help="log fits and figures to a W&B run (job_type analysis)"
     )
-    fitting.add_argument("--wandb-project", default="scalinglab")
+    fitting.add_argument(
+        "--wandb-project",
+        default="scalinglab",
+        help="W&B project of the --wandb run (scalinglab)",
+    )
+    fitting.add_argument(
+        "--wandb-entity",
+        help="W&B entity (user or team) of the --wandb run; default: your W&B default entity",
+    )
 
     parser = argparse.ArgumentParser(
         prog="scaling-fit",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    power = commands.add_parser(
-        "power", parents=[common], help="L(x) = E + A x^-alpha through the best loss at each x"
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], help=help, description=description)
+
+    power = command(
+        "power",
+        "L(x) = E + A x^-alpha through the best loss at each x",
+        "Fit L(x) = E + A x^-alpha by least squares on log L through the lowest loss at each x "
+        "(parameters, tokens, or each compute budget), with 95% bootstrap intervals and the "
+        "fit's checks. Figure: loss_vs_<x>.",
     )
-    power.add_argument("--x", choices=["n_params", "tokens", "flops"], default="n_params")
-    commands.add_parser("chinchilla", parents=[common], help="L(N, D), Chinchilla Approach 3")
-    commands.add_parser("isoflop", parents=[common], help="IsoFLOP parabolas, Approach 2")
-    commands.add_parser("envelope", parents=[common], help="training-curve envelope, Approach 1")
-    hparams = commands.add_parser(
-        "hparams", parents=[common], help="optimal lr and batch size vs compute"
+    power.add_argument(
+        "--x",
+        choices=["n_params", "tokens", "flops"],
+        default="n_params",
+        help="the scale variable x: parameters, training tokens, or compute (each run's budget) "
+        "(n_params)",
+    )
+    command(
+        "chinchilla",
+        "L(N, D), Chinchilla Approach 3",
+        "Fit L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann et al.'s Approach 3, Huber loss on "
+        "log L) to every completed run, and the compute-optimal N_opt(C), D_opt(C) it implies. "
+        "Needs runs that vary N and D independently. Figures: chinchilla, frontier_chinchilla.",
+    )
+    command(
+        "isoflop",
+        "IsoFLOP parabolas, Approach 2",
+        "Fit a parabola in log N to each compute budget's runs, take its minimum N_opt(C), then "
+        "N_opt = k_N C^a and D_opt = k_D C^b through the minima (Approach 2); a budget whose "
+        "minimum falls outside its sampled sizes is flagged, not used. Figure: isoflop.",
+    )
+    command(
+        "envelope",
+        "training-curve envelope, Approach 1",
+        "From every run's training curve (metrics.csv), the lowest loss at each FLOP count and "
+        "the model size reaching it, then N_opt = k_N C^a through those (Approach 1). "
+        "Figures: frontier_envelope, curves.",
+    )
+    hparams = command(
+        "hparams",
+        "optimal lr and batch size vs compute",
+        "Per compute budget, the runs within 1% of the best loss on a learning-rate x "
+        "batch-size grid; their centre is the optimum. Then lr_opt = k_lr C^e_lr and "
+        "batch_opt = k_bs C^e_bs; --rules writes them for scaling-train hparams=fitted. "
+        "Figure: hparams.",
     )
     hparams.add_argument(
         "--rules",
@@ -537,8 +588,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write --rules even when the fit is not trusted (the file records it)",
     )
-    report = commands.add_parser(
-        "report", parents=[common], help="every fit the data supports, as one Markdown report"
+    report = command(
+        "report",
+        "every fit the data supports, as one Markdown report",
+        "Every fit the data supports (power laws in N and C, L(N, D), IsoFLOP, envelope, "
+        "learning rate and batch size), each with its checks and figures, and why the others "
+        "were skipped: --out report.md and report.json beside it, the figures in the same "
+        "directory. Untrusted fits are marked and left out of the summary.",
     )
     report.add_argument("--out", default="report.md", help="the report; figures go beside it")
     return parser

@@ -1,6 +1,12 @@
 """Power laws and the Chinchilla loss L(N, D): the model functions and their fits.
 
 Units: x, N (parameters), D (tokens) and C (FLOPs) are counts; losses are in nats per token.
+
+Bounds, one convention: a dict from parameter name to (low, high), in the parameter's own units
+(A itself, not log A), naming only the parameters to bound; the others keep their defaults. Every
+fit records the box it used the same way, extras["bounds"] = {name: [low, high]}, which
+checks.within_bounds reads. fit_chinchilla bounds its two exponents together, exponent_bounds =
+(low, high) for alpha and beta alike.
 """
 
 from __future__ import annotations
@@ -167,6 +173,31 @@ def _named(values: Sequence[float] | Mapping[str, float] | None, names: Sequence
     return dict(zip(names, values, strict=True))
 
 
+def _bounds(
+    bounds: Mapping[str, tuple[float, float]] | None,
+    defaults: Mapping[str, tuple[float, float]],
+) -> dict[str, tuple[float, float]]:
+    """The box a fit uses: `defaults` with the given {name: (low, high)} replacing theirs, or a
+    ValueError naming what breaks the convention (module docstring)."""
+    names = list(defaults)
+    if bounds is not None and not isinstance(bounds, Mapping):
+        # A sequence is ambiguous: in parameter order, or scipy's (lows, highs)?
+        raise ValueError(
+            f"bounds must be a dict name -> (low, high), e.g. {{'alpha': (0.0, 2.0)}}, "
+            f"for parameters {names}; got {type(bounds).__name__} {bounds!r}"
+        )
+    box = dict(defaults)
+    for name, pair in _named(bounds, names, "bounds").items():
+        try:
+            low, high = (float(v) for v in pair)
+        except (TypeError, ValueError):
+            raise ValueError(f"bounds[{name!r}] must be a pair (low, high), got {pair!r}") from None
+        if not low < high:
+            raise ValueError(f"bounds[{name!r}] must have low < high, got ({low:g}, {high:g})")
+        box[name] = (low, high)
+    return box
+
+
 def fit_power_law(
     x: np.ndarray,
     y: np.ndarray,
@@ -175,15 +206,17 @@ def fit_power_law(
     n_bootstrap: int = 200,
     seed: int = 0,
     p0: Sequence[float] | Mapping[str, float] | None = None,
-    bounds: Sequence[tuple[float, float]] | Mapping[str, tuple[float, float]] | None = None,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
     check_extrapolation: bool = True,
 ) -> FitResult:
     """Fit y = E + A x^-alpha (offset=False: y = A x^-alpha) by least squares on log y.
 
     x: positive scale variable (parameters, tokens, FLOPs); y: positive, e.g. loss in nats.
-    p0, bounds: per parameter, by name or in order (E, A, alpha) / (A, alpha). Default bounds:
-        E in [0, inf), A in (0, inf), alpha in [0, 10]. With p0 the optimiser starts there;
-        otherwise from the best point of an alpha grid with (E, A) solved exactly.
+    p0: the starting point, by name or in order (E, A, alpha) / (A, alpha); without it the
+        optimiser starts from the best point of an alpha grid with (E, A) solved exactly.
+    bounds: {name: (low, high)} for the parameters to bound (module docstring), e.g.
+        {"alpha": (0.2, 1.0)}; the others keep their defaults, E in [0, inf), A in (0, inf),
+        alpha in [0, 10].
     objective: sum of squared log residuals. Intervals: bootstrap over points.
     checks: design (at least two more points than parameters), bounds, intervals (alpha excludes
         0, E and A within a factor 100), extrapolation (refit without the largest x, which
@@ -198,12 +231,13 @@ def fit_power_law(
     if np.unique(x).size < 2:
         raise ValueError("x needs at least two distinct values to fit a power law")
 
-    box = {"E": (0.0, np.inf), "A": (1e-300, np.inf), "alpha": (0.0, 10.0)}
-    box.update(_named(bounds, names, "bounds"))
+    defaults = {"E": (0.0, np.inf), "A": (1e-300, np.inf), "alpha": (0.0, 10.0)}
+    box = _bounds(bounds, {k: defaults[k] for k in names})
+    if box["A"][1] <= 0:
+        raise ValueError(f"bounds['A'] must allow a positive A, got {box['A']}")
+    # A is fitted as log A: its box too.
     lo = np.array([box[k][0] if k != "A" else np.log(max(box[k][0], 1e-300)) for k in names])
     hi = np.array([box[k][1] if k != "A" else np.log(box[k][1]) for k in names])
-    if np.any(lo >= hi):
-        raise ValueError(f"bounds must have lower < upper, got {[box[k] for k in names]}")
 
     logx, logy = np.log(x), np.log(y)
     if p0 is not None:
@@ -253,6 +287,7 @@ def fit_power_law(
         message=str(fit.message) + skipped_note(n_ok, n_bootstrap),
         objective=float(2.0 * fit.cost),
         extras={
+            "data": {"x": x.tolist(), "y": y.tolist()},  # what FitResult.plot draws
             "offset": offset,
             "bounds": {k: [float(v) for v in box[k]] for k in names},
             "bootstrap": draws,
@@ -546,6 +581,7 @@ def fit_chinchilla(
         message=message,
         objective=float(best.fun * n * delta),
         extras={
+            "data": {"N": N.tolist(), "D": D.tolist(), "loss": loss.tolist()},  # for .plot()
             "delta": delta,
             "n_starts": len(starts),
             "compute_range": [float(np.min(6.0 * N * D)), float(np.max(6.0 * N * D))],

@@ -2,17 +2,21 @@
 `save` writes it as PNG and SVG.
 
 Figures are built with `matplotlib.figure.Figure` (rendered by Agg), never pyplot, so no global
-state or display is involved and nothing leaks between calls.
+state or display is involved and nothing leaks between calls. The one-panel figures (plot_loss,
+plot_frontier) draw on a given `ax` instead when one is passed (a notebook's, FitResult.plot's),
+and return its figure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, LogNorm, Normalize
 from matplotlib.figure import Figure
@@ -23,6 +27,7 @@ from scalinglab.analysis.laws import compute_optimal_allocation
 from scalinglab.analysis.result import FitResult
 
 AXIS_LABELS = {
+    "x": "x",
     "n_params": "parameters N",
     "n_params_nonembedding": "non-embedding parameters N",
     "tokens": "training tokens D",
@@ -34,9 +39,13 @@ SYMBOLS = {"n_params": "N", "tokens": "D", "flops": "C"}
 COLORMAP = "viridis"
 
 
-def _figure(title: str, size: tuple[float, float] = (6.4, 4.6)) -> tuple[Figure, object]:
-    fig = Figure(figsize=size, layout="constrained")
-    ax = fig.add_subplot()
+def _figure(
+    title: str, size: tuple[float, float] = (6.4, 4.6), ax: Axes | None = None
+) -> tuple[Figure, Axes]:
+    """A new one-panel figure, or `ax` and its figure; titled and gridded."""
+    if ax is None:
+        ax = Figure(figsize=size, layout="constrained").add_subplot()
+    fig = ax.get_figure()
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     return fig, ax
@@ -49,7 +58,7 @@ def _plain_log_labels(axis: object) -> None:
     axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
-def _colour_scale(fig: Figure, ax: object, norm: Normalize, label: str) -> Colormap:
+def _colour_scale(fig: Figure, ax: Axes, norm: Normalize, label: str) -> Colormap:
     """A colorbar for `norm`; returns the colormap to draw with."""
     cmap = colormaps[COLORMAP]
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=label)
@@ -76,6 +85,41 @@ def _span(values: np.ndarray, below: float = 0.3, above: float = 0.3, n: int = 2
     return np.logspace(lo, hi, n)
 
 
+def loss_band(
+    fit: FitResult, x: np.ndarray, tokens: float | None = None, *, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """The bootstrap band of a power or chinchilla fit's loss: at each x (chinchilla: each N, at
+    `tokens` D), the central `level` percentile interval of the loss predicted by each resample's
+    refitted law (extras["bootstrap"]). Each resample's parameters are used together, as in
+    frontier_band. A ValueError if the fit has no draws."""
+    draws = fit.extras.get("bootstrap")
+    if not draws:
+        raise ValueError(f"the {fit.law} fit has no bootstrap draws, so its loss has no band")
+    per_draw = {name: np.asarray(draws[name], float) for name in fit.params}
+    inputs = (np.asarray(x, float)[:, None],) + (() if tokens is None else (tokens,))
+    with np.errstate(over="ignore"):  # an unidentified fit's draws may overflow: an open band
+        losses = replace(fit, params=per_draw).predict(*inputs)  # x by resamples
+    tail = 50.0 * (1.0 - level)  # as percentile_interval, vectorised over x
+    lo, hi = np.nanpercentile(losses, [tail, 100.0 - tail], axis=-1)
+    return lo, hi
+
+
+def _draw_band(
+    ax: Axes, x: np.ndarray, fit: FitResult, band, *, color: object, legend: bool = True
+) -> None:
+    """The 95% bootstrap band `band()` (lo, hi) of `fit` over x, or a legend entry saying it has
+    none: never a stand-in band. legend=False: the band only (a second band of one fit)."""
+    if fit.extras.get("bootstrap"):
+        lo, hi = band()
+        n_ok = fit.extras["n_bootstrap_ok"]
+        label = f"95% band ({n_ok} bootstrap refits)" if legend else "_nolegend_"
+        ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0, label=label)
+    elif legend:
+        n_bootstrap = fit.extras.get("n_bootstrap", 0)
+        why = f"none of {n_bootstrap} resamples fitted" if n_bootstrap else "n_bootstrap=0"
+        ax.plot([], [], " ", label=f"no band: no bootstrap draws ({why})")
+
+
 def _with_ci(fit: FitResult, name: str) -> str:
     value = fit.params.get(name, fit.derived.get(name))
     if name in fit.ci95:
@@ -91,18 +135,25 @@ def plot_loss(
     *,
     x_name: str = "n_params",
     tokens: Sequence[float] | None = None,
+    ax: Axes | None = None,
 ) -> Figure:
-    """Loss against x (x_name: n_params, tokens or flops), log-log, with the fitted law.
+    """Loss against x (x_name: n_params, tokens, flops, or x for any other), log-log, with the
+    fitted law and its 95% bootstrap band (loss_band; the legend says when there is none).
 
     tokens: colours the points by training tokens; a chinchilla fit (x_name="n_params") is
-    then drawn as L(N) at a few token counts spanning the data, in the same colours.
+    then drawn as L(N) at a few token counts spanning the data, in the same colours, each with
+    its band. The y range is the data's and the fitted curves': a band wider than that is cut.
     """
     x, loss = np.asarray(x, float), np.asarray(loss, float)
-    fig, ax = _figure(f"Loss vs {AXIS_LABELS[x_name].split(' (')[0]}")
+    fig, ax = _figure(f"Loss vs {AXIS_LABELS[x_name].split(' (')[0]}", ax=ax)
     ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS[x_name], ylabel=AXIS_LABELS["loss"])
     _plain_log_labels(ax.yaxis)
-    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
     curve_x = _span(x)
+    if np.log10(curve_x[-1] / curve_x[0]) < 2.5:  # one or two powers of 10: label 2s and 5s too
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter("{x:g}")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
+    curves = []  # the fitted law's losses drawn (and E): the y range holds them and the data
     one_token_count = tokens is not None and np.nanmin(tokens) == np.nanmax(tokens)
     if tokens is None or (one_token_count and (fit is None or fit.law == "power")):
         label = f"runs (D = {np.nanmin(tokens):.3g} tokens)" if one_token_count else "runs"
@@ -118,19 +169,21 @@ def plot_loss(
         label = f"fit L = E + A·{symbol}^-alpha\n" + ", ".join(
             _with_ci(fit, k) for k in ("alpha", "E") if k in fit.params
         )
-        ax.plot(curve_x, fit.predict(curve_x), color="C3", label=label)
+        curves.append(fit.predict(curve_x))
+        ax.plot(curve_x, curves[-1], color="C3", label=label)
+        _draw_band(ax, curve_x, fit, lambda: loss_band(fit, curve_x), color="C3")
         if fit.params.get("E", 0) > 0:
             ax.axhline(fit.params["E"], color="C3", ls=":", lw=1, label="irreducible loss E")
+            curves.append(np.array([fit.params["E"]]))
     elif fit is not None and fit.law == "chinchilla":
         if tokens is None or x_name != "n_params":
             raise ValueError("a chinchilla fit is drawn against n_params with tokens given")
-        for level in np.geomspace(np.nanmin(tokens), np.nanmax(tokens), 4):
-            ax.plot(
-                curve_x,
-                fit.predict(curve_x, level),
-                color=cmap(norm(level)),
-                label=f"fit at D = {level:.2g}",
-            )
+        for k, level in enumerate(np.geomspace(np.nanmin(tokens), np.nanmax(tokens), 4)):
+            curves.append(fit.predict(curve_x, level))
+            color = cmap(norm(level))
+            ax.plot(curve_x, curves[-1], color=color, label=f"fit at D = {level:.2g}")
+            band = lambda level=level: loss_band(fit, curve_x, level)  # noqa: E731
+            _draw_band(ax, curve_x, fit, band, color=color, legend=k == 0)
         ax.set_title(
             _trust_label("L = E + A/N^α + B/D^β", fit)
             + f"\n{_with_ci(fit, 'alpha')}, {_with_ci(fit, 'beta')}\n{_with_ci(fit, 'E')}",
@@ -138,11 +191,14 @@ def plot_loss(
         )
     if fit is not None and fit.law == "power" and not fit.trusted:
         ax.set_title(_trust_label(ax.get_title(), fit))
+    if fit is not None:  # an unidentified fit's band can span decades: keep the data readable
+        shown = np.concatenate([loss, *curves])
+        ax.set_ylim(np.nanmin(shown) / 1.05, np.nanmax(shown) * 1.05)
     ax.legend(fontsize=8)
     return fig
 
 
-def _draw_profiles(fig: Figure, ax: object, fit: FitResult) -> tuple[Colormap, LogNorm]:
+def _draw_profiles(fig: Figure, ax: Axes, fit: FitResult) -> tuple[Colormap, LogNorm]:
     """IsoFLOP profiles on `ax`: loss against N per budget, the parabola in log10 N and its
     minimum with its 95% interval; a minimum outside the sampled sizes is hollow and labelled.
     Returns the budgets' colour scale, for other panels to share."""
@@ -192,25 +248,16 @@ def _draw_profiles(fig: Figure, ax: object, fit: FitResult) -> tuple[Colormap, L
 
 
 def _draw_frontier(
-    ax: object, fit: FitResult, compute: np.ndarray, *, color: str, label: str, ls: str = "-"
+    ax: Axes, fit: FitResult, compute: np.ndarray, *, color: str, label: str, ls: str = "-"
 ) -> None:
     """N_opt(C) of a chinchilla, isoflop or envelope fit over `compute`, with its 95% bootstrap
     band (frontier_band), or a legend entry saying it has none: never a stand-in band."""
     n_opt = compute_optimal_allocation(fit, compute)["N_opt"]
     ax.plot(compute, n_opt, color=color, ls=ls, label=f"{label}, {_with_ci(fit, 'a')}")
-    if fit.extras.get("bootstrap"):
-        lo, hi = frontier_band(fit, compute)
-        n_ok = fit.extras["n_bootstrap_ok"]
-        ax.fill_between(
-            compute, lo, hi, color=color, alpha=0.18, label=f"95% band ({n_ok} bootstrap refits)"
-        )
-    else:
-        n_bootstrap = fit.extras.get("n_bootstrap", 0)
-        why = f"none of {n_bootstrap} resamples fitted" if n_bootstrap else "n_bootstrap=0"
-        ax.plot([], [], " ", label=f"no band: no bootstrap draws ({why})")
+    _draw_band(ax, compute, fit, lambda: frontier_band(fit, compute), color=color)
 
 
-def _frontier_axes(ax: object, budgets: np.ndarray, beyond_decades: float) -> np.ndarray:
+def _frontier_axes(ax: Axes, budgets: np.ndarray, beyond_decades: float) -> np.ndarray:
     """Log axes for N_opt(C) from the smallest budget to `beyond_decades` past the largest, the
     extrapolated part shaded; returns the compute grid."""
     compute = np.logspace(np.log10(budgets.min()), np.log10(budgets.max()) + beyond_decades, 100)
@@ -269,7 +316,11 @@ def plot_isoflop(
 
 
 def plot_frontier(
-    fit: FitResult, budgets: Sequence[float], *, beyond_decades: float = 1.0
+    fit: FitResult,
+    budgets: Sequence[float],
+    *,
+    beyond_decades: float = 1.0,
+    ax: Axes | None = None,
 ) -> Figure:
     """The compute-optimal model size N_opt(C) of a chinchilla, isoflop or envelope fit, from the
     smallest budget to `beyond_decades` past the largest, with its 95% bootstrap band.
@@ -280,7 +331,7 @@ def plot_frontier(
     and the legend says so. The measured optima (IsoFLOP minima with their intervals, or the
     envelope's winners) are drawn as points; flagged ones hollow.
     """
-    fig, ax = _figure(_trust_label(f"Compute-optimal model size ({fit.law})", fit))
+    fig, ax = _figure(_trust_label(f"Compute-optimal model size ({fit.law})", fit), ax=ax)
     compute = _frontier_axes(ax, np.asarray(budgets, float), beyond_decades)
     _draw_frontier(ax, fit, compute, color="C0", label="N_opt ∝ C^a")
     for point in fit.extras.get("budgets", []):

@@ -1,12 +1,20 @@
-"""The one result type every fit returns, and its JSON form (the `scaling-fit --json` schema)."""
+"""The one result type every fit returns, its JSON form (the `scaling-fit --json` schema), and
+its notebook faces: a short repr, summary() as a table, plot() on an Axes."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+# The repr's width in characters: a failing check's detail is cut to it (summary() has it all).
+REPR_WIDTH = 100
 
 
 @dataclass
@@ -21,8 +29,9 @@ class FitResult:
     converged: whether the optimiser reported success; `message` says why not.
     objective: final value of the fit's objective (lower is better).
     extras:    law-specific data for plots and reports (per-budget parabolas, residuals...);
-               JSON-serialisable. chinchilla/isoflop/envelope: extras["bootstrap"] holds each
-               resample's refitted values, {name: [draw, ...]}, for frontier_band.
+               JSON-serialisable. extras["bootstrap"] holds each resample's refitted values,
+               {name: [draw, ...]}, for frontier_band and loss_band; extras["data"], the points
+               a power ({x, y}) or chinchilla ({N, D, loss}) fit was fitted to, for plot().
     checks:    what the fit checked about itself (analysis/checks.py): {name, passed, detail,
                params}, params naming the parameters and derived values a failing check finds
                not identified ([] when it concerns the fit as a whole).
@@ -81,6 +90,93 @@ class FitResult:
             return {"lr": p["k_lr"] * C ** p["e_lr"], "batch_size": p["k_bs"] * C ** p["e_bs"]}
         raise ValueError(f"no prediction for law {self.law!r}")
 
+    def __repr__(self) -> str:
+        """A screenful: law, points, trusted or not with each failing check (its detail cut to
+        one line), then every parameter and derived value with its 95% interval. Never the
+        bootstrap draws or the data (extras)."""
+        from scalinglab.analysis.report import fit_table  # report imports this module
+
+        failed = self.failed_checks
+        trust = "trusted" if not failed else "NOT TRUSTED"
+        lines = [f"FitResult({self.law}, {self.n_points} points, {trust})"]
+        for check in failed:  # indented under the header, cut to the width
+            lines.append("  " + _one_line(f"failed {check['name']}: {check['detail']}", REPR_WIDTH))
+        for row in fit_table(self).itertuples(index=False):
+            interval = (
+                f"[{row.ci95_lo:.4g}, {row.ci95_hi:.4g}]" if row.ci95_lo == row.ci95_lo else ""
+            )
+            notes = [] if row.kind == "param" else ["derived"]
+            notes += ["not identified"] if row.identified == "no" else []
+            note = f"  ({', '.join(notes)})" if notes else ""
+            lines.append(f"  {row.name:<6} = {row.value:<10.4g} {interval:<24}{note}".rstrip())
+        return "\n".join(lines)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per parameter and derived value (index: name): kind, value, ci95_lo, ci95_hi
+        (the 95% interval, NaN without one), identified, and failed_checks: the failing checks
+        that concern it (those naming it, and those about the whole fit), comma-separated, or
+        "none". attrs: law, n_points, trusted."""
+        from scalinglab.analysis.report import fit_table  # report imports this module
+
+        table = fit_table(self).set_index("name")
+        failed = self.failed_checks
+
+        def concerning(name: str) -> str:
+            names = [c["name"] for c in failed if not c.get("params") or name in c["params"]]
+            return ", ".join(dict.fromkeys(names)) or "none"
+
+        table["failed_checks"] = [concerning(name) for name in table.index]
+        table.attrs.update(law=self.law, n_points=self.n_points, trusted=self.trusted)
+        return table
+
+    def plot(self, ax: Axes | None = None, **options: Any) -> Axes:
+        """Draw the fit with its data and 95% bootstrap band on `ax` (None: a new pyplot figure,
+        so a notebook shows it) and return the Axes. The drawing is the report's own:
+
+        power:              plot_loss(x, y, fit): the points, the law and its band (options:
+                            x_name="n_params" | "tokens" | "flops" for the axis label).
+        chinchilla:         plot_loss(N, loss, fit, tokens=D): L(N) at a few token counts.
+        isoflop, envelope:  plot_frontier: the measured optima and N_opt(C) with its band
+                            (plot_isoflop(fit) draws the IsoFLOP profiles beside it).
+        hparams:            a ValueError: its figure has a panel per budget (plot_hparams).
+        `options` go to that function.
+        """
+        from scalinglab.analysis import plots  # plots imports this module
+
+        data = self.extras.get("data")
+        if self.law == "hparams":
+            raise ValueError(
+                "a hparams fit is drawn one panel per compute budget, not on one Axes: call "
+                "scalinglab.analysis.plot_hparams(fit), which returns the Figure"
+            )
+        if self.law in ("power", "chinchilla") and data is None:
+            call = (
+                "plot_loss(x, y, fit)"
+                if self.law == "power"
+                else "plot_loss(N, loss, fit, tokens=D)"
+            )
+            raise ValueError(
+                f"this {self.law} fit carries no data (extras['data']; read from an older JSON?): "
+                f"call scalinglab.analysis.{call}"
+            )
+        if self.law not in ("power", "chinchilla", "isoflop", "envelope"):
+            raise ValueError(f"no drawing for law {self.law!r}")
+        if ax is None:
+            import matplotlib.pyplot as plt  # only here: a notebook shows pyplot's figures
+
+            _, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
+        if self.law == "power":
+            options = {"x_name": "x"} | options
+            plots.plot_loss(data["x"], data["y"], self, ax=ax, **options)
+        elif self.law == "chinchilla":
+            plots.plot_loss(data["N"], data["loss"], self, tokens=data["D"], ax=ax, **options)
+        else:
+            points = self.extras.get("budgets") or [
+                p for p in self.extras["envelope"] if p["in_range"]
+            ]
+            plots.plot_frontier(self, [p["C"] for p in points], ax=ax, **options)
+        return ax
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "law": self.law,
@@ -104,3 +200,9 @@ class FitResult:
         values = {k: v for k, v in document.items() if k in fields}
         values["ci95"] = {k: tuple(v) for k, v in values.get("ci95", {}).items()}
         return cls(**values)
+
+
+def _one_line(text: str, width: int) -> str:
+    """`text` on one line of at most `width` characters, cut with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from scalinglab.analysis.cli import main
+from scalinglab.analysis.cli import build_parser, main
 from scalinglab.analysis.compute_optimal import frontier_band
 from scalinglab.analysis.load import completed, load_runs
 from scalinglab.analysis.report import Section, write_report
@@ -414,6 +415,52 @@ def test_wandb_offline_run(isoflop_sweep: Path, tmp_path: Path, monkeypatch) -> 
     media = runs[0] / "files" / "media"
     assert {p.name.split("_0_")[0] for p in media.glob("images/isoflop/*.png")} == {"isoflop"}
     assert list(media.glob("table/isoflop/fit_*.table.json"))
+
+
+def test_every_subcommand_and_option_says_what_it_does() -> None:
+    parser = build_parser()
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    listed = {choice.dest: choice.help for choice in subparsers._choices_actions}
+    assert (
+        set(listed)
+        == set(subparsers.choices)
+        == {
+            "power",
+            "chinchilla",
+            "isoflop",
+            "envelope",
+            "hparams",
+            "report",
+        }
+    )
+    for name, command in subparsers.choices.items():
+        assert listed[name] and command.description, name
+        for action in command._actions:
+            assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
+    assert "--wandb-entity" in subparsers.choices["report"].format_help()
+
+
+def test_wandb_run_goes_to_the_given_project_and_entity(isoflop_sweep: Path, monkeypatch) -> None:
+    started: dict = {}
+
+    class Run:
+        summary: dict = {}
+
+        def log(self, values: dict) -> None:
+            pass
+
+    fake = types.SimpleNamespace(
+        init=lambda **kw: started.update(kw) or Run(),
+        Table=lambda **kw: None,
+        Image=lambda pixels: None,
+        finish=lambda: None,
+    )
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    argv = ["isoflop", str(isoflop_sweep), *FAST, "--wandb", "--wandb-project", "p"]
+    assert main([*argv, "--wandb-entity", "team"]) == 0
+    assert (started["project"], started["entity"]) == ("p", "team")
+    assert main(argv) == 0
+    assert started["entity"] is None  # W&B's own default entity
 
 
 def test_wandb_summary_says_which_laws_are_trusted(isoflop_sweep: Path, monkeypatch) -> None:

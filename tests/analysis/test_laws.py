@@ -196,6 +196,11 @@ def test_power_law_honours_p0_and_bounds():
     fit = fit_power_law(x, y, n_bootstrap=0, bounds={"alpha": (0.4, 1.0)})
     assert 0.4 <= fit.params["alpha"] <= 1.0
     assert fit.params["alpha"] == pytest.approx(0.4, abs=1e-6)  # truth 0.3 lies below the box
+    # The box used, in the one form every fit records: given bounds, the others' defaults.
+    assert fit.extras["bounds"] == {"E": [0.0, np.inf], "A": [1e-300, np.inf], "alpha": [0.4, 1.0]}
+    # A is bounded in its own units, though fitted as log A.
+    capped = fit_power_law(x, y, n_bootstrap=0, bounds={"A": (1.0, 5.0)})
+    assert capped.params["A"] == pytest.approx(5.0)
     from_p0 = fit_power_law(x, y, n_bootstrap=0, p0=(1.5, 30.0, 0.2))
     default = fit_power_law(x, y, n_bootstrap=0)
     assert from_p0.params["alpha"] == pytest.approx(default.params["alpha"], abs=1e-5)
@@ -218,6 +223,10 @@ def test_power_law_is_deterministic_for_a_seed():
         ([1.0], [3.0], {"offset": False}, "2 parameters but only 1 points"),
         ([2.0, 2.0, 2.0], [1.0, 2.0, 3.0], {}, "distinct"),
         ([1.0, 2.0, 3.0], [3.0, 2.0, 1.5], {"bounds": {"beta": (0, 1)}}, "unknown parameter"),
+        # In order or scipy's (lows, highs)? A sequence is refused: one convention, a dict.
+        ([1.0, 2.0, 3.0], [3.0, 2.0, 1.5], {"bounds": [(0, 5), (1, 9), (0, 1)]}, "dict name ->"),
+        ([1.0, 2.0, 3.0], [3.0, 2.0, 1.5], {"bounds": {"alpha": (1, 0)}}, "low < high"),
+        ([1.0, 2.0, 3.0], [3.0, 2.0, 1.5], {"bounds": {"alpha": 1.0}}, "a pair"),
         ([1.0, 2.0, 3.0], [3.0, 2.0, 1.5], {"p0": (1.0, 2.0)}, "needs 3 values"),
     ],
 )

@@ -6,11 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.collections import PolyCollection
+from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.figure import Figure
 
+from scalinglab.analysis import laws
 from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop, frontier_band
-from scalinglab.analysis.laws import compute_optimal_allocation, fit_chinchilla, fit_power_law
+from scalinglab.analysis.laws import (
+    compute_optimal_allocation,
+    fit_chinchilla,
+    fit_power_law,
+    power_law,
+)
 from scalinglab.analysis.load import budget_flops, budget_labels, completed, load_curves, load_runs
 from scalinglab.analysis.plots import (
     plot_curves,
@@ -20,7 +26,7 @@ from scalinglab.analysis.plots import (
     save,
 )
 
-from .fake_runs import TRUTH, chinchilla_loss, optimal_n_params
+from .fake_runs import chinchilla_loss, optimal_n_params
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +44,18 @@ def legend(ax) -> list[str]:
 def labels(fig: Figure) -> list[str]:
     ax = fig.axes[0]
     return [ax.get_xlabel(), ax.get_ylabel(), ax.get_title(), ax.get_xscale()]
+
+
+def band_edges(band: PolyCollection, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest and highest y that a fill_between polygon reaches at each x."""
+    vertices = band.get_paths()[0].vertices
+    at = [vertices[np.isclose(vertices[:, 0], value, rtol=1e-12), 1] for value in x]
+    return np.array([y.min() for y in at]), np.array([y.max() for y in at])
+
+
+def percentile_band(per_draw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2.5 and 97.5 percentiles over the draws (last axis), computed here, not by the code."""
+    return tuple(np.percentile(per_draw, [2.5, 97.5], axis=-1))
 
 
 def test_power_law_plot_draws_the_fit(runs, tmp_path: Path) -> None:
@@ -60,6 +78,7 @@ def test_chinchilla_plot_has_a_curve_per_token_level(runs) -> None:
     n_grid, loss_grid = curves[0].get_data()
     level = runs["tokens"].min()  # the first curve is at the fewest tokens trained on
     assert np.allclose(loss_grid, chinchilla_loss(n_grid, level), rtol=1e-3)
+    assert np.allclose(loss_grid, laws.chinchilla_loss(n_grid, level, **fit.params))
     with pytest.raises(ValueError, match="tokens"):
         plot_loss(runs["n_params"], runs["val_loss"], fit)
 
@@ -160,7 +179,55 @@ def test_curves_draw_the_envelope_only_when_it_is_trusted(isoflop_sweep: Path) -
     assert "envelope: lowest loss per FLOP bin" not in legend(ax)
 
 
-def test_truth_constants_are_consistent() -> None:
-    # The fixtures' optimum sits at ~20 tokens per parameter.
-    ratio = (TRUTH["B"] / TRUTH["A"]) ** (1 / TRUTH["alpha"])
-    assert 19 < ratio < 21
+def test_power_law_plot_draws_the_points_the_law_and_its_band() -> None:
+    """What is drawn is the data, the fitted law at the line's x, and the 95% band of the
+    bootstrap refits' laws at that x; the y range holds the data and the line."""
+    rng = np.random.default_rng(0)
+    x = np.geomspace(1e4, 1e8, 12)
+    y = power_law(x, 2.0, 40.0, 0.3) * np.exp(0.01 * rng.standard_normal(12))
+    fit = fit_power_law(x, y, n_bootstrap=40)
+    fig = plot_loss(x, y, fit)
+    ax = fig.axes[0]
+    (points,) = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert np.allclose(points.get_offsets(), np.column_stack([x, y]))
+    (line,) = [line for line in ax.get_lines() if line.get_label().startswith("fit L")]
+    line_x, line_y = line.get_data()
+    assert line_x.min() < x.min() and line_x.max() > x.max()
+    assert np.allclose(line_y, power_law(line_x, **fit.params))
+    draws = fit.extras["bootstrap"]
+    per_draw = power_law(line_x[:, None], *(np.array(draws[k]) for k in ("E", "A", "alpha")))
+    (band,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    lo, hi = percentile_band(per_draw)
+    assert np.allclose(band_edges(band, line_x), (lo, hi), rtol=1e-9)
+    assert np.all(lo <= line_y * 1.001) and np.all(line_y <= hi * 1.001)
+    assert "95% band (40 bootstrap refits)" in legend(ax)
+    bottom, top = ax.get_ylim()
+    assert bottom <= min(y.min(), line_y.min()) and top >= max(y.max(), line_y.max())
+    # Without draws there is no band, and the legend says why.
+    bare = plot_loss(x, y, fit_power_law(x, y, n_bootstrap=0)).axes[0]
+    assert not [c for c in bare.collections if isinstance(c, PolyCollection)]
+    assert "no band: no bootstrap draws (n_bootstrap=0)" in legend(bare)
+
+
+def test_a_band_wider_than_the_data_is_cut_to_the_data() -> None:
+    """An unidentified fit's band can span decades; the y range stays the data's and the law's
+    (A of every refit scaled up here: a band far above the points)."""
+    x = np.geomspace(1e4, 1e8, 8)
+    y = power_law(x, 2.0, 40.0, 0.3)
+    fit = fit_power_law(x, y, n_bootstrap=20)
+    fit.extras["bootstrap"]["A"] = [a * 1e3 for a in fit.extras["bootstrap"]["A"]]
+    ax = plot_loss(x, y, fit).axes[0]
+    (band,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert band.get_paths()[0].vertices[:, 1].max() > 10 * y.max()
+    (line,) = [line for line in ax.get_lines() if line.get_label().startswith("fit L")]
+    shown = np.concatenate([y, line.get_ydata(), [fit.params["E"]]])  # E: a dotted line
+    assert ax.get_ylim() == pytest.approx((shown.min() / 1.05, shown.max() * 1.05))
+
+
+def test_plot_loss_draws_on_a_given_axes() -> None:
+    x = np.geomspace(1e4, 1e8, 8)
+    fit = fit_power_law(x, power_law(x, 2.0, 40.0, 0.3), n_bootstrap=0)
+    ax = Figure().add_subplot()
+    assert plot_loss(x, power_law(x, 2.0, 40.0, 0.3), fit, ax=ax) is ax.figure
+    assert len(ax.figure.axes) == 1 and ax.get_xscale() == "log"
+    assert [line.get_label() for line in ax.get_lines()][0].startswith("fit L")
