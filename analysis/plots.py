@@ -105,14 +105,15 @@ def loss_band(
 
 
 def _draw_band(
-    ax: Axes, x: np.ndarray, fit: FitResult, band, *, color: object, legend: bool = True
+    ax: Axes, x: np.ndarray, fit: FitResult, band, *, color: object, legend: str | None = "band"
 ) -> None:
     """The 95% bootstrap band `band()` (lo, hi) of `fit` over x, or a legend entry saying it has
-    none: never a stand-in band. legend=False: the band only (a second band of one fit)."""
+    none: never a stand-in band. legend: what the entry calls it; None: no entry (a second band
+    of one fit)."""
     if fit.extras.get("bootstrap"):
         lo, hi = band()
         n_ok = fit.extras["n_bootstrap_ok"]
-        label = f"95% band ({n_ok} bootstrap refits)" if legend else "_nolegend_"
+        label = f"95% {legend} ({n_ok} bootstrap refits)" if legend else "_nolegend_"
         ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0, label=label)
     elif legend:
         n_bootstrap = fit.extras.get("n_bootstrap", 0)
@@ -153,7 +154,7 @@ def plot_loss(
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter("{x:g}")
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
-    curves = []  # the fitted law's losses drawn (and E): the y range holds them and the data
+    curves = []  # the law's losses drawn (and E near them): the y range holds them and the data
     one_token_count = tokens is not None and np.nanmin(tokens) == np.nanmax(tokens)
     if tokens is None or (one_token_count and (fit is None or fit.law == "power")):
         label = f"runs (D = {np.nanmin(tokens):.3g} tokens)" if one_token_count else "runs"
@@ -172,9 +173,13 @@ def plot_loss(
         curves.append(fit.predict(curve_x))
         ax.plot(curve_x, curves[-1], color="C3", label=label)
         _draw_band(ax, curve_x, fit, lambda: loss_band(fit, curve_x), color="C3")
-        if fit.params.get("E", 0) > 0:
-            ax.axhline(fit.params["E"], color="C3", ls=":", lw=1, label="irreducible loss E")
-            curves.append(np.array([fit.params["E"]]))
+        E = fit.params.get("E", 0.0)
+        if E > 0:
+            # Far below the data (an E the data cannot pin down), it would squash the points.
+            near = np.nanmin(np.concatenate([loss, *curves])) / 2 <= E
+            label = "irreducible loss E" if near else f"irreducible loss E = {E:.3g}, below"
+            ax.axhline(E, color="C3", ls=":", lw=1, label=label)
+            curves.append(np.array([E] if near else []))
     elif fit is not None and fit.law == "chinchilla":
         if tokens is None or x_name != "n_params":
             raise ValueError("a chinchilla fit is drawn against n_params with tokens given")
@@ -183,7 +188,7 @@ def plot_loss(
             color = cmap(norm(level))
             ax.plot(curve_x, curves[-1], color=color, label=f"fit at D = {level:.2g}")
             band = lambda level=level: loss_band(fit, curve_x, level)  # noqa: E731
-            _draw_band(ax, curve_x, fit, band, color=color, legend=k == 0)
+            _draw_band(ax, curve_x, fit, band, color=color, legend=None if k else "bands")
         ax.set_title(
             _trust_label("L = E + A/N^α + B/D^β", fit)
             + f"\n{_with_ci(fit, 'alpha')}, {_with_ci(fit, 'beta')}\n{_with_ci(fit, 'E')}",

@@ -224,6 +224,18 @@ def test_a_band_wider_than_the_data_is_cut_to_the_data() -> None:
     assert ax.get_ylim() == pytest.approx((shown.min() / 1.05, shown.max() * 1.05))
 
 
+def test_an_E_far_below_the_data_is_named_not_drawn_to_scale() -> None:
+    """E = 1e-20 (not identified) on the y range would squash the points into a sliver."""
+    x = np.geomspace(1e4, 1e8, 8)
+    y = power_law(x, 2.0, 40.0, 0.3)
+    fit = fit_power_law(x, y, n_bootstrap=0)
+    fit.params["E"] = 1e-20
+    ax = plot_loss(x, y, fit).axes[0]
+    assert "irreducible loss E = 1e-20, below" in legend(ax)
+    (line,) = [line for line in ax.get_lines() if line.get_label().startswith("fit L")]
+    assert ax.get_ylim()[0] == pytest.approx(min(y.min(), line.get_ydata().min()) / 1.05)
+
+
 def test_plot_loss_draws_on_a_given_axes() -> None:
     x = np.geomspace(1e4, 1e8, 8)
     fit = fit_power_law(x, power_law(x, 2.0, 40.0, 0.3), n_bootstrap=0)
