@@ -102,9 +102,8 @@ class FitResult:
         for check in failed:  # indented under the header, cut to the width
             lines.append("  " + _one_line(f"failed {check['name']}: {check['detail']}", REPR_WIDTH))
         for row in fit_table(self).itertuples(index=False):
-            interval = (
-                f"[{row.ci95_lo:.4g}, {row.ci95_hi:.4g}]" if row.ci95_lo == row.ci95_lo else ""
-            )
+            has_interval = not math.isnan(row.ci95_lo)
+            interval = f"[{row.ci95_lo:.4g}, {row.ci95_hi:.4g}]" if has_interval else ""
             notes = [] if row.kind == "param" else ["derived"]
             notes += ["not identified"] if row.identified == "no" else []
             note = f"  ({', '.join(notes)})" if notes else ""
