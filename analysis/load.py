@@ -86,26 +86,61 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _record_row(record: Mapping[str, Any], overrides: Iterable[str], path: str) -> dict[str, Any]:
+def _record_row(
+    record: Mapping[str, Any],
+    overrides: Iterable[str],
+    path: str,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     row = {column: record.get(column) for column in RUN_COLUMNS}
     row["path"] = path
     # Overrides never shadow the record's own figures (e.g. `seed=1`): the record is the truth.
     for key, value in parse_overrides(overrides).items():
         row.setdefault(key, value)
+    for key, value in flat_config(config or {}).items():  # the overrides' values win
+        row.setdefault(key, value)
     return row
 
 
-def _read_run(run_json: Path) -> dict[str, Any] | None:
+def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A composed config as dotted columns: {"model": {"n_layers": 2}} -> {"model.n_layers": 2}.
+    Lists stay one value; an interpolation Hydra saved unresolved stays its `${...}` text."""
+    return pd.json_normalize(dict(config), sep=".").iloc[0].to_dict() if config else {}
+
+
+def _read_yaml(path: Path) -> Any:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(path.read_text(), Loader=loader) if path.exists() else None
+
+
+class DamagedRecord(ValueError):
+    """A run.json that is not a run record: its run is skipped, with a warning naming it."""
+
+
+def _read_run(run_json: Path) -> dict[str, Any]:
     try:
         record = json.loads(run_json.read_text())
     except (OSError, json.JSONDecodeError) as error:
-        warnings.warn(f"skipping unreadable {run_json}: {error}", stacklevel=3)
-        return None
+        raise DamagedRecord(f"{run_json}: unreadable ({error})") from None
+    if not isinstance(record, dict):
+        raise DamagedRecord(f"{run_json}: not a run record (a JSON {type(record).__name__})")
+    if record.get("status") == "completed" and not _positive(record.get("val_loss")):
+        raise ValueError(
+            f"{run_json}: a completed run whose val_loss is {record.get('val_loss')!r}, not a "
+            "positive number (a damaged record: fix or delete it)"
+        )
+    hydra_dir = run_json.parent / ".hydra"
     overrides = record.get("overrides")
-    overrides_yaml = run_json.parent / ".hydra" / "overrides.yaml"
-    if overrides is None and overrides_yaml.exists():
-        overrides = yaml.safe_load(overrides_yaml.read_text())
-    return _record_row(record, overrides or [], str(run_json.parent))
+    if overrides is None:
+        overrides = _read_yaml(hydra_dir / "overrides.yaml")
+    config = _read_yaml(hydra_dir / "config.yaml")
+    return _record_row(
+        record, overrides or [], str(run_json.parent), config if isinstance(config, dict) else None
+    )
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < np.inf
 
 
 def load_runs(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
@@ -119,12 +154,17 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     val_loss (final), best_val_loss, train_loss (nats/token); wall_time_s (s);
     irreducible_loss (nats/token, synthetic data only); seed; path (the run directory);
     then one column per Hydra override (`optimizer.lr=0.003` -> column "optimizer.lr" =
-    0.003, numbers parsed). Numeric columns are float64, NaN where a run has no figure.
+    0.003, numbers parsed), then one per key of the run's composed config (`.hydra/config.yaml`,
+    flattened: "model.n_layers", "scheduler.warmup_steps", ...; see flat_config), so any key can
+    be filtered, grouped or plotted. The record wins over overrides, overrides over the config.
+    The fixed numeric columns are float64, NaN where a run has no figure.
     Every status is kept; use `completed` to select the runs a fit should use.
 
-    Raises ValueError when a path does not exist or holds no run.json.
+    A run.json that cannot be read or is not a record is skipped with a warning. Raises
+    ValueError when a path does not exist or holds no readable run.json, or when a completed
+    run's val_loss is not a positive number.
     """
-    rows, seen = [], set()
+    rows, seen, damaged = [], set(), []
     for root in _as_paths(paths):
         if not root.exists():
             raise ValueError(f"{root}: no such file or directory")
@@ -135,11 +175,15 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
             if run_json.resolve() in seen:
                 continue
             seen.add(run_json.resolve())
-            row = _read_run(run_json)
-            if row is not None:
-                rows.append(row)
+            try:
+                rows.append(_read_run(run_json))
+            except DamagedRecord as error:
+                warnings.warn(f"skipping {error}", stacklevel=2)
+                damaged.append(str(error))
     if not rows:
-        raise ValueError(f"no readable runs in {', '.join(map(str, _as_paths(paths)))}")
+        raise ValueError(
+            f"no readable runs in {', '.join(map(str, _as_paths(paths)))}: {'; '.join(damaged)}"
+        )
     return _typed(pd.DataFrame(rows))
 
 
@@ -251,7 +295,14 @@ def load_csv(path: str | Path, columns: Mapping[str, str] | None = None) -> pd.D
     computed as 6·N·D when absent and both N and D are present. Each row is a completed
     run (run_id = its row number). Raises ValueError naming a missing column.
     """
-    table = pd.read_csv(path)
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: an empty file (no header, no rows)") from None
+    except pd.errors.ParserError as error:
+        raise ValueError(f"{path}: not a CSV table ({str(error).strip()})") from None
+    if table.empty:
+        raise ValueError(f"{path}: a header ({', '.join(table.columns)}) and no rows")
     columns = dict(columns or {})
     for standard, name in columns.items():
         if name not in table.columns:
@@ -265,10 +316,35 @@ def load_csv(path: str | Path, columns: Mapping[str, str] | None = None) -> pd.D
         points["flops"] = 6.0 * points["n_params"] * points["tokens"]
     if "n_params" not in points and "flops" not in points:
         raise ValueError(f"{path}: needs an n_params or a flops column (or n_params and tokens)")
+    for standard in ("loss", "n_params", "tokens", "flops", "lr", "batch_size"):
+        if standard in points:
+            points[standard] = _positive_column(
+                points[standard], f"{path}: column {columns.get(standard, standard)!r}"
+            )
+    if points["loss"].isna().any():
+        line = int(np.flatnonzero(points["loss"].isna())[0]) + 2
+        raise ValueError(
+            f"{path}: column {columns.get('loss', 'loss')!r} has no value (blank or NaN) on line {line}"
+        )
     points.insert(0, "run_id", [str(i) for i in range(len(points))])
     points.insert(1, "status", "completed")
     points["path"] = str(path)
     return points
+
+
+def _positive_column(values: pd.Series, what: str) -> pd.Series:
+    """A table's column as positive, finite floats (blank: NaN), or a ValueError naming the first
+    bad line (the header is line 1)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = (values.notna() & ~(np.isfinite(numbers) & (numbers > 0))).to_numpy()
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        more = f" (and {bad.sum() - 1} more)" if bad.sum() > 1 else ""
+        raise ValueError(
+            f"{what} must hold positive, finite numbers; line {first + 2} has "
+            f"{values.iloc[first]!r}{more}"
+        )
+    return numbers.astype("float64")
 
 
 def budget_labels(flops: np.ndarray, rtol: float = BUDGET_RTOL) -> np.ndarray:

@@ -18,15 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import logging
+import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from scalinglab.errors import ConfigError
 from scalinglab.model import GPTConfig
@@ -34,6 +39,8 @@ from scalinglab.model import GPTConfig
 log = logging.getLogger("scalinglab")
 
 BUDGET_KEYS = ("tokens", "tokens_per_param", "flops")  # budget.*: at most one is set
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"  # the repository's (an editable install)
+TARGET_PARAMS_TOLERANCE = 0.10  # model.target_params: the size rule's promise (README, model.py)
 
 
 # ---- turning resolver and instantiation failures back into the user's one-line message ----------
@@ -58,15 +65,197 @@ def config_errors() -> Iterator[None]:
         yield
     except Exception as err:
         cause = _config_error_in(err)
+        if cause is None and isinstance(err, OmegaConfBaseException):  # e.g. ${a.typo}
+            key = f"{err.full_key}: " if getattr(err, "full_key", None) else ""
+            raise ConfigError(f"{key}{str(err).splitlines()[0]}") from None
         if cause is None or cause is err:
             raise
         raise cause from None
 
 
 def build(cfg: DictConfig, **kwargs: Any) -> Any:
-    """hydra.utils.instantiate, letting a ConfigError through unwrapped (it is the user's message)."""
+    """hydra.utils.instantiate of allowed classes only (see target_class), letting a ConfigError
+    through unwrapped (it is the user's message)."""
     with config_errors():
+        resolved = OmegaConf.to_container(cfg, resolve=True)  # what instantiate will read
+        for key, node in _mappings(resolved, _key(cfg)):
+            if "_target_" in node:
+                target_class(f"{key}._target_", node["_target_"])
         return instantiate(cfg, **kwargs)
+
+
+# ---- what a config may build: an allow-list of classes -------------------------------------------
+
+# A `_target_` must start with one of these, and name a class (not a function) that lives in one of
+# TARGET_HOMES: scalinglab's own, torch's optimizers, Lightning's trainer, loggers, callbacks,
+# strategies and plugins. Lightning callbacks, loggers and data modules of the running script
+# (`__main__.`: benchmarks/throughput.py's) and of the repository's tests pass too.
+TARGET_PREFIXES = (
+    "scalinglab.",
+    "hydra_plugins.scalinglab.",
+    "torch.optim.",
+    "pytorch_lightning.Trainer",
+    "pytorch_lightning.loggers.",
+    "pytorch_lightning.callbacks.",
+    "pytorch_lightning.strategies.",
+    "pytorch_lightning.plugins.",
+    "__main__.",
+    "tests.",
+)
+TARGET_HOMES = (
+    "scalinglab.",
+    "hydra_plugins.scalinglab.",
+    "torch.optim.",
+    "pytorch_lightning.",
+    "lightning_fabric.",
+)
+# Keys of a `_target_` node that Hydra reads itself.
+_INSTANTIATE_KEYS = {"_target_", "_args_", "_partial_", "_recursive_", "_convert_"}
+
+
+def target_class(key: str, name: Any) -> type:
+    """The class a `_target_` names, if a config may build it, else a ConfigError naming the key.
+
+    The name is checked before anything is imported, and what it turns out to be after: under an
+    allowed module, `scalinglab.train.shutil.rmtree` is still a function of shutil's."""
+    refused = ConfigError(
+        f"{key}={name} is not allowed: a config builds only scalinglab's classes, torch "
+        "optimizers and Lightning's Trainer, loggers, callbacks, strategies and plugins"
+    )
+    if not isinstance(name, str) or not name.startswith(TARGET_PREFIXES):
+        raise refused
+    try:
+        found = get_object(name)
+    except Exception as err:
+        raise ConfigError(f"{key}={name}: no such class ({' '.join(str(err).split())})") from None
+    if not isinstance(found, type):
+        raise refused
+    if not found.__module__.startswith(TARGET_HOMES) and not issubclass(found, _lightning_bases()):
+        raise refused
+    return found
+
+
+def _lightning_bases() -> tuple[type, ...]:
+    import pytorch_lightning as pl
+
+    return pl.Callback, pl.LightningDataModule, pl.loggers.Logger
+
+
+def _key(node: DictConfig | ListConfig) -> str:
+    """A node's dotted key from the root ("" for the root)."""
+    return "" if node._get_parent() is None else str(node._get_full_key(None))
+
+
+def _mappings(container: Any, key: str = "") -> Iterator[tuple[str, dict]]:
+    """(dotted key, mapping) for every mapping in a plain container, itself included."""
+    if isinstance(container, dict):
+        yield key, container
+        children = ((f"{key}.{k}" if key else str(k), v) for k, v in container.items())
+    elif isinstance(container, list):
+        children = ((f"{key}[{i}]", v) for i, v in enumerate(container))
+    else:
+        return
+    for child_key, child in children:
+        yield from _mappings(child, child_key)
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Refuse any `_target_` of a job's config outside the allow-list, before anything is built or
+    resolved (a resolver may build a node: `${n_params:${model}}`). Hydra's own `hydra.*` nodes
+    are Hydra's to build, before any of this runs."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    raw.pop("hydra", None)
+    for key, node in _mappings(raw):
+        if "_target_" in node:
+            name = node["_target_"]
+            if isinstance(name, str) and "${" in name:  # e.g. ${oc.env:X}: only that value
+                name = OmegaConf.select(cfg, f"{key}._target_")
+            target_class(f"{key}._target_", name)
+
+
+# ---- keys: each one something reads --------------------------------------------------------------
+
+
+def _accepted(cls: type) -> set[str] | None:
+    """The keywords a class takes (None: any). A scalinglab class's **kwargs go to its base, whose
+    own are added; another library's **kwargs take anything (e.g. WandbLogger's go to wandb)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names - {"self"}
+        if not klass.__module__.startswith("scalinglab."):
+            return None
+    return names - {"self"}
+
+
+@functools.cache
+def _declared() -> dict[str, set[str]]:
+    """Root keys that conf/ declares, each with the keys its node may hold: train.yaml's own (e.g.
+    `budget`) and its config groups' (the union over the group's files; `# @package _global_`
+    groups such as sweep= add no node of their own)."""
+    root = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "train.yaml"), resolve=False)
+    groups = [next(iter(d)) for d in root.pop("defaults") if isinstance(d, dict)]
+    declared = {k: set(v) if isinstance(v, dict) else set() for k, v in root.items()}
+    for group in groups:
+        files = [
+            f for f in sorted((CONFIG_DIR / group).glob("*.yaml"))
+            if "@package _global_" not in f.read_text()[:200]
+        ]  # fmt: skip
+        if files:
+            nodes = [OmegaConf.to_container(OmegaConf.load(f), resolve=False) for f in files]
+            declared[group] = {k for node in nodes for k in node if k != "defaults"}
+    return declared
+
+
+def _is_collection(node: Any) -> bool:
+    """A node whose entries each build one object (logger, callbacks)."""
+    return isinstance(node, dict) and all(
+        isinstance(v, dict) and "_target_" in v for v in node.values()
+    )
+
+
+def _referenced(raw: dict) -> set[str]:
+    """Root keys that an interpolation reads (a sweep's own `size_step`, hparams' `hparams_file`)."""
+    return {m.split(".")[0] for m in re.findall(r"\$\{([\w.]+)\}", json.dumps(raw, default=str))}
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Refuse a key that nothing reads: `+foo=1` (Hydra refuses `foo=1`, but `+` adds any key), a
+    constructor argument the class does not take (`+optimizer.lrr=1e-3`), a typo in a sweep file."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    raw.pop("hydra", None)
+    declared, referenced = _declared(), _referenced(raw)
+    for key, value in raw.items():
+        if key not in declared and key not in referenced:
+            raise ConfigError(
+                f"{key} is not a key of scalinglab's config (nothing reads it); "
+                f"its keys: {', '.join(sorted(set(declared) - {'hydra'}))}"
+            )
+        if not isinstance(value, dict) or "_target_" in value or _is_collection(value):
+            continue  # a value, a node checked against its class below, or a collection of them
+        for child in sorted(set(value) - declared.get(key, set())):
+            known = declared.get(key, set())
+            if _is_collection({k: v for k, v in value.items() if k in known}):
+                raise ConfigError(f"{key}.{child} must be a config with a _target_")
+            raise ConfigError(
+                f"{key}.{child} is not a key of {key} (it has {', '.join(sorted(known))})"
+            )
+    for key, node in _mappings(raw):
+        if "_target_" not in node:
+            continue
+        cls = target_class(f"{key}._target_", OmegaConf.select(cfg, f"{key}._target_"))
+        accepted = _accepted(cls)
+        if accepted is None:
+            continue
+        for name in sorted(set(node) - _INSTANTIATE_KEYS - accepted):
+            raise ConfigError(
+                f"{key}.{name} is not a parameter of {node['_target_']} "
+                f"(it takes {', '.join(sorted(accepted - {'params'}))})"
+            )
 
 
 # ---- what a job is: model, tokens per step, steps ------------------------------------------------
@@ -111,8 +300,13 @@ def tokens_per_step(data: DictConfig, trainer: DictConfig) -> int:
 
 
 def _require_positive(key: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
         raise ConfigError(f"{key} must be a positive number, got {value!r}")
+
+
+def _require_positive_int(key: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
 
 
 def _budget(budget: DictConfig) -> str | None:
@@ -173,19 +367,112 @@ def plan(cfg: DictConfig) -> tuple[GPTConfig, int, int]:
     """Check a job's config and size it: (model config, tokens per step, steps).
 
     Reads only the config: it runs in each job before any data is read or record written, and for
-    a whole sweep before launch (see scalinglab.sweeping).
+    a whole sweep before launch (see scalinglab.sweeping). Classes are checked against the
+    allow-list before anything is resolved or built.
     """
     with config_errors():
+        check_targets(cfg)
+        check_set(cfg)
+        check_keys(cfg)
         for key in ("optimizer.lr", "data.batch_size", "data.seq_len"):
             _require_positive(key, OmegaConf.select(cfg, key))
         if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
             raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+        check_trainer(cfg.trainer)
+        check_run_options(cfg)
+        check_optimizer(cfg.optimizer)
         model: GPTConfig = build(cfg.model)
+        check_target_params(model)
         if cfg.data.seq_len > model.max_seq_len:
             raise ConfigError(
                 f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={model.max_seq_len}"
             )
-        return model, tokens_per_step(cfg.data, cfg.trainer), int(cfg.plan.steps)
+        steps = int(cfg.plan.steps)
+        check_warmup(cfg.scheduler, steps)
+        return model, tokens_per_step(cfg.data, cfg.trainer), steps
+
+
+def check_set(cfg: DictConfig) -> None:
+    """Refuse a required value left unset (`???`: data=text without data.path)."""
+    raw = OmegaConf.to_container(cfg, resolve=False)  # nothing resolved: only `???` is looked for
+    raw.pop("hydra", None)
+    missing = sorted(
+        f"{key}.{name}" if key else name
+        for key, node in _mappings(raw)
+        for name, value in node.items()
+        if value == "???"
+    )
+    if missing:
+        raise ConfigError(f"{missing[0]} must be set (e.g. {missing[0]}=...): it has no default")
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    """The trainer's counts: Lightning divides by them, or takes 0 for "never"."""
+    for key in ("val_check_interval", "accumulate_grad_batches", "log_every_n_steps", "num_nodes"):
+        _require_positive_int(f"trainer.{key}", trainer.get(key))
+    devices = trainer.devices
+    if (
+        isinstance(devices, int)
+        and not isinstance(devices, bool)
+        and (devices == 0 or devices < -1)
+    ):
+        raise ConfigError(f"trainer.devices must be positive, -1 (all) or auto, got {devices}")
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and not (isinstance(clip, (int, float)) and 0 <= clip < math.inf):
+        raise ConfigError(f"trainer.gradient_clip_val must be >= 0 or null, got {clip!r}")
+
+
+def check_run_options(cfg: DictConfig) -> None:
+    """The root config's options: null, or a value that means something."""
+    for key in ("divergence_threshold", "peak_flops"):
+        if cfg.get(key) is not None:
+            _require_positive(key, cfg[key])
+    if cfg.get("threads") is not None:
+        _require_positive_int("threads", cfg.threads)
+    if cfg.get("compile") not in (None, True, False):
+        raise ConfigError(f"compile must be true, false or null, got {cfg.compile!r}")
+    if cfg.get("init_from") and not Path(str(cfg.init_from)).expanduser().is_file():
+        raise ConfigError(f"init_from={cfg.init_from}: no such checkpoint")
+
+
+def check_optimizer(optimizer: DictConfig) -> None:
+    """Let the optimizer check its own values (weight_decay=-1, betas out of range) on one dummy
+    parameter, as the module will build it: a ConfigError now rather than a traceback later."""
+    kwargs = OmegaConf.to_container(optimizer, resolve=True)
+    cls = target_class("optimizer._target_", kwargs.pop("_target_"))
+    if kwargs.get("fused") is None:
+        kwargs.pop("fused", None)  # the module decides by device
+    try:
+        cls([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise ConfigError(f"optimizer ({cls.__name__}): {' '.join(str(err).split())}") from None
+
+
+def check_target_params(model: GPTConfig) -> None:
+    """The size rule lands within TARGET_PARAMS_TOLERANCE of model.target_params, as the README
+    promises; a target outside the shapes it can make is refused rather than missed."""
+    if not model.target_params:
+        return
+    error = model.n_params_nonembedding / model.target_params - 1
+    if abs(error) > TARGET_PARAMS_TOLERANCE:
+        raise ConfigError(
+            f"model.target_params={model.target_params:g} is out of the size rule's reach: its "
+            f"nearest shape (d_model={model.d_model}, n_layers={model.n_layers}) has "
+            f"{model.n_params_nonembedding:,} non-embedding parameters ({error:+.0%}), beyond "
+            f"{TARGET_PARAMS_TOLERANCE:.0%}; give an explicit shape instead"
+        )
+
+
+def check_warmup(scheduler: DictConfig, steps: int) -> None:
+    """Build the schedule (it checks its own values) and refuse a warm-up as long as the run: the
+    schedule would clamp it and the run would never train at its peak rate for long."""
+    build(scheduler)
+    warmup = scheduler.get("warmup_steps", 0)
+    if warmup >= steps:
+        raise ConfigError(
+            f"scheduler.warmup_steps={warmup} is not shorter than the run's {steps} steps "
+            "(trainer.max_steps or the budget's): shorten the warm-up"
+        )
 
 
 # ---- learning-rate and batch-size rules (conf/hparams/) ------------------------------------------

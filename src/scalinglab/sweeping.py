@@ -8,7 +8,6 @@ ends, wherever it ran (in-process, on SLURM, on Ray), from the jobs' own `run.js
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 from collections.abc import Sequence
@@ -16,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from filelock import FileLock
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, ConfigCompositionException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
 from scalinglab.errors import ConfigError
-from scalinglab.records import RUN_FILE, write_json_atomic
+from scalinglab.records import RUN_FILE, DamagedRecord, read_run, run_status, write_json_atomic
 
 log = logging.getLogger("scalinglab")
 
@@ -35,23 +35,34 @@ SUMMARY_COLUMNS = [
 FAILED = ("failed", "oom")
 
 
-def preflight(sweep_config: DictConfig, config_loader: Any, batch: Sequence[Sequence[str]]) -> None:
-    """Compose and plan every job of a batch; refuse them all, naming each bad one, if any is."""
+def preflight(
+    sweep_config: DictConfig,
+    config_loader: Any,
+    jobs: Sequence[Sequence[str]],
+    without_values: Sequence[str] = (),
+) -> None:
+    """Compose and plan every job of a sweep; refuse them all, naming each bad one, if any is.
+
+    without_values: the sweep's overrides that expand to no value (a grid of no jobs)."""
     from scalinglab.planning import plan
 
+    if not jobs:
+        raise ConfigError(
+            f"the sweep has no jobs: {', '.join(without_values) or 'its grid'} gives no values"
+        )
     problems = []
-    for overrides in batch:
-        cfg = config_loader.load_sweep_config(sweep_config, list(overrides))
+    for overrides in jobs:
         try:
+            cfg = config_loader.load_sweep_config(sweep_config, list(overrides))
             with open_dict(cfg):  # planning needs no Hydra runtime values
                 cfg.paths.output_dir = "."
             plan(cfg)
-        except ConfigError as err:
-            problems.append(f"{' '.join(overrides)}: {err}")
+        except (ConfigError, ConfigCompositionException) as err:
+            problems.append(f"{' '.join(overrides) or 'the job'}: {' '.join(str(err).split())}")
     if problems:
+        refused = f"{len(problems)} of {len(jobs)} jobs refused before launch:"
         raise ConfigError(
-            f"{len(problems)} of {len(batch)} jobs refused before launch:\n  "
-            + "\n  ".join(problems)
+            f"{refused} {problems[0]}" if len(problems) == 1 else "\n  ".join([refused, *problems])
         )
 
 
@@ -61,13 +72,18 @@ class SweepFailed(CompactHydraException):
 
 def job_row(sweep_dir: Path, job_dir: Path, error: str | None = None) -> dict[str, Any]:
     path = job_dir / RUN_FILE
-    record = json.loads(path.read_text()) if path.exists() else {"status": "failed"}
+    try:
+        record = read_run(job_dir) or {"status": "failed"}
+    except DamagedRecord as err:  # its relaunch resumes it (train.previous_record)
+        record = {"status": "damaged", "error": str(err)}
     row = {key: record.get(key) for key in SUMMARY_COLUMNS}
+    if row["status"] == "running":  # `lost` when no live process holds the job
+        row["status"] = run_status(job_dir)
     # Hydra gives the sweep directory as configured (often relative) and a job's as absolute.
     job_dir = job_dir.resolve()
     row.update(job=str(job_dir.relative_to(sweep_dir.resolve())), path=str(job_dir))
     if error and record.get("status") != "completed":
-        row["status"] = record.get("status") if path.exists() else "failed"
+        row["status"] = row["status"] if path.exists() else "failed"
         row["error"] = record.get("error") or error
     return row
 
@@ -81,8 +97,7 @@ def update_summary(
     kept from the previous summary.
     """
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    with open(sweep_dir / ".summary.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(sweep_dir / ".summary.lock"):
         summary = sweep_dir / "summary.json"
         rows = {r["job"]: r for r in json.loads(summary.read_text())} if summary.exists() else {}
         for record in sweep_dir.glob(f"**/{RUN_FILE}"):  # jobs and their WSD branches
