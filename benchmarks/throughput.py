@@ -65,7 +65,7 @@ from hydra import compose, initialize_config_dir
 from scalinglab.data import ShardsDataModule, write_shard
 from scalinglab.data.datamodule import TokenSequence, TrainBatches
 from scalinglab.model import GPT, GPTConfig
-from scalinglab.module import peak_flops
+from scalinglab.callbacks import peak_flops
 from scalinglab.ops import DEFAULT_CHUNK_SIZE, chunked_cross_entropy
 from scalinglab.train import CONFIG_DIR, train, use_compile_cache
 

@@ -11,9 +11,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from scalinglab.callbacks import StepMetrics
 from scalinglab.data import write_shard
 from scalinglab.errors import ConfigError
-from scalinglab.module import LanguageModel
 from scalinglab.records import METRIC_COLUMNS
 from scalinglab.train import train
 from tests.conftest import TINY, TINY_TRAINING, compose_train, run_cli
@@ -191,7 +191,7 @@ def test_rows_wait_for_the_gpu_and_keep_their_own_step(
     until a checkpoint or validation (every 3 steps) waits for all: every row still holds its own
     step's loss and learning rate, in order."""
     RecordSteps.losses, RecordSteps.lrs = {}, {}
-    monkeypatch.setattr(LanguageModel, "_to_host", staticmethod(lambda loss: (loss, LateEvent())))
+    monkeypatch.setattr(StepMetrics, "_to_host", staticmethod(lambda loss: (loss, LateEvent())))
     record = f"+callbacks.steps._target_={__name__}.RecordSteps"
     train(compose_train(*TINY, "trainer.max_steps=8", record, output_dir=tmp_path))
     rows = read_metrics(tmp_path)
@@ -280,11 +280,42 @@ def test_target_params_records_how_far_the_count_landed(tmp_path: Path) -> None:
 
 
 def test_seed_zero_is_honoured_and_seeds_do_not_leak(tmp_path: Path) -> None:
-    first = train(compose_train(*TINY, "seed=0", output_dir=tmp_path / "a"))
-    train(compose_train(*TINY, "seed=1", output_dir=tmp_path / "b"))
-    again = train(compose_train(*TINY, "seed=0", output_dir=tmp_path / "c"))
-    assert first["seed"] == again["seed"] == 0
-    assert first["train_loss"] == pytest.approx(again["train_loss"], abs=1e-6)
+    """Seed 0 twice gives one run; seed 1 another, through the initial weights alone (the data's
+    order pinned) and through the data's order alone: code that ignored `seed` in either place, or
+    leaked one job's into the next, would give equal curves or two different seed-0 runs."""
+    runs = {
+        "first": ["seed=0"],
+        "weights": ["seed=1", "data.seed=0"],
+        "order": ["seed=0", "data.seed=1"],
+        "again": ["seed=0"],
+    }
+    records = {name: train(compose_train(*TINY, *overrides, output_dir=tmp_path / name))
+               for name, overrides in runs.items()}  # fmt: skip
+    assert [r["seed"] for r in records.values()] == [0, 1, 0, 0]
+    curves = {
+        name: [float(r["train/loss"]) for r in read_metrics(tmp_path / name)] for name in runs
+    }
+    assert curves["again"] == pytest.approx(curves["first"], abs=1e-6)
+    assert records["again"]["val_loss"] == pytest.approx(records["first"]["val_loss"], abs=1e-6)
+    for other in ("weights", "order"):  # every step differs, far beyond the 1e-6 above
+        differences = [abs(x - y) for x, y in zip(curves[other], curves["first"], strict=True)]
+        assert len(differences) == 6 and min(differences) > 1e-4, (other, differences)
+
+
+def test_the_last_checkpoint_is_the_final_steps(tmp_path: Path) -> None:
+    """last.ckpt holds the final step even when it falls between checkpoints (10 steps, every 3),
+    with a checksum beside it and the previous one (step 9) kept."""
+    drop = ("trainer.max_steps", "trainer.val_check_interval")
+    overrides = [o for o in TINY if not o.startswith(drop)]
+    train(compose_train(*overrides, "trainer.max_steps=10", "trainer.val_check_interval=3",
+                        output_dir=tmp_path))  # fmt: skip
+    checkpoints = tmp_path / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    previous = torch.load(checkpoints / "last.previous.ckpt", weights_only=True)
+    assert (last["global_step"], previous["global_step"]) == (10, 9)
+    assert {p.name for p in checkpoints.iterdir()} == {
+        "last.ckpt", "last.ckpt.sha256", "last.previous.ckpt", "last.previous.ckpt.sha256"
+    }  # fmt: skip
 
 
 def make_shard(path: Path, magic: int = 20240520, truncate: int = 0) -> Path:

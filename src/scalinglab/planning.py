@@ -283,13 +283,34 @@ def n_params(model: DictConfig) -> int:
     return build(model).n_params
 
 
-def world_size(devices: int | str, num_nodes: int = 1) -> int:
-    """Processes of a job: trainer.devices (an int; "auto" counts as one) on each node."""
-    return int(num_nodes) * (devices if isinstance(devices, int) else 1)
+def world_size(devices: Any, num_nodes: int = 1, accelerator: str = "auto") -> int:
+    """Processes of a job, as Lightning's Trainer starts them: trainer.devices on each node, with
+    `auto` and -1 meaning every GPU this process sees (`auto` on the CPU: one process). The one
+    count of devices: tokens per step, the launchers' checks and the trainer's (checked in train)."""
+    if isinstance(devices, str) and "," in devices:  # "0,1": GPU ids
+        devices = [d for d in devices.split(",") if d.strip()]
+    elif isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        per_node = len(devices)
+    elif devices in ("auto", -1):
+        gpus = torch.cuda.device_count() if str(accelerator) in ("auto", "gpu", "cuda") else 0
+        if not gpus and devices == -1:
+            raise ConfigError("trainer.devices=-1 means every GPU, and there is none: give a count")
+        per_node = gpus or 1
+    elif isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        per_node = devices
+    else:
+        raise ConfigError(
+            f"trainer.devices must be a positive integer, a list, -1 or auto, got {devices!r}"
+        )
+    return int(num_nodes) * per_node
 
 
 def _world_size(trainer: DictConfig) -> int:
-    return world_size(trainer.devices, trainer.get("num_nodes", 1))
+    return world_size(
+        trainer.devices, trainer.get("num_nodes", 1), trainer.get("accelerator", "auto")
+    )
 
 
 def tokens_per_step(data: DictConfig, trainer: DictConfig) -> int:

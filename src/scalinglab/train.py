@@ -8,10 +8,10 @@ the same command finds that directory again: a completed job is skipped, an unfi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import logging
-import math
 import os
 import pkgutil
 import re
@@ -19,7 +19,7 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hydra
 import pytorch_lightning as pl
@@ -27,20 +27,35 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities import rank_zero_only
 
+from scalinglab.callbacks import (
+    Checkpoints,
+    Diverged,
+    LogLines,
+    RunRecord,
+    StepMetrics,
+    VerifiedCheckpointIO,
+    damage,
+    resume_point,
+    validated_last_step,
+)
 from scalinglab.errors import ConfigError
 from scalinglab.model import GPTConfig
-from scalinglab.module import Diverged, LanguageModel
+from scalinglab.module import LanguageModel
 from scalinglab.planning import BUDGET_KEYS, build, plan, world_size
 from scalinglab.records import (
     METRICS_FILE,
-    LogLines,
+    RUN_FILE,
+    DamagedRecord,
     MetricsCSV,
-    RunRecord,
-    SaveAtSteps,
     git_state,
+    holding,
     read_run,
+    set_aside,
 )
+from scalinglab.sweeping import update_summary
 
 log = logging.getLogger("scalinglab")
 # Keep job logs to what the job did: Lightning 2.6 advertises a cloud logger in every job's log, and
@@ -121,11 +136,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     record under `branches/`).
     """
     trunk, branches = wsd_branch_configs(cfg)
-    save_at = {int(b.init_step): b.init_from for b in branches}
-    record = run_job(trunk, save_at=save_at)
+    record = train_job(trunk)
     for branch in branches:
         if record.get("status") == "completed":
-            run_job(branch)
+            train_job(branch)
     return record
 
 
@@ -167,21 +181,47 @@ def wsd_branch_configs(cfg: DictConfig) -> tuple[DictConfig, list[DictConfig]]:
             branch.init_step = start
             branch.init_from = str(output_dir / "checkpoints" / f"branch-step{start}.ckpt")
         branches.append(branch)
-    return with_budget(tokens[-1]), branches
+    trunk = with_budget(tokens[-1])
+    with open_dict(trunk):  # the trunk saves each branch's start
+        trunk.callbacks.checkpoint.save_at = {int(b.init_step): b.init_from for b in branches}
+    return trunk, branches
 
 
-def run_job(cfg: DictConfig, save_at: dict[int, str] | None = None) -> dict[str, Any]:
+def train_job(cfg: DictConfig) -> dict[str, Any]:
     """Train (or resume, or skip) one run in cfg.paths.output_dir; return its final run record.
 
-    save_at: extra checkpoints to save, by optimizer step (WSD branch points).
+    The job's lock is held throughout: a second launch of the same job (a sweep launched twice)
+    skips it while this process trains it.
     """
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    previous = read_run(output_dir)
-    if previous and previous.get("status") == "completed":
-        log.info(f"{output_dir} is completed: skipping (delete its run.json to retrain)")
-        return previous
+    # Rank 0 holds the lock for the job's ranks, whom it starts or waits for.
+    lock = holding(output_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext(True)
+    with lock as ours:
+        if not ours:
+            log.warning(f"{output_dir} is held by another process (running it): skipping it here")
+            return {"status": "running", "path": str(output_dir)}
+        previous = previous_record(output_dir)
+        if previous and previous.get("status") == "completed":
+            log.info(f"{output_dir} is completed: skipping (delete its run.json to retrain)")
+            return previous
+        return fit(cfg, output_dir)
 
+
+def previous_record(output_dir: Path) -> dict[str, Any] | None:
+    """The job's run.json, if readable; a damaged one is set aside and the job's state is
+    unknown: it resumes from its checkpoint, or runs from the start."""
+    try:
+        return read_run(output_dir)
+    except DamagedRecord as err:
+        log.warning(
+            f"{err}: the job's state is unknown; it resumes from its checkpoint if it has one"
+        )
+        set_aside(output_dir / RUN_FILE, "unreadable")
+        return None
+
+
+def fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     # Everything that can reject the config happens before the first record is written.
     model_cfg, tokens_per_step, max_steps = plan(cfg)
     if cfg.get("threads"):
@@ -197,129 +237,163 @@ def run_job(cfg: DictConfig, save_at: dict[int, str] | None = None) -> dict[str,
             f"the data has {datamodule.vocab_size} token ids, more than the {model_cfg.vocab_size} "
             "its config announces (the model's vocabulary): set data.vocab_size"
         )
-    trainer_cfg = cfg.trainer
-    on_gpu = torch.cuda.is_available() and trainer_cfg.accelerator in ("auto", "gpu", "cuda")
-    # Eager, a GPU step took 1.5 to 2.2 times as long on an H100 (benchmarks/RESULTS.md). Compiled
-    # DDP and FSDP jobs are not measured yet: there compile=true opts in.
-    compile_loss = cfg.compile
-    if compile_loss is None:
-        compile_loss = on_gpu and world_size(trainer_cfg.devices, trainer_cfg.num_nodes) == 1
-    if compile_loss:
-        use_compile_cache(Path(cfg.paths.compile_cache_dir))
     module = LanguageModel(
         model=model_cfg.to_dict(),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-        compile=bool(compile_loss),
+        compile=compile_loss(cfg),
         bytes_per_token=data_info.get("bytes_per_token"),
-        divergence_threshold=cfg.divergence_threshold,
-        peak_flops=cfg.peak_flops,
     )
-    target_params_error = None
-    if model_cfg.target_params:
-        target_params_error = model_cfg.n_params_nonembedding / model_cfg.target_params - 1
-        log.info(
-            f"model.target_params={model_cfg.target_params:.3g}: d_model={model_cfg.d_model} "
-            f"n_layers={model_cfg.n_layers}, {model_cfg.n_params_nonembedding:,} non-embedding "
-            f"parameters ({target_params_error:+.1%})"
-        )
     run_id, run_name = job_identity(cfg, output_dir)
-    commit, dirty = git_state()
-    scaling = flat_scaling_keys(model_cfg, cfg, tokens_per_step)
-    record = RunRecord(
-        output_dir,
-        {
-            "run_id": run_id,
-            "sweep_id": cfg.sweep_id,
-            "name": run_name,
-            "overrides": list(HydraConfig.get().overrides.task)
-            if HydraConfig.initialized()
-            else [],
-            "git_commit": commit,
-            "git_dirty": dirty,
-            "model": model_cfg.to_dict(),
-            **scaling,
-            "max_steps": max_steps,
-            "target_params_error": target_params_error,
-            "irreducible_loss": data_info.get("irreducible_loss"),
-            "data": data_info,
-        },
-    )
-
-    loggers: list[pl.loggers.Logger] = []
-    for logger_cfg in (cfg.get("logger") or {}).values():
-        is_wandb = "Wandb" in logger_cfg._target_
-        loggers.append(build(logger_cfg, **({"id": run_id, "name": run_name} if is_wandb else {})))
-    metrics_csv = next((lg for lg in loggers if isinstance(lg, MetricsCSV)), None)
-    if metrics_csv is None:  # the run record needs it, whatever else is logged to
-        metrics_csv = MetricsCSV(output_dir)
-        loggers.insert(0, metrics_csv)
+    loggers = build_loggers(cfg, output_dir, run_id, run_name, max_steps)
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
     if sys.stderr.isatty():
         callbacks.append(pl.callbacks.TQDMProgressBar(refresh_rate=10))
-    else:
-        # About 20 lines a job, on steps whose figures were logged (every log_every_n_steps).
-        every = trainer_cfg.log_every_n_steps
-        loggers.append(LogLines(max(1, max_steps // 20 // every) * every, max_steps))
-    if save_at:
-        callbacks.append(SaveAtSteps(save_at))
-    if cfg.get("init_from"):  # the FLOPs of the trunk up to the branch point, trained once
-        record.fields["init_from"] = cfg.init_from
-        record.fields["flops_shared"] = cfg.init_step * tokens_per_step * scaling["flops_per_token"]
-    precision = trainer_cfg.precision or ("bf16-mixed" if on_gpu else "32-true")
+    record, checkpoints = the_one(callbacks, RunRecord), the_one(callbacks, Checkpoints)
+    the_one(callbacks, StepMetrics)
+    record.fields.update(run_fields(cfg, model_cfg, data_info, tokens_per_step, max_steps))
+    record.fields.update(run_id=run_id, name=run_name)
+    plugins = [build(p) for p in cfg.trainer.get("plugins") or []]
     trainer: pl.Trainer = build(
-        trainer_cfg,
+        cfg.trainer,
         max_steps=max_steps,
-        precision=precision,
+        precision=cfg.trainer.precision or ("bf16-mixed" if on_gpu(cfg) else "32-true"),
         logger=loggers,
         callbacks=callbacks,
+        plugins=[*plugins, VerifiedCheckpointIO()],
         enable_progress_bar=sys.stderr.isatty(),
         default_root_dir=str(output_dir),
     )
-
-    ckpt = output_dir / "checkpoints" / "last.ckpt"
-    resume_from = str(ckpt) if ckpt.exists() else cfg.get("init_from")
-    if resume_from:
-        if not Path(resume_from).exists():
-            raise ConfigError(f"init_from={resume_from}: no such checkpoint")
-        step = torch.load(resume_from, map_location="cpu", weights_only=True)["global_step"]
-        if resume_from == cfg.get("init_from"):
-            # A branch's curve starts with its trunk's, up to the branch point.
-            shutil.copy(Path(resume_from).parents[1] / METRICS_FILE, output_dir / METRICS_FILE)
-        metrics_csv.truncate_after(step)
-        log.info(f"resuming {output_dir} from step {step} of {resume_from}")
-
+    planned = world_size(cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.accelerator)
+    if trainer.world_size != planned:  # tokens per step would be wrong in every record
+        raise ConfigError(
+            f"the trainer runs {trainer.world_size} processes where trainer.devices="
+            f"{cfg.trainer.devices} x num_nodes={cfg.trainer.num_nodes} counts {planned}"
+        )
+    resume_from = starting_point(cfg, checkpoints.dirpath, the_one(loggers, MetricsCSV))
     wandb_env = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
-    record.start()
-    status, final = "failed", {}
     try:
-        for logger in loggers:
-            if isinstance(logger, pl.loggers.WandbLogger):
-                logger.experiment.config.update(
-                    {**scaling, "max_steps": max_steps}, allow_val_change=True
-                )
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-        if trainer.interrupted:
-            raise KeyboardInterrupt
-        final = final_figures(trainer, module, datamodule, metrics_csv, scaling)
-        if final and module.first_step_s is not None:
-            final["first_step_s"] = round(module.first_step_s, 3)
-        status = "completed"
-    except Diverged as err:
-        log.warning(f"diverged: {err}")
-        steps = trainer.global_step
-        status = "diverged"
-        final = {"error": str(err), "steps": steps, "tokens": steps * tokens_per_step}
-    except torch.OutOfMemoryError as err:
-        log.warning(f"out of memory: {err}")
-        status, final = "oom", {"error": "out of memory"}
-    except BaseException as err:
-        final = {"error": f"{type(err).__name__}: {err}"}
-        raise
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        if not validated_last_step(trainer):  # the final step falls between validations
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        return record.complete(trainer)
+    except (Diverged, torch.OutOfMemoryError):
+        return record.fields  # a result, recorded as such by RunRecord
+    except SystemExit as err:  # a signal: recorded `interrupted`, the exit code says which
+        if record.exit_code is None:
+            raise
+        raise SystemExit(record.exit_code) from err
     finally:
-        result = record.finish(status, **final) or {}
-        finish_wandb(loggers, result, exit_code=0 if status == "completed" else 1, env=wandb_env)
-    return result
+        code = 0 if record.status == "completed" else 1
+        finish_wandb(loggers, record.fields, exit_code=code, env=wandb_env)
+
+
+T = TypeVar("T")
+
+
+def the_one(items: list[Any], kind: type[T]) -> T:
+    found = [item for item in items if isinstance(item, kind)]
+    if len(found) != 1:
+        raise ConfigError(
+            f"a job needs exactly one {kind.__name__} (conf/callbacks/default.yaml, "
+            f"conf/logger/): found {len(found)}"
+        )
+    return found[0]
+
+
+def on_gpu(cfg: DictConfig) -> bool:
+    return torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+
+
+def compile_loss(cfg: DictConfig) -> bool:
+    """Whether to compile the loss: `compile`, or by default on one GPU. Eager, a GPU step took 1.5
+    to 2.2 times as long on an H100 (benchmarks/RESULTS.md). Compiled DDP and FSDP jobs are not
+    measured yet: there compile=true opts in."""
+    trainer = cfg.trainer
+    compile_loss = cfg.compile
+    if compile_loss is None:
+        one = world_size(trainer.devices, trainer.num_nodes, trainer.accelerator) == 1
+        compile_loss = on_gpu(cfg) and one
+    if compile_loss:
+        use_compile_cache(Path(cfg.paths.compile_cache_dir))
+    return bool(compile_loss)
+
+
+def run_fields(
+    cfg: DictConfig,
+    model: GPTConfig,
+    data_info: dict[str, Any],
+    tokens_per_step: int,
+    max_steps: int,
+) -> dict[str, Any]:
+    """What run.json says of the job before it trains."""
+    target_params_error = None
+    if model.target_params:
+        target_params_error = model.n_params_nonembedding / model.target_params - 1
+        log.info(
+            f"model.target_params={model.target_params:.3g}: d_model={model.d_model} "
+            f"n_layers={model.n_layers}, {model.n_params_nonembedding:,} non-embedding "
+            f"parameters ({target_params_error:+.1%})"
+        )
+    commit, dirty = git_state()
+    scaling = flat_scaling_keys(model, cfg, tokens_per_step)
+    fields = {
+        "sweep_id": cfg.sweep_id,
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "model": model.to_dict(),
+        **scaling,
+        "max_steps": max_steps,
+        "target_params_error": target_params_error,
+        "irreducible_loss": data_info.get("irreducible_loss"),
+        "data": data_info,
+    }
+    if cfg.get("init_from"):  # the FLOPs of the trunk up to the branch point, trained once
+        fields["init_from"] = cfg.init_from
+        fields["flops_shared"] = cfg.init_step * tokens_per_step * scaling["flops_per_token"]
+    return fields
+
+
+def build_loggers(
+    cfg: DictConfig, output_dir: Path, run_id: str, run_name: str, max_steps: int
+) -> list[Logger]:
+    """The configured loggers, metrics.csv always among them, and plain progress lines where the
+    log is a file. A W&B run gets the job's id and name, and the scaling keys in its config."""
+    loggers: list[Logger] = []
+    for logger_cfg in (cfg.get("logger") or {}).values():
+        is_wandb = "Wandb" in logger_cfg._target_
+        loggers.append(build(logger_cfg, **({"id": run_id, "name": run_name} if is_wandb else {})))
+    if not any(isinstance(lg, MetricsCSV) for lg in loggers):  # the run record needs it
+        loggers.insert(0, MetricsCSV(output_dir))
+    if not sys.stderr.isatty():
+        # About 20 lines a job, on steps whose figures were logged (every log_every_n_steps).
+        every = cfg.trainer.log_every_n_steps
+        loggers.append(LogLines(max(1, max_steps // 20 // every) * every, max_steps))
+    return loggers
+
+
+def starting_point(cfg: DictConfig, checkpoint_dir: Path, metrics: MetricsCSV) -> str | None:
+    """The checkpoint fit starts from: the job's newest intact one, else `init_from` (a WSD
+    branch's start: its trunk's curve up to there is copied), else none. metrics.csv keeps the rows
+    up to that step."""
+    resume_from = resume_point(checkpoint_dir)
+    if resume_from is None and cfg.get("init_from"):
+        resume_from = Path(cfg.init_from)
+        if not resume_from.exists():
+            raise ConfigError(f"init_from={resume_from}: no such checkpoint")
+        if why := damage(resume_from):
+            raise ConfigError(f"init_from={resume_from} is damaged ({why}): retrain its trunk")
+        if rank_zero_only.rank == 0:
+            shutil.copy(resume_from.parents[1] / METRICS_FILE, metrics.path)
+    step = 0
+    if resume_from is not None:
+        step = torch.load(resume_from, map_location="cpu", weights_only=True, mmap=True)[
+            "global_step"
+        ]
+        log.info(f"resuming {metrics.path.parent} from step {step} of {resume_from}")
+    metrics.repair(step)
+    return None if resume_from is None else str(resume_from)
 
 
 def use_compile_cache(directory: Path) -> None:
@@ -328,35 +402,6 @@ def use_compile_cache(directory: Path) -> None:
     compiles a given shape once, and the others load the result."""
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory / "inductor")
     os.environ["TRITON_CACHE_DIR"] = str(directory / "triton")
-
-
-def final_figures(
-    trainer: pl.Trainer,
-    module: LanguageModel,
-    datamodule: pl.LightningDataModule,
-    metrics_csv: MetricsCSV,
-    scaling: dict[str, Any],
-) -> dict[str, Any]:
-    """Final step, tokens, FLOPs and losses; validates once more if the last step was not."""
-    _, rows = metrics_csv.read()
-    val_steps = [int(float(r["step"])) for r in rows if r.get("val/loss")]
-    # Validating is collective, so every rank decides as rank 0 (which writes the file) does.
-    if not trainer.strategy.broadcast(bool(val_steps) and val_steps[-1] == trainer.global_step):
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-        _, rows = metrics_csv.read()
-    if trainer.global_rank != 0:  # only rank 0 keeps the record
-        return {}
-    val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
-    train_losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
-    tokens = trainer.global_step * scaling["tokens_per_step"]
-    return {
-        "steps": trainer.global_step,
-        "tokens": tokens,
-        "flops": tokens * scaling["flops_per_token"],
-        "train_loss": train_losses[-1] if train_losses else math.nan,
-        "val_loss": val[-1],
-        "best_val_loss": min(val),
-    }
 
 
 def finish_wandb(
@@ -420,7 +465,15 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    try:
+        train(cfg)
+    except SystemExit:
+        # A signal stopped the job (recorded `interrupted`): the sweep stops with it, launching no
+        # further job, its summary up to date. The same command again resumes it.
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == hydra.types.RunMode.MULTIRUN:
+            update_summary(Path(hydra_cfg.sweep.dir))
+        raise
 
 
 if __name__ == "__main__":

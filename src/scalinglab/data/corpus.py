@@ -3,7 +3,6 @@ several jobs of a sweep start at the same time."""
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import hashlib
 import json
@@ -13,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from scalinglab.data.shards import write_shard
 from scalinglab.data.tokenizer import (
@@ -95,8 +95,7 @@ def prepare_corpus(
     """
     out_dir = Path(out_dir).expanduser()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_dir.parent / f".{out_dir.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(out_dir.parent / f".{out_dir.name}.lock"):
         if (out_dir / META_FILE).exists():
             meta = json.loads((out_dir / META_FILE).read_text())
             found = (meta["fingerprint"], meta["tokenizer"], meta.get("bpe_vocab_size"))

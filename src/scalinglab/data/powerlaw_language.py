@@ -18,7 +18,6 @@ model conditions on, and no better prediction of those tokens exists.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from scalinglab.data.corpus import META_FILE
 from scalinglab.data.datamodule import DEFAULT_CACHE_DIR, TokenDataModule, TokenSequence
@@ -211,8 +211,7 @@ class PowerLawDataModule(TokenDataModule):
         out_dir = self.cache_dir / f"{self.name}-{key}"
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         # One process generates while others wait; a finished directory appears whole (renamed).
-        with open(out_dir.parent / f".{out_dir.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(out_dir.parent / f".{out_dir.name}.lock"):
             if (out_dir / META_FILE).exists():
                 return out_dir
             building = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"

@@ -38,7 +38,7 @@ from hydra.core.utils import (
 from hydra.errors import CompactHydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, ListConfig, open_dict
+from omegaconf import DictConfig, open_dict
 
 from scalinglab.errors import ConfigError
 
@@ -108,19 +108,19 @@ class SpecLauncher(Launcher):
         return specs
 
 
-def trainer_devices(job: DictConfig) -> int | None:
-    """The job's trainer.devices as a count; None where Lightning decides (auto, -1)."""
-    devices = job.trainer.get("devices")
-    if isinstance(devices, (list, ListConfig)):
-        return len(devices)
-    return devices if isinstance(devices, int) and devices > 0 else None
+def trainer_devices(job: DictConfig) -> int:
+    """The processes the job's trainer starts on each node (planning.world_size of one node)."""
+    from scalinglab.planning import world_size
+
+    trainer = job.trainer
+    return world_size(trainer.get("devices", 1), 1, trainer.get("accelerator", "auto"))
 
 
 def check_devices(specs: Sequence[JobSpec], devices_per_job: int) -> None:
     """Refuse, before anything starts, a job whose trainer wants another number of processes."""
     for spec in specs:
         devices = trainer_devices(spec.config)
-        if devices not in (None, devices_per_job):
+        if devices != devices_per_job:
             raise ConfigError(
                 f"hydra.launcher.devices_per_job={devices_per_job} != trainer.devices={devices} "
                 f"in job #{spec.number} ({' '.join(filter_overrides(spec.overrides))}): "

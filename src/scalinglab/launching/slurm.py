@@ -32,13 +32,13 @@ def resource_conflicts(params: Mapping[str, Any], job: DictConfig) -> list[str]:
     num_nodes = trainer.get("num_nodes", 1)
     gpu_trainer = str(trainer.get("accelerator")) in GPU_ACCELERATORS
     problems = []
-    if devices is not None and tasks != devices:
+    if tasks != devices:
         problems.append(f"hydra.launcher.tasks_per_node={tasks} != trainer.devices={devices}")
     if gpu_trainer and not gpus:
         problems.append(
             f"trainer.accelerator={trainer.accelerator} with hydra.launcher.gpus_per_node={gpus}"
         )
-    elif gpu_trainer and devices is not None and gpus < devices:
+    elif gpu_trainer and gpus < devices:
         problems.append(f"hydra.launcher.gpus_per_node={gpus} < trainer.devices={devices}")
     if nodes != num_nodes:
         problems.append(f"hydra.launcher.nodes={nodes} != trainer.num_nodes={num_nodes}")

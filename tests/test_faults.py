@@ -1,0 +1,369 @@
+"""Injected faults: each one leaves no job lost and no record wrong (`pytest -m faults`).
+
+A job is interrupted (SIGTERM), launched twice at once, resumed from a damaged checkpoint, runs out
+of disk, finds garbage in its metrics.csv or a truncated run.json, or dies without a word; every
+time, the relaunch ends where an uninterrupted run ends (the same final validation loss, each step
+logged once) and no record claims what did not happen. The sweep-level cases (a SIGTERM to a
+sweep, two launches of one sweep) start real processes and are `slow`.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from scalinglab.callbacks import checksum_path, sha256_of
+from scalinglab.records import job_lock, run_status
+from scalinglab.sweeping import update_summary
+from scalinglab.train import train
+from tests.conftest import TINY, compose_train, run_cli
+
+pytestmark = pytest.mark.faults
+
+ROOT = Path(__file__).resolve().parents[1]
+# Six steps, a checkpoint and a validation every two: a fault at step 5 finds last.ckpt at step 4
+# and the one before it at step 2.
+SIX = [*[o for o in TINY if not o.startswith("trainer.val_check_interval")],
+       "trainer.val_check_interval=2"]  # fmt: skip
+
+
+def steps_logged(run_dir: Path) -> list[int]:
+    with (run_dir / "metrics.csv").open() as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def record(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The uninterrupted run every fault's relaunch must end as."""
+    return train(compose_train(*SIX, output_dir=tmp_path_factory.mktemp("straight")))
+
+
+def relaunch(run_dir: Path, straight: dict[str, Any]) -> dict[str, Any]:
+    """Launch the job again: it completes, each step logged once, with the uninterrupted run's
+    final figures, and leaves no temporary file."""
+    returned = train(compose_train(*SIX, output_dir=run_dir))
+    final = record(run_dir)
+    assert returned == final
+    assert final["status"] == "completed", final
+    assert steps_logged(run_dir) == [1, 2, 3, 4, 5, 6]
+    assert final["steps"] == straight["steps"] and final["tokens"] == straight["tokens"]
+    assert final["val_loss"] == pytest.approx(straight["val_loss"], abs=1e-5)
+    assert not list(run_dir.rglob("*.tmp")), "temporary files left behind"
+    return final
+
+
+class CrashAt(pl.Callback):
+    """Kills training after a given step, as a crashed job would be."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"simulated crash at step {self.step}")
+
+
+class SignalAt(pl.Callback):
+    """Sends this process a signal after a given step, as SLURM's pre-emption or `kill` would."""
+
+    def __init__(self, step: int, signum: int = signal.SIGTERM):
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def crash_at(step: int) -> list[str]:
+    return [f"+callbacks.crash._target_={__name__}.CrashAt", f"+callbacks.crash.step={step}"]
+
+
+def crashed_run(run_dir: Path, step: int = 5) -> None:
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(compose_train(*SIX, *crash_at(step), output_dir=run_dir))
+
+
+# ---- 1. SIGTERM ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", [3, 4], ids=["between-checkpoints", "at-a-checkpoint"])
+def test_sigterm_checkpoints_records_interrupted_and_exits_143(
+    tmp_path: Path, straight: dict[str, Any], step: int
+) -> None:
+    signal_at = [f"+callbacks.stop._target_={__name__}.SignalAt", f"+callbacks.stop.step={step}"]
+    with pytest.raises(SystemExit) as stopped:
+        train(compose_train(*SIX, *signal_at, output_dir=tmp_path))
+    assert stopped.value.code == 143
+    interrupted = record(tmp_path)
+    assert interrupted["status"] == "interrupted" and "SIGTERM" in interrupted["error"]
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == step  # saved at the signal, not at the last checkpoint
+    assert steps_logged(tmp_path) == list(range(1, step + 1))
+
+    resumed = relaunch(tmp_path, straight)
+    assert resumed["attempts"] == 2
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_sweep_with_its_summary_and_a_relaunch_finishes_it(tmp_path: Path) -> None:
+    """kill -TERM of a sweep (its process group, as SLURM and a terminal do): the running job is
+    checkpointed and `interrupted`, no further job launches, the summary is written, the exit
+    code is 143; the same command again finishes every job, each once."""
+    args = ["-m", *SIX, "trainer.max_steps=24", "seed=0,1,2", f"paths.output_root={tmp_path}"]
+    hold = [f"+callbacks.hold._target_={__name__}.HoldAt", "+callbacks.hold.step=10",
+            "+callbacks.hold.seconds=60"]  # fmt: skip
+    first = subprocess.Popen(
+        [sys.executable, "-m", "scalinglab.train", *args, *hold], cwd=tmp_path,
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("sweeps/*/*seed=0*/held")):
+        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGTERM)
+    output = first.communicate(timeout=120)[0]
+    assert first.returncode == 143, output[-3000:]
+    (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    (job,) = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert "seed=0" in job.name  # the others never launched
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert [(r["job"], r["status"]) for r in summary] == [(job.name, "interrupted")]
+    checkpoint = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 10  # the step the signal stopped it at
+
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert [r["status"] for r in summary] == ["completed"] * 3
+    for job in sweep_dir.glob("*seed=*"):
+        assert steps_logged(job) == list(range(1, 25)), job.name
+        assert record(job)["attempts"] == (2 if record(job)["seed"] == 0 else 1)
+
+
+class HoldAt(pl.Callback):
+    """Marks the job's directory (`held`) and waits after a given step, so that a test can act
+    while it trains."""
+
+    def __init__(self, step: int, seconds: float):
+        self.step, self.seconds = step, seconds
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            (Path(trainer.default_root_dir) / "held").touch()
+            deadline = time.monotonic() + self.seconds
+            while time.monotonic() < deadline and not trainer.received_sigterm:
+                time.sleep(0.05)
+
+
+# ---- 2. two launches at once -----------------------------------------------------------------------
+
+
+def test_a_job_held_by_another_process_is_skipped(
+    tmp_path: Path, straight: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    holder = subprocess.Popen(  # another launch of the same job, training it
+        [sys.executable, "-c", "import sys, time; from scalinglab.records import job_lock; "
+         "lock = job_lock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(60)",
+         str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with caplog.at_level(logging.INFO, logger="scalinglab"):
+            skipped = train(compose_train(*SIX, output_dir=tmp_path))
+        assert skipped["status"] == "running"
+        assert "held by another process" in caplog.text and str(tmp_path) in caplog.text
+        assert not (tmp_path / "run.json").exists() and not (tmp_path / "metrics.csv").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    relaunch(tmp_path, straight)  # once the holder is gone, the job runs
+
+
+@pytest.mark.slow
+def test_two_launches_of_a_sweep_train_each_job_once(tmp_path: Path) -> None:
+    args = ["-m", *SIX, "seed=0,1", f"paths.output_root={tmp_path}",
+            f"+callbacks.hold._target_={__name__}.HoldAt", "+callbacks.hold.step=3",
+            "+callbacks.hold.seconds=4"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "scalinglab.train", *args]
+    launches = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True) for _ in range(2)]  # fmt: skip
+    outputs = [launch.communicate(timeout=300)[0] for launch in launches]
+    assert [launch.returncode for launch in launches] == [0, 0], outputs
+    (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    jobs = list(sweep_dir.glob("*seed=*"))
+    assert len(jobs) == 2
+    for job in jobs:
+        final = record(job)
+        assert final["status"] == "completed" and final["attempts"] == 1, job.name
+        assert steps_logged(job) == [1, 2, 3, 4, 5, 6]
+    said = "".join(outputs)
+    assert "held by another process" in said  # the second launch says why it skipped
+
+
+# ---- 3. damaged checkpoints ------------------------------------------------------------------------
+
+
+def overwrite_inside(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle : middle + 4096] = os.urandom(4096)
+    path.write_bytes(bytes(raw))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+
+
+@pytest.mark.parametrize(
+    "damage,falls_back_to",
+    [
+        ({"last.ckpt": overwrite_inside}, 2),
+        ({"last.ckpt": truncate}, 2),
+        ({"last.ckpt": truncate, "last.previous.ckpt": overwrite_inside}, 0),
+    ],
+    ids=["overwritten", "truncated", "both-damaged"],
+)
+def test_a_damaged_checkpoint_is_set_aside_and_the_previous_one_used(
+    tmp_path: Path,
+    straight: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    damage: dict[str, Any],
+    falls_back_to: int,
+) -> None:
+    crashed_run(tmp_path)
+    checkpoints = tmp_path / "checkpoints"
+    for name, how in damage.items():
+        how(checkpoints / name)
+    with caplog.at_level(logging.INFO, logger="scalinglab"):
+        relaunch(tmp_path, straight)
+    for name in damage:  # named in the log and kept aside, never loaded
+        assert f"{checkpoints / name} is damaged" in caplog.text
+        assert (checkpoints / f"{name}.damaged").exists()
+    if falls_back_to:
+        assert f"from step {falls_back_to} of {checkpoints / 'last.previous.ckpt'}" in caplog.text
+    else:
+        assert "resuming" not in caplog.text  # from scratch
+    for name in ("last.ckpt", "last.previous.ckpt"):  # the new ones verify
+        assert checksum_path(checkpoints / name).read_text().split()[0] == sha256_of(
+            checkpoints / name
+        )
+
+
+# ---- 4. a full disk --------------------------------------------------------------------------------
+
+
+def test_a_full_disk_fails_the_job_and_keeps_the_previous_checkpoint(
+    tmp_path: Path, straight: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_save, saves = torch.save, []
+
+    def save_until_the_disk_fills(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        saves.append(1)
+        if len(saves) == 2:  # the checkpoint of step 4: half written, then the disk is full
+            f.write(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_until_the_disk_fills)
+    with pytest.raises(OSError, match="no space left on"):
+        train(compose_train(*SIX, output_dir=tmp_path))
+    monkeypatch.undo()
+    failed = record(tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert failed["status"] == "failed"
+    assert f"no space left on {last}" in failed["error"]
+    assert torch.load(last, weights_only=True)["global_step"] == 2  # the previous one, intact
+    assert checksum_path(last).read_text().split()[0] == sha256_of(last)
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*.tmp"))
+    relaunch(tmp_path, straight)
+
+
+def test_records_are_written_with_the_umask(tmp_path: Path) -> None:
+    """Others on a shared disk read the records: not mkstemp's 0600."""
+    old = os.umask(0o022)
+    try:
+        train(compose_train(*SIX, "trainer.max_steps=3", output_dir=tmp_path))
+    finally:
+        os.umask(old)
+    for path in (
+        tmp_path / "run.json",
+        tmp_path / "metrics.csv",
+        tmp_path / "checkpoints" / "last.ckpt",
+    ):
+        assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+# ---- 5. garbage in metrics.csv ---------------------------------------------------------------------
+
+
+def test_garbage_rows_in_metrics_are_dropped_on_resume(
+    tmp_path: Path, straight: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    crashed_run(tmp_path)
+    metrics = tmp_path / "metrics.csv"
+    lines = metrics.read_text().splitlines()
+    lines.insert(3, "3,garbage,\x00\x01,,")  # a torn or stray line among the rows
+    lines.append("7,1,2")
+    metrics.write_text("\n".join(lines) + "\n")
+    assert len(lines) == 8  # a header, steps 1 to 5 (the crash's step is on disk too), 2 bad
+    with caplog.at_level(logging.INFO, logger="scalinglab"):
+        relaunch(tmp_path, straight)
+    assert "dropped unparsable rows: line 4 '3,garbage," in caplog.text
+    assert "line 8 '7,1,2'" in caplog.text
+    assert "dropped rows past step 4 (steps 5)" in caplog.text  # resumed from step 4
+
+
+# ---- 6. a truncated run.json -----------------------------------------------------------------------
+
+
+def test_a_truncated_record_of_a_completed_job_is_rebuilt(
+    tmp_path: Path, straight: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    train(compose_train(*SIX, output_dir=tmp_path))
+    run_json = tmp_path / "run.json"
+    run_json.write_text(run_json.read_text()[:100])
+    assert run_status(tmp_path) == "damaged"
+    with caplog.at_level(logging.INFO, logger="scalinglab"):
+        relaunch(tmp_path, straight)
+    assert f"{run_json}:" in caplog.text and "state is unknown" in caplog.text
+    assert "from step 6" in caplog.text  # its final checkpoint: nothing retrained
+    assert (tmp_path / "run.json.damaged").exists()
+
+
+# ---- 7. a job whose process is gone ----------------------------------------------------------------
+
+
+def test_a_running_record_without_its_process_is_lost(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    job = sweep_dir / "job0"
+    crashed_run(job)
+    # What a SIGKILL leaves: a record that still says `running`.
+    stale = {**record(job), "status": "running"}
+    (job / "run.json").write_text(json.dumps(stale))
+    assert run_status(job) == "lost"
+    rows = update_summary(sweep_dir)
+    assert [(r["job"], r["status"]) for r in rows] == [("job0", "lost")]
+    lock = job_lock(job)
+    with lock:  # a live process holds it: truly running
+        assert run_status(job) == "running"
+        assert [r["status"] for r in update_summary(sweep_dir)] == ["running"]
