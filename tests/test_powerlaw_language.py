@@ -1,4 +1,4 @@
-"""The Zipf-mixture language (data=synthetic_powerlaw): its exact floor against brute force, its
+"""The Zipf-state language (data=synthetic_powerlaw): its exact floor against brute force, its
 sampler against its own probabilities, determinism, and the floor as a run records it."""
 
 from __future__ import annotations
@@ -18,43 +18,39 @@ from scalinglab.errors import ConfigError
 from scalinglab.train import train
 from tests.conftest import TINY_TRAINING, compose_train
 
-# 3 content tokens, 4 sources sharing 2 markers: the posterior over sources is not settled by the
-# marker, so the floor depends on tracking it through the transitions.
-TINY_LANGUAGE = {
-    "n_content": 3,
-    "n_sources": 4,
-    "n_markers": 2,
-    "n_successors": 1,
-    "noise": 0.3,
-    "zipf_exponent": 1.0,
-    "seed": 1,
-}
+TINY_LANGUAGE = {"vocab_size": 4, "n_successors": 2, "noise": 0.3, "zipf_exponent": 1.0, "seed": 1}
 SMALL = {"batch_size": 4, "seq_len": 16, "val_tokens": 1024, "n_train_tokens": 8192}
 
 
 def brute_force_probability(language: PowerLawLanguage, document) -> float:
-    """p(document) summed over the sources one by one, with the probabilities written out from
-    the definition (not from the class's transition table)."""
-    n_content = language.n_content
-    total = 0.0
-    for source in range(language.n_sources):
-        if document[0] != n_content + source % language.n_markers:
-            continue
-        p = language.source_probs[source] / (n_content if len(document) > 1 else 1)
-        for previous, current in itertools.pairwise(document[1:]):
-            follows = current in language.successors[source, previous]
-            p *= (
-                language.noise / n_content
-                + (1 - language.noise) * follows / language.successors.shape[2]
-            )
-        total += p
-    return total
+    """p(document), written out from the definition (not from the class's transition table): a
+    first token from the Zipf law q, then each token from its predecessor's rule or, with
+    probability noise, from q."""
+    q, rules = language.unigram, language.successors
+    p = q[document[0]]
+    for previous, current in itertools.pairwise(document):
+        follows = current in rules[previous]
+        p *= language.noise * q[current] + (1 - language.noise) * follows / rules.shape[1]
+    return p
 
 
 def brute_force_losses(language: PowerLawLanguage, document) -> list[float]:
     """-log p(x_t | x_<t) for t = 1.., as ratios of brute-force prefix probabilities."""
     prefix = [brute_force_probability(language, document[: t + 1]) for t in range(len(document))]
     return [-math.log(prefix[t] / prefix[t - 1]) for t in range(1, len(document))]
+
+
+def test_the_language_is_a_zipf_law_over_states_with_sparse_rules():
+    language = PowerLawLanguage.random(
+        vocab_size=64, n_successors=3, noise=0.2, zipf_exponent=1.5, seed=0
+    )
+    q = language.unigram
+    np.testing.assert_allclose(q / q[0], np.arange(1, 65.0) ** -1.5)
+    assert language.successors.shape == (64, 3)
+    assert all(len(set(row)) == 3 for row in language.successors.tolist())  # distinct successors
+    # Successors are drawn from q: the most frequent state follows far more states than the last.
+    in_degree = np.bincount(language.successors.ravel(), minlength=64)
+    assert in_degree[:4].sum() > 10 * max(1, in_degree[-16:].sum())
 
 
 def test_floor_matches_brute_force_on_a_tiny_language():
@@ -64,23 +60,18 @@ def test_floor_matches_brute_force_on_a_tiny_language():
     log_probs = language.log_predictive(documents)
     got = -np.take_along_axis(log_probs, documents[:, 1:, None], axis=2)[..., 0]
     np.testing.assert_allclose(got, expected, rtol=1e-10)
-    assert language.bayes_loss(documents, chunk=7) == pytest.approx(expected.mean(), rel=1e-12)
-    # Each prediction is a distribution over the content tokens; markers never follow.
+    assert language.bayes_loss(documents) == pytest.approx(expected.mean(), rel=1e-12)
+    # Each prediction is a distribution over the vocabulary.
     np.testing.assert_allclose(np.exp(log_probs).sum(axis=2), 1, rtol=1e-12)
-    assert np.all(np.exp(log_probs[..., language.n_content :]) == 0)
 
 
 def test_sampler_draws_documents_with_the_languages_probabilities():
-    """All 2 * 3^4 documents of length 5, enumerated: their frequencies among 40,000 samples
-    against brute-force probabilities (tolerance about 5 binomial standard errors), and the mean
-    Bayes loss of the samples against its exact expectation."""
+    """All 4^5 documents of length 5, enumerated: their frequencies among 40,000 samples against
+    brute-force probabilities (tolerance about 5 binomial standard errors), and the mean Bayes loss
+    of the samples against its exact expectation."""
     language = PowerLawLanguage.random(**TINY_LANGUAGE)
-    n_content, length = language.n_content, 5
-    everything = [
-        (n_content + marker, *rest)
-        for marker in range(language.n_markers)
-        for rest in itertools.product(range(n_content), repeat=length - 1)
-    ]
+    length = 5
+    everything = list(itertools.product(range(language.vocab_size), repeat=length))
     probs = np.array([brute_force_probability(language, d) for d in everything])
     assert probs.sum() == pytest.approx(1, rel=1e-12)
 
@@ -122,8 +113,8 @@ def test_deterministic_from_the_language_seed(tmp_path: Path):
 
 def test_true_predictions_on_the_validation_batches_score_the_floor(tmp_path: Path):
     """The generator's predictive, scored like a model on the batches the trainer validates on,
-    gives exactly the recorded irreducible loss; a predictor that ignores the marker does worse."""
-    dm = setup(tmp_path, n_markers=8, n_sources=16, vocab_size=24)
+    gives exactly the recorded irreducible loss; the Zipf law alone (no rules) does worse."""
+    dm = setup(tmp_path, vocab_size=24)
     meta = dm.metadata()
     assert meta["vocab_size"] == 24 and meta["n_val_windows"] == 1024 // 17
     losses, blind = [], []
@@ -133,23 +124,22 @@ def test_true_predictions_on_the_validation_batches_score_the_floor(tmp_path: Pa
         losses.append(
             torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
         )
-        windows[:, 0] = dm.language.n_content  # every document claims marker 0
-        unsure = torch.from_numpy(dm.language.log_predictive(windows))
+        unsure = torch.from_numpy(np.log(dm.language.unigram)).expand_as(logits)
         blind.append(
             torch.nn.functional.cross_entropy(unsure.flatten(0, 1), y.flatten(), reduction="none")
         )
     floor = meta["irreducible_loss"]
     assert torch.cat(losses).mean().item() == pytest.approx(floor, rel=1e-12)
     assert torch.cat(blind).mean().item() > floor + 0.05
-    assert 0.5 < floor < math.log(16)
+    assert 0.5 < floor < math.log(24)
 
 
 @pytest.mark.parametrize(
     "kwargs, key",
     [
-        ({"n_markers": 65}, "data.n_markers"),
-        ({"vocab_size": 65}, "data.vocab_size"),
-        ({"n_successors": 40}, "data.n_successors"),
+        ({"vocab_size": 1}, "data.vocab_size"),
+        ({"vocab_size": 2**16 + 1}, "data.vocab_size"),
+        ({"n_successors": 97}, "data.n_successors"),
         ({"noise": 0}, "data.noise"),
         ({"zipf_exponent": -1}, "data.zipf_exponent"),
     ],
@@ -163,8 +153,6 @@ def test_a_run_records_the_floor_and_stays_above_it(tmp_path: Path):
     cfg = compose_train(
         *TINY_TRAINING,
         "data=synthetic_powerlaw",
-        "data.n_sources=8",
-        "data.n_markers=8",
         "data.vocab_size=24",
         "data.n_train_tokens=16384",
         "data.val_tokens=1056",

@@ -1,19 +1,19 @@
 """A synthetic language whose loss falls as a power law in parameters and tokens towards a floor that
-is known exactly: a Zipf mixture of simple sources (the "quanta" of Michaud et al. 2023).
+is known exactly: one sparse Markov chain over many states whose usage follows a Zipf law.
 
-Each document comes from one of n_sources sources, source k with probability proportional to
-(k+1)^-zipf_exponent. A source is a sparse order-1 Markov chain over the content tokens: from each
-token it moves to one of n_successors tokens of its own (equally likely), except that with
-probability `noise` the next token is uniform instead. A document is the source's marker token
-(marker k mod n_markers, so n_markers < n_sources makes sources share markers and leaves a reader
-unsure which source speaks until the transitions tell), a uniform first content token, then the
-chain. A model learns the frequent sources first; the rarer ones wait for more parameters to hold
-their tables and more tokens to show them, so the loss keeps falling with diminishing returns.
+Each token (state) has its own next-token rule, a "quantum" in the sense of Michaud et al. (2023):
+with probability 1 - noise the next token is one of the state's n_successors successors (equally
+likely), otherwise a draw from the Zipf distribution q_k ~ (k+1)^-zipf_exponent. Successors are
+drawn from q too, so a few states are used often and most rarely. A model learns the rules of the
+frequent states first: a rule needs its state seen often enough (tokens) and room to be held (the
+table has vocab_size rows but the model's logits have rank d_model and its MLP finite width), so
+the loss keeps falling with diminishing returns in both. Unlike a marker-led mixture of chains, no
+rule needs attention to a distant token, so small models learn from the first steps instead of
+after a plateau.
 
-The floor is the true model's own loss: log p(x_t | x_0..x_t-1) with the posterior over the source
-updated exactly from the marker and every transition read so far (`log_predictive`), averaged over
-the validation windows. One document fills one window, so a model sees exactly what the true
-model conditions on, and no better prediction of those tokens exists.
+The floor is the true chain's own loss, -log T[x_t-1, x_t] averaged over every target of the
+validation windows (`bayes_loss`): the chain is order 1, so the previous token is a sufficient
+statistic and no predictor of those tokens does better.
 """
 
 from __future__ import annotations
@@ -36,112 +36,61 @@ from scalinglab.errors import ConfigError
 
 @dataclass
 class PowerLawLanguage:
-    successors: np.ndarray  # (n_sources, n_content, n_successors): where each source's token goes
-    source_probs: np.ndarray  # (n_sources,): how often each source writes a document
-    noise: float  # probability that a next token is uniform over the content tokens instead
-    n_markers: (
-        int  # marker tokens, ids n_content .. n_content+n_markers-1; source k uses k % n_markers
-    )
+    successors: np.ndarray  # (vocab_size, n_successors): where each state's rule leads
+    unigram: np.ndarray  # (vocab_size,): the Zipf distribution q of first tokens and noise draws
+    noise: float  # probability that a next token is drawn from q instead of the rule
 
     @classmethod
     def random(
-        cls,
-        n_content: int,
-        n_sources: int,
-        n_markers: int,
-        n_successors: int,
-        noise: float,
-        zipf_exponent: float,
-        seed: int,
+        cls, vocab_size: int, n_successors: int, noise: float, zipf_exponent: float, seed: int
     ) -> PowerLawLanguage:
         rng = np.random.default_rng(seed)
-        # n_successors distinct tokens for every (source, token): the first columns of a random
-        # permutation per row.
-        keys = rng.random((n_sources, n_content, n_content))
-        successors = np.argsort(keys, axis=2)[:, :, :n_successors]
-        weights = np.arange(1, n_sources + 1, dtype=np.float64) ** -zipf_exponent
-        return cls(successors, weights / weights.sum(), float(noise), int(n_markers))
-
-    @property
-    def n_sources(self) -> int:
-        return self.successors.shape[0]
-
-    @property
-    def n_content(self) -> int:
-        return self.successors.shape[1]
+        weights = np.arange(1, vocab_size + 1, dtype=np.float64) ** -zipf_exponent
+        unigram = weights / weights.sum()
+        # n_successors distinct states per row, drawn from q without replacement: the top-k of
+        # log q plus Gumbel noise (the Gumbel-top-k trick).
+        keys = np.log(unigram)[None, :] + rng.gumbel(size=(vocab_size, vocab_size))
+        successors = np.argsort(-keys, axis=1)[:, :n_successors]
+        return cls(successors, unigram, float(noise))
 
     @property
     def vocab_size(self) -> int:
-        return self.n_content + self.n_markers
-
-    def marker(self, source: np.ndarray) -> np.ndarray:
-        return self.n_content + np.asarray(source) % self.n_markers
+        return self.successors.shape[0]
 
     def transition_log_probs(self) -> np.ndarray:
-        """(n_sources, n_content, n_content): log P_k(next | previous)."""
-        n_sources, n_content, n_successors = self.successors.shape
-        probs = np.full((n_sources, n_content, n_content), self.noise / n_content)
-        rows = np.arange(n_sources)[:, None, None], np.arange(n_content)[None, :, None]
-        probs[(*rows, self.successors)] += (1 - self.noise) / n_successors
+        """(vocab_size, vocab_size): log T[previous, next]."""
+        n_states, n_successors = self.successors.shape
+        probs = np.tile(self.noise * self.unigram, (n_states, 1))
+        probs[np.arange(n_states)[:, None], self.successors] += (1 - self.noise) / n_successors
         return np.log(probs)
 
     def sample(self, n_documents: int, length: int, seed: int | list[int]) -> np.ndarray:
-        """(n_documents, length) documents: marker, uniform first token, then the source's chain."""
+        """(n_documents, length) documents: a first token from q, then the chain."""
         if length < 2:
-            raise ValueError(f"a document is at least a marker and one token, not {length}")
+            raise ValueError(f"a document is at least two tokens, not {length}")
         rng = np.random.default_rng(seed)
-        sources = rng.choice(self.n_sources, size=n_documents, p=self.source_probs)
         tokens = np.empty((n_documents, length), dtype=np.int64)
-        tokens[:, 0] = self.marker(sources)
-        tokens[:, 1] = rng.integers(self.n_content, size=n_documents)
-        n_successors = self.successors.shape[2]
-        for t in range(2, length):
+        tokens[:, 0] = rng.choice(self.vocab_size, size=n_documents, p=self.unigram)
+        n_successors = self.successors.shape[1]
+        for t in range(1, length):
             follows = self.successors[
-                sources, tokens[:, t - 1], rng.integers(n_successors, size=n_documents)
+                tokens[:, t - 1], rng.integers(n_successors, size=n_documents)
             ]
-            uniform = rng.integers(self.n_content, size=n_documents)
-            tokens[:, t] = np.where(rng.random(n_documents) < self.noise, uniform, follows)
+            drawn = rng.choice(self.vocab_size, size=n_documents, p=self.unigram)
+            tokens[:, t] = np.where(rng.random(n_documents) < self.noise, drawn, follows)
         return tokens
 
     def log_predictive(self, documents: np.ndarray) -> np.ndarray:
-        """(n, length-1, vocab_size): log p(next token | the document so far) at every position, the
-        source's posterior tracked exactly; what a model sees as logits for targets x[:, 1:]."""
-        documents = np.asarray(documents)
-        n, length = documents.shape
-        log_transition = self.transition_log_probs()
-        sources = np.arange(self.n_sources)
-        # The marker restricts the prior to the sources that use it.
-        same_marker = self.marker(sources)[None, :] == documents[:, :1]
-        log_posterior = np.where(same_marker, np.log(self.source_probs)[None, :], -np.inf)
-        log_posterior -= _logsumexp(log_posterior, axis=1, keepdims=True)
-        out = np.full((n, length - 1, self.vocab_size), -np.inf)
-        out[:, 0, : self.n_content] = -np.log(self.n_content)
-        for t in range(2, length):
-            previous, current = documents[:, t - 1], documents[:, t]
-            # (n, sources, next): log p(source | so far) + log P_source(next | previous)
-            joint = log_posterior[:, :, None] + log_transition[:, previous].transpose(1, 0, 2)
-            out[:, t - 1, : self.n_content] = _logsumexp(joint, axis=1)
-            log_posterior = joint[np.arange(n), :, current]
-            log_posterior -= _logsumexp(log_posterior, axis=1, keepdims=True)
-        return out
+        """(n, length-1, vocab_size): log p(next token | the document so far) at every position,
+        what a model sees as logits for targets x[:, 1:]."""
+        return self.transition_log_probs()[np.asarray(documents)[:, :-1]]
 
-    def bayes_loss(self, documents: np.ndarray, chunk: int = 256) -> float:
+    def bayes_loss(self, documents: np.ndarray) -> float:
         """Mean -log p(x_t | x_<t) over every target of the documents (nats/token): the loss of the
         best possible predictor on exactly these tokens."""
         documents = np.asarray(documents)
-        total = 0.0
-        for start in range(0, len(documents), chunk):
-            part = documents[start : start + chunk]
-            log_probs = self.log_predictive(part)
-            total -= np.take_along_axis(log_probs, part[:, 1:, None], axis=2).sum()
-        return float(total / (documents.shape[0] * (documents.shape[1] - 1)))
-
-
-def _logsumexp(a: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
-    peak = np.max(a, axis=axis, keepdims=True)
-    peak = np.where(np.isfinite(peak), peak, 0.0)
-    out = np.log(np.sum(np.exp(a - peak), axis=axis, keepdims=True)) + peak
-    return out if keepdims else np.squeeze(out, axis=axis)
+        log_transition = self.transition_log_probs()
+        return float(-log_transition[documents[:, :-1], documents[:, 1:]].mean())
 
 
 class PowerLawDataModule(TokenDataModule):
@@ -154,13 +103,11 @@ class PowerLawDataModule(TokenDataModule):
     """
 
     name = "synthetic_powerlaw"
-    version = 1  # bump when the generator changes, so cached tokens are not reused
+    version = 2  # bump when the generator changes, so cached tokens are not reused
 
     def __init__(
         self,
         vocab_size: int = 96,
-        n_sources: int = 64,
-        n_markers: int = 64,
         n_successors: int = 2,
         noise: float = 0.1,
         zipf_exponent: float = 2.0,
@@ -170,12 +117,10 @@ class PowerLawDataModule(TokenDataModule):
         **common,
     ) -> None:
         super().__init__(**common)
-        n_content = vocab_size - n_markers
         checks = [
-            (1 <= n_markers <= n_sources, f"data.n_markers={n_markers} must lie in [1, data.n_sources]"),
-            (n_content >= 2, f"data.vocab_size={vocab_size} must exceed data.n_markers={n_markers} by 2 or more"),
+            (vocab_size >= 2, f"data.vocab_size={vocab_size} must be at least 2"),
             (vocab_size <= MAX_VOCAB, f"data.vocab_size={vocab_size} must be at most {MAX_VOCAB}"),
-            (1 <= n_successors <= n_content, f"data.n_successors={n_successors} must lie in [1, {n_content}] (content tokens)"),
+            (1 <= n_successors <= vocab_size, f"data.n_successors={n_successors} must lie in [1, data.vocab_size]"),
             (0 < noise <= 1, f"data.noise={noise} must lie in (0, 1]"),
             (zipf_exponent >= 0, f"data.zipf_exponent={zipf_exponent} must be >= 0"),
             (n_train_tokens > 0, f"data.n_train_tokens={n_train_tokens} must be positive"),
@@ -186,8 +131,6 @@ class PowerLawDataModule(TokenDataModule):
         self.params = {
             "version": self.version,
             "vocab_size": vocab_size,
-            "n_sources": n_sources,
-            "n_markers": n_markers,
             "n_successors": n_successors,
             "noise": float(noise),
             "zipf_exponent": float(zipf_exponent),
@@ -197,7 +140,7 @@ class PowerLawDataModule(TokenDataModule):
             "n_val_documents": self.val_tokens // (self.seq_len + 1),
         }
         self.language = PowerLawLanguage.random(
-            n_content, n_sources, n_markers, n_successors, noise, zipf_exponent, language_seed
+            vocab_size, n_successors, noise, zipf_exponent, language_seed
         )
         self.language_seed = language_seed
         self.cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser()
