@@ -40,6 +40,12 @@ SIX = [*[o for o in TINY if not o.startswith("trainer.val_check_interval")],
        "trainer.val_check_interval=2"]  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def importable_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs in fresh processes import this module for its callbacks."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
 def steps_logged(run_dir: Path) -> list[int]:
     with (run_dir / "metrics.csv").open() as f:
         return [int(r["step"]) for r in csv.DictReader(f)]
@@ -126,16 +132,22 @@ def test_sigterm_stops_a_sweep_with_its_summary_and_a_relaunch_finishes_it(tmp_p
     """kill -TERM of a sweep (its process group, as SLURM and a terminal do): the running job is
     checkpointed and `interrupted`, no further job launches, the summary is written, the exit
     code is 143; the same command again finishes every job, each once."""
-    args = ["-m", *SIX, "trainer.max_steps=24", "seed=0,1,2", f"paths.output_root={tmp_path}"]
     hold = [f"+callbacks.hold._target_={__name__}.HoldAt", "+callbacks.hold.step=10",
-            "+callbacks.hold.seconds=60"]  # fmt: skip
+            "+callbacks.hold.seconds=60", "+callbacks.hold.once=true"]  # fmt: skip
+    args = [
+        "-m",
+        *SIX,
+        "trainer.max_steps=24",
+        "seed=0,1,2",
+        f"paths.output_root={tmp_path}",
+        *hold,
+    ]
     first = subprocess.Popen(
-        [sys.executable, "-m", "scalinglab.train", *args, *hold], cwd=tmp_path,
+        [sys.executable, "-m", "scalinglab.train", *args], cwd=tmp_path,
         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     deadline = time.monotonic() + 300
-    while not list(tmp_path.glob("sweeps/*/*seed=0*/held")):
+    while not list(tmp_path.glob("sweeps/*/*/held")):  # the first job, at step 10
         assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGTERM)
@@ -143,31 +155,36 @@ def test_sigterm_stops_a_sweep_with_its_summary_and_a_relaunch_finishes_it(tmp_p
     assert first.returncode == 143, output[-3000:]
     (sweep_dir,) = (tmp_path / "sweeps").iterdir()
     (job,) = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    assert "seed=0" in job.name  # the others never launched
+    assert record(job)["seed"] == 0  # the others never launched
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert [(r["job"], r["status"]) for r in summary] == [(job.name, "interrupted")]
     checkpoint = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 10  # the step the signal stopped it at
 
-    again = run_cli(*args, cwd=tmp_path)
+    again = run_cli(*args, cwd=tmp_path)  # the same command
     assert again.returncode == 0, again.stderr[-3000:]
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert [r["status"] for r in summary] == ["completed"] * 3
-    for job in sweep_dir.glob("*seed=*"):
+    assert "from step 10 of" in again.stdout + again.stderr
+    for job in (p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         assert steps_logged(job) == list(range(1, 25)), job.name
         assert record(job)["attempts"] == (2 if record(job)["seed"] == 0 else 1)
 
 
 class HoldAt(pl.Callback):
     """Marks the job's directory (`held`) and waits after a given step, so that a test can act
-    while it trains."""
+    while it trains; with `once`, only the first job of the sweep to get there waits (a relaunch,
+    the same command, does not)."""
 
-    def __init__(self, step: int, seconds: float):
-        self.step, self.seconds = step, seconds
+    def __init__(self, step: int, seconds: float, once: bool = False):
+        self.step, self.seconds, self.once = step, seconds, once
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        job = Path(trainer.default_root_dir)
         if trainer.global_step == self.step:
-            (Path(trainer.default_root_dir) / "held").touch()
+            if self.once and list(job.parent.glob("*/held")):
+                return
+            (job / "held").touch()
             deadline = time.monotonic() + self.seconds
             while time.monotonic() < deadline and not trainer.received_sigterm:
                 time.sleep(0.05)
@@ -203,14 +220,13 @@ def test_two_launches_of_a_sweep_train_each_job_once(tmp_path: Path) -> None:
     args = ["-m", *SIX, "seed=0,1", f"paths.output_root={tmp_path}",
             f"+callbacks.hold._target_={__name__}.HoldAt", "+callbacks.hold.step=3",
             "+callbacks.hold.seconds=4"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "scalinglab.train", *args]
-    launches = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+    launches = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True) for _ in range(2)]  # fmt: skip
     outputs = [launch.communicate(timeout=300)[0] for launch in launches]
     assert [launch.returncode for launch in launches] == [0, 0], outputs
     (sweep_dir,) = (tmp_path / "sweeps").iterdir()
-    jobs = list(sweep_dir.glob("*seed=*"))
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(jobs) == 2
     for job in jobs:
         final = record(job)

@@ -498,7 +498,7 @@ class Checkpoints(pl.callbacks.Checkpoint):
         return self.dirpath / LAST
 
     def _save(self, trainer: pl.Trainer, path: Path) -> None:
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state: resumable
         if path == self.last:
             self._last_saved = trainer.global_step
 
