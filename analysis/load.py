@@ -124,6 +124,10 @@ def _read_run(run_json: Path) -> dict[str, Any]:
         raise DamagedRecord(f"{run_json}: unreadable ({error})") from None
     if not isinstance(record, dict):
         raise DamagedRecord(f"{run_json}: not a run record (a JSON {type(record).__name__})")
+    if record.get("status") == "running":  # `lost` when no live process holds the job's lock
+        from scalinglab.records import run_status  # training code: imported only when needed
+
+        record["status"] = run_status(run_json.parent)
     if record.get("status") == "completed" and not _positive(record.get("val_loss")):
         raise ValueError(
             f"{run_json}: a completed run whose val_loss is {record.get('val_loss')!r}, not a "
