@@ -448,10 +448,16 @@ def damage(path: Path) -> str | None:
 
 
 def verified(path: Path) -> bool:
-    """Whether a checkpoint is intact; a damaged one is set aside (renamed, with its checksum)."""
-    why = damage(path)
+    """Whether a checkpoint is intact; rank 0 sets a damaged one aside (renamed, with its
+    checksum), the job's other ranks skip it as well."""
+    try:
+        why = damage(path)
+    except FileNotFoundError:  # set aside by rank 0 meanwhile
+        return False
     if why is None:
         return True
+    if rank_zero_only.rank != 0:
+        return False
     set_aside(path, why)
     if checksum_path(path).exists():
         os.replace(checksum_path(path), checksum_path(path).with_suffix(".sha256.damaged"))

@@ -217,7 +217,8 @@ def previous_record(output_dir: Path) -> dict[str, Any] | None:
         log.warning(
             f"{err}: the job's state is unknown; it resumes from its checkpoint if it has one"
         )
-        set_aside(output_dir / RUN_FILE, "unreadable")
+        if rank_zero_only.rank == 0:  # the other ranks of the job read it as none too
+            set_aside(output_dir / RUN_FILE, "unreadable")
         return None
 
 
