@@ -182,12 +182,13 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
             try:
                 rows.append(_read_run(run_json))
             except DamagedRecord as error:
-                warnings.warn(f"skipping {error}", stacklevel=2)
                 damaged.append(str(error))
     if not rows:
         raise ValueError(
             f"no readable runs in {', '.join(map(str, _as_paths(paths)))}: {'; '.join(damaged)}"
         )
+    for error in damaged:
+        warnings.warn(f"skipping {error}", stacklevel=2)
     return _typed(pd.DataFrame(rows))
 
 
@@ -297,7 +298,9 @@ def load_csv(path: str | Path, columns: Mapping[str, str] | None = None) -> pd.D
     loss (nats/token), lr, batch_size to the file's own column names; unmapped standard
     names are looked for under their own name. Needs loss and n_params or flops; flops is
     computed as 6·N·D when absent and both N and D are present. Each row is a completed
-    run (run_id = its row number). Raises ValueError naming a missing column.
+    run (run_id = its row number). Raises ValueError naming the file and what is wrong: a missing
+    column, no rows, a loss left blank, or a value of a standard column that is not a positive,
+    finite number (blank N, D or C is allowed: the row is left out of fits that need it).
     """
     try:
         table = pd.read_csv(path)
@@ -316,8 +319,6 @@ def load_csv(path: str | Path, columns: Mapping[str, str] | None = None) -> pd.D
     points = table.rename(columns={name: standard for standard, name in columns.items()})
     if "loss" not in points:
         raise ValueError(f"{path}: no loss column; name it with columns={{'loss': ...}}")
-    if "flops" not in points and {"n_params", "tokens"} <= set(points.columns):
-        points["flops"] = 6.0 * points["n_params"] * points["tokens"]
     if "n_params" not in points and "flops" not in points:
         raise ValueError(f"{path}: needs an n_params or a flops column (or n_params and tokens)")
     for standard in ("loss", "n_params", "tokens", "flops", "lr", "batch_size"):
@@ -325,6 +326,8 @@ def load_csv(path: str | Path, columns: Mapping[str, str] | None = None) -> pd.D
             points[standard] = _positive_column(
                 points[standard], f"{path}: column {columns.get(standard, standard)!r}"
             )
+    if "flops" not in points and {"n_params", "tokens"} <= set(points.columns):
+        points["flops"] = 6.0 * points["n_params"] * points["tokens"]
     if points["loss"].isna().any():
         line = int(np.flatnonzero(points["loss"].isna())[0]) + 2
         raise ValueError(
@@ -343,10 +346,11 @@ def _positive_column(values: pd.Series, what: str) -> pd.Series:
     bad = (values.notna() & ~(np.isfinite(numbers) & (numbers > 0))).to_numpy()
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
+        value = values.iloc[first]
+        value = value.item() if isinstance(value, np.generic) else value
         more = f" (and {bad.sum() - 1} more)" if bad.sum() > 1 else ""
         raise ValueError(
-            f"{what} must hold positive, finite numbers; line {first + 2} has "
-            f"{values.iloc[first]!r}{more}"
+            f"{what} must hold positive, finite numbers; line {first + 2} has {value!r}{more}"
         )
     return numbers.astype("float64")
 

@@ -8,14 +8,18 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+import yaml
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from scalinglab.data import write_shard
 from scalinglab.model import GPTConfig
-from scalinglab.planning import build
+from scalinglab.planning import _mappings, build, plan, target_class
 from scalinglab.train import CONFIG_DIR
-from tests.conftest import TINY_TRAINING, compose_train
+from tests.conftest import compose_train
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_CONFIGS = sorted([*(ROOT / "conf").rglob("*.yaml"), *(ROOT / "sweeps").glob("*.yaml")])
 
 
 def options(group: str) -> list[str]:
@@ -28,10 +32,33 @@ def test_every_group_has_options() -> None:
     assert len(options("model")) >= 10
 
 
+# The README's table of named sizes: (d_model, n_layers, n_heads, non-embedding N to 3 figures).
+README_SIZES = {
+    "gpt": (256, 4, 4, 3.15e6),  # the explicit shape's defaults: gpt_tiny's
+    "gpt_nano": (64, 1, 2, 49.3e3),
+    "gpt_micro": (128, 2, 4, 394e3),
+    "gpt_mini": (192, 3, 6, 1.33e6),
+    "gpt_tiny": (256, 4, 4, 3.15e6),
+    "gpt_small": (384, 6, 6, 10.6e6),
+    "gpt_base": (512, 8, 8, 25.2e6),
+    "gpt_medium": (768, 12, 12, 85e6),
+    "gpt_large": (1024, 16, 16, 201e6),
+    "gpt_xl": (1536, 24, 24, 680e6),
+    "gpt_1b": (1792, 28, 28, 1.08e9),
+}
+
+
+def test_every_model_option_is_in_the_readme_table() -> None:
+    assert sorted(README_SIZES) == options("model")
+
+
 @pytest.mark.parametrize("name", options("model"))
 def test_model_options(name: str, tmp_path: Path) -> None:
     model = build(compose_train(f"model={name}", output_dir=tmp_path).model, vocab_size=256)
-    assert isinstance(model, GPTConfig) and model.n_params > 0
+    d_model, n_layers, n_heads, n_params_nonembedding = README_SIZES[name]
+    assert isinstance(model, GPTConfig)
+    assert (model.d_model, model.n_layers, model.n_heads) == (d_model, n_layers, n_heads)
+    assert float(f"{model.n_params_nonembedding:.3g}") == n_params_nonembedding
 
 
 @pytest.mark.parametrize("name", options("scheduler"))
@@ -87,8 +114,45 @@ def test_data_options(name: str, tmp_path: Path) -> None:
     assert isinstance(datamodule, pl.LightningDataModule)
 
 
-@pytest.mark.parametrize("group", ["debug", "sweep"])
-def test_global_options_compose(group: str, tmp_path: Path) -> None:
-    for name in options(group):
-        cfg = compose_train(*TINY_TRAINING, f"{group}={name}", output_dir=tmp_path)
-        assert cfg.trainer.max_steps > 0
+def test_debug_fast_is_a_few_steps_of_the_smallest_model(tmp_path: Path) -> None:
+    cfg = compose_train("debug=fast", output_dir=tmp_path)
+    assert (cfg.model.d_model, cfg.model.n_layers) == (64, 1)  # gpt_nano
+    assert (cfg.trainer.max_steps, cfg.data.batch_size, cfg.data.seq_len) == (5, 4, 32)
+    assert plan(cfg)[2] == 5
+
+
+@pytest.mark.parametrize("name", options("sweep"))
+def test_sweep_options_set_their_study_and_grid(name: str, tmp_path: Path) -> None:
+    """Each study names itself (its ids and directories) and sweeps keys the config has."""
+    cfg = compose_train(f"sweep={name}", output_dir=tmp_path)
+    assert cfg.name == name
+    grid = OmegaConf.to_container(cfg.hydra.sweeper.params) if "hydra" in cfg else None
+    params = yaml.safe_load((Path(CONFIG_DIR) / "sweep" / f"{name}.yaml").read_text())
+    for key in params["hydra"]["sweeper"]["params"]:
+        assert OmegaConf.select(cfg, key, default="absent") != "absent", key
+    assert grid is None or grid == params["hydra"]["sweeper"]["params"]
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_target_is_allowed(path: Path) -> None:
+    """The allow-list lets through every class that conf/ and sweeps/ name."""
+    targets = [
+        (key, node["_target_"])
+        for key, node in _mappings(OmegaConf.to_container(OmegaConf.load(path)))
+        if "_target_" in node
+    ]
+    for key, name in targets:
+        if name.endswith("SlurmLauncher"):
+            pytest.importorskip("hydra_plugins.hydra_submitit_launcher")  # the `slurm` extra
+        assert isinstance(target_class(f"{key}._target_", name), type)
+
+
+def test_the_shipped_configs_name_classes() -> None:
+    names = {
+        node["_target_"]
+        for path in SHIPPED_CONFIGS
+        for _, node in _mappings(OmegaConf.to_container(OmegaConf.load(path)))
+        if "_target_" in node
+    }
+    assert {"torch.optim.AdamW", "pytorch_lightning.Trainer", "scalinglab.model.GPTConfig"} <= names
+    assert len(names) >= 20

@@ -80,7 +80,7 @@ def build(cfg: DictConfig, **kwargs: Any) -> Any:
         resolved = OmegaConf.to_container(cfg, resolve=True)  # what instantiate will read
         for key, node in _mappings(resolved, _key(cfg)):
             if "_target_" in node:
-                target_class(f"{key}._target_", node["_target_"])
+                target_class(_child(key, "_target_"), node["_target_"])
         return instantiate(cfg, **kwargs)
 
 
@@ -146,11 +146,15 @@ def _key(node: DictConfig | ListConfig) -> str:
     return "" if node._get_parent() is None else str(node._get_full_key(None))
 
 
+def _child(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
 def _mappings(container: Any, key: str = "") -> Iterator[tuple[str, dict]]:
     """(dotted key, mapping) for every mapping in a plain container, itself included."""
     if isinstance(container, dict):
         yield key, container
-        children = ((f"{key}.{k}" if key else str(k), v) for k, v in container.items())
+        children = ((_child(key, str(k)), v) for k, v in container.items())
     elif isinstance(container, list):
         children = ((f"{key}[{i}]", v) for i, v in enumerate(container))
     else:
@@ -169,8 +173,8 @@ def check_targets(cfg: DictConfig) -> None:
         if "_target_" in node:
             name = node["_target_"]
             if isinstance(name, str) and "${" in name:  # e.g. ${oc.env:X}: only that value
-                name = OmegaConf.select(cfg, f"{key}._target_")
-            target_class(f"{key}._target_", name)
+                name = OmegaConf.select(cfg, _child(key, "_target_"))
+            target_class(_child(key, "_target_"), name)
 
 
 # ---- keys: each one something reads --------------------------------------------------------------
@@ -247,7 +251,7 @@ def check_keys(cfg: DictConfig) -> None:
     for key, node in _mappings(raw):
         if "_target_" not in node:
             continue
-        cls = target_class(f"{key}._target_", OmegaConf.select(cfg, f"{key}._target_"))
+        cls = target_class(_child(key, "_target_"), OmegaConf.select(cfg, _child(key, "_target_")))
         accepted = _accepted(cls)
         if accepted is None:
             continue
@@ -418,7 +422,7 @@ def check_set(cfg: DictConfig) -> None:
     raw = OmegaConf.to_container(cfg, resolve=False)  # nothing resolved: only `???` is looked for
     raw.pop("hydra", None)
     missing = sorted(
-        f"{key}.{name}" if key else name
+        _child(key, name)
         for key, node in _mappings(raw)
         for name, value in node.items()
         if value == "???"

@@ -50,6 +50,8 @@ def preflight(
         raise ConfigError(
             f"the sweep has no jobs: {', '.join(without_values) or 'its grid'} gives no values"
         )
+    # A job is named by what sets it apart: its own values of the grid.
+    shared = set.intersection(*(set(job) for job in jobs))
     problems = []
     for overrides in jobs:
         try:
@@ -58,7 +60,8 @@ def preflight(
                 cfg.paths.output_dir = "."
             plan(cfg)
         except (ConfigError, ConfigCompositionException) as err:
-            problems.append(f"{' '.join(overrides) or 'the job'}: {' '.join(str(err).split())}")
+            name = " ".join(o for o in overrides if o not in shared) or "the job"
+            problems.append(f"{name}: {' '.join(str(err).split())}")
     if problems:
         refused = f"{len(problems)} of {len(jobs)} jobs refused before launch:"
         raise ConfigError(
