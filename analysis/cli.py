@@ -207,7 +207,12 @@ def analyse_power(study: Study, x: str = "n_params") -> Section:
     ):
         fit.checks.insert(1, checks.one_slice(x, best["n_params"], best["tokens"], fit.params))
     figure = plot_loss(
-        best[column], best["loss"], fit, x_name=x, tokens=best["tokens"] if has_tokens else None
+        best[column],
+        best["loss"],
+        fit,
+        x_name=x,
+        tokens=best["tokens"] if has_tokens else None,
+        floor=study.known_floor,
     )
     what = f"the lowest loss at each {AXIS_WORDS[x]}"
     return Section(
@@ -243,18 +248,34 @@ def analyse_chinchilla(study: Study) -> Section:
     fit = fit_chinchilla(rows["n_params"], rows["tokens"], rows["loss"], **_fit_options(study))
     budgets = 6.0 * rows["n_params"] * rows["tokens"]
     untrusted = "" if fit.trusted else " The fit is not trusted: the frontier is not a result."
+    floor = study.known_floor
+    on_floor = "" if floor is None else " Dashed: the floor the data records."
     return Section(
         description=f"L = E + A/N^alpha + B/D^beta, Huber loss on log L over {len(rows)} runs; "
         "N_opt ∝ C^a, D_opt ∝ C^b with C = 6ND." + study.against_floor(fit),
         fit=fit,
         figures={
-            "chinchilla": plot_loss(rows["n_params"], rows["loss"], fit, tokens=rows["tokens"]),
+            "chinchilla": plot_loss(
+                rows["n_params"], rows["loss"], fit, tokens=rows["tokens"], floor=floor
+            ),
+            "chinchilla_tokens": plot_loss(
+                rows["tokens"],
+                rows["loss"],
+                fit,
+                x_name="tokens",
+                n_params=rows["n_params"],
+                floor=floor,
+            ),
             "frontier_chinchilla": plot_frontier(fit, budgets),
         },
         captions={
             "chinchilla": f"Final loss of {len(rows)} runs against parameters, coloured by "
             "training tokens, with the fitted L(N, D) = E + A/N^alpha + B/D^beta drawn at a few "
-            "token counts (Approach 3)." + untrusted.replace("frontier", "fit"),
+            "token counts (Approach 3)." + on_floor + untrusted.replace("frontier", "fit"),
+            "chinchilla_tokens": f"The same {len(rows)} runs against training tokens, coloured by "
+            "parameters, with the fitted law drawn at a few model sizes: the L(D) slices."
+            + on_floor
+            + untrusted.replace("frontier", "fit"),
             "frontier_chinchilla": "Compute-optimal model size N_opt(C) implied by the fitted "
             "L(N, D) (Approach 3), with its 95% bootstrap band; grey: extrapolation beyond the "
             "largest run." + untrusted,

@@ -86,17 +86,21 @@ def _span(values: np.ndarray, below: float = 0.3, above: float = 0.3, n: int = 2
 
 
 def loss_band(
-    fit: FitResult, x: np.ndarray, tokens: float | None = None, *, level: float = 0.95
+    fit: FitResult,
+    x: np.ndarray | float,
+    tokens: np.ndarray | float | None = None,
+    *,
+    level: float = 0.95,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The bootstrap band of a power or chinchilla fit's loss: at each x (chinchilla: each N, at
-    `tokens` D), the central `level` percentile interval of the loss predicted by each resample's
-    refitted law (extras["bootstrap"]). Each resample's parameters are used together, as in
-    frontier_band. A ValueError if the fit has no draws."""
+    """The bootstrap band of a power or chinchilla fit's loss: at each x (chinchilla: at each
+    (N, D) pair, either one a scalar), the central `level` percentile interval of the loss
+    predicted by each resample's refitted law (extras["bootstrap"]). Each resample's parameters are
+    used together, as in frontier_band. A ValueError if the fit has no draws."""
     draws = fit.extras.get("bootstrap")
     if not draws:
         raise ValueError(f"the {fit.law} fit has no bootstrap draws, so its loss has no band")
     per_draw = {name: np.asarray(draws[name], float) for name in fit.params}
-    inputs = (np.asarray(x, float)[:, None],) + (() if tokens is None else (tokens,))
+    inputs = tuple(np.asarray(v, float)[..., None] for v in (x, tokens) if v is not None)
     with np.errstate(over="ignore"):  # an unidentified fit's draws may overflow: an open band
         losses = replace(fit, params=per_draw).predict(*inputs)  # x by resamples
     tail = 50.0 * (1.0 - level)  # as percentile_interval, vectorised over x
@@ -136,6 +140,8 @@ def plot_loss(
     *,
     x_name: str = "n_params",
     tokens: Sequence[float] | None = None,
+    n_params: Sequence[float] | None = None,
+    floor: float | None = None,
     ax: Axes | None = None,
 ) -> Figure:
     """Loss against x (x_name: n_params, tokens, flops, or x for any other), log-log, with the
@@ -143,7 +149,10 @@ def plot_loss(
 
     tokens: colours the points by training tokens; a chinchilla fit (x_name="n_params") is
     then drawn as L(N) at a few token counts spanning the data, in the same colours, each with
-    its band. The y range is the data's and the fitted curves': a band wider than that is cut.
+    its band. n_params, with x_name="tokens": the other slice, L(D) at a few model sizes.
+    floor: a loss the data is known to have as its floor (a synthetic language's
+    irreducible_loss), drawn beside the fitted E. The y range is the data's and the fitted
+    curves': a band wider than that is cut.
     """
     x, loss = np.asarray(x, float), np.asarray(loss, float)
     fig, ax = _figure(f"Loss vs {AXIS_LABELS[x_name].split(' (')[0]}", ax=ax)
@@ -155,16 +164,20 @@ def plot_loss(
         ax.xaxis.set_major_formatter("{x:g}")
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
     curves = []  # the law's losses drawn (and E near them): the y range holds them and the data
-    one_token_count = tokens is not None and np.nanmin(tokens) == np.nanmax(tokens)
-    if tokens is None or (one_token_count and (fit is None or fit.law == "power")):
-        label = f"runs (D = {np.nanmin(tokens):.3g} tokens)" if one_token_count else "runs"
+    # The points are coloured by the other variable of L(N, D): tokens, or sizes for L(D).
+    other_name = "n_params" if x_name == "tokens" and n_params is not None else "tokens"
+    other = n_params if other_name == "n_params" else tokens
+    one_level = other is not None and np.nanmin(other) == np.nanmax(other)
+    if other is None or (one_level and (fit is None or fit.law == "power")):
+        symbol = SYMBOLS[other_name]
+        label = f"runs ({symbol} = {np.nanmin(other):.3g})" if one_level else "runs"
         ax.scatter(x, loss, color="C0", zorder=3, label=label)
     else:
-        tokens = np.asarray(tokens, float)
-        norm = _log_norm(tokens)
-        cmap = _colour_scale(fig, ax, norm, AXIS_LABELS["tokens"])
-        ax.scatter(x, loss, color=cmap(norm(tokens)), zorder=3)
-        ax.scatter([], [], color="0.5", label="runs (coloured by D)")
+        other = np.asarray(other, float)
+        norm = _log_norm(other)
+        cmap = _colour_scale(fig, ax, norm, AXIS_LABELS[other_name])
+        ax.scatter(x, loss, color=cmap(norm(other)), zorder=3)
+        ax.scatter([], [], color="0.5", label=f"runs (coloured by {SYMBOLS[other_name]})")
     if fit is not None and fit.law == "power":
         symbol = SYMBOLS.get(x_name, "x")
         label = f"fit L = E + A·{symbol}^-alpha\n" + ", ".join(
@@ -181,13 +194,18 @@ def plot_loss(
             ax.axhline(E, color="C3", ls=":", lw=1, label=label)
             curves.append(np.array([E] if near else []))
     elif fit is not None and fit.law == "chinchilla":
-        if tokens is None or x_name != "n_params":
-            raise ValueError("a chinchilla fit is drawn against n_params with tokens given")
-        for k, level in enumerate(np.geomspace(np.nanmin(tokens), np.nanmax(tokens), 4)):
-            curves.append(fit.predict(curve_x, level))
+        if other is None or x_name not in ("n_params", "tokens"):
+            raise ValueError(
+                "a chinchilla fit is drawn against n_params with tokens given, or against tokens "
+                "with n_params given"
+            )
+        for k, level in enumerate(np.geomspace(np.nanmin(other), np.nanmax(other), 4)):
+            N, D = (curve_x, level) if other_name == "tokens" else (level, curve_x)
+            curves.append(fit.predict(N, D))
             color = cmap(norm(level))
-            ax.plot(curve_x, curves[-1], color=color, label=f"fit at D = {level:.2g}")
-            band = lambda level=level: loss_band(fit, curve_x, level)  # noqa: E731
+            label = f"fit at {SYMBOLS[other_name]} = {level:.2g}"
+            ax.plot(curve_x, curves[-1], color=color, label=label)
+            band = lambda N=N, D=D: loss_band(fit, N, D)  # noqa: E731
             _draw_band(ax, curve_x, fit, band, color=color, legend=None if k else "bands")
         ax.set_title(
             _trust_label("L = E + A/N^α + B/D^β", fit)
@@ -196,6 +214,9 @@ def plot_loss(
         )
     if fit is not None and fit.law == "power" and not fit.trusted:
         ax.set_title(_trust_label(ax.get_title(), fit))
+    if floor is not None:
+        ax.axhline(floor, color="k", ls="--", lw=1, label=f"known floor {floor:.4g}")
+        curves.append(np.array([floor]))
     if fit is not None:  # an unidentified fit's band can span decades: keep the data readable
         shown = np.concatenate([loss, *curves])
         ax.set_ylim(np.nanmin(shown) / 1.05, np.nanmax(shown) * 1.05)

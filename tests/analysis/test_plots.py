@@ -83,6 +83,40 @@ def test_chinchilla_plot_has_a_curve_per_token_level(runs) -> None:
         plot_loss(runs["n_params"], runs["val_loss"], fit)
 
 
+def test_chinchilla_l_of_d_slices_with_their_bands_and_the_known_floor(runs) -> None:
+    fit = fit_chinchilla(runs["n_params"], runs["tokens"], runs["val_loss"], n_bootstrap=20)
+    floor = 0.97 * runs["val_loss"].min()
+    fig = plot_loss(
+        runs["tokens"],
+        runs["val_loss"],
+        fit,
+        x_name="tokens",
+        n_params=runs["n_params"],
+        floor=floor,
+    )
+    ax = fig.axes[0]
+    assert "training tokens" in ax.get_xlabel() and "parameters" in fig.axes[1].get_ylabel()
+    curves = [line for line in ax.get_lines() if line.get_label().startswith("fit at N")]
+    assert len(curves) == 4
+    d_grid, loss_grid = curves[-1].get_data()
+    size = runs["n_params"].max()  # the last curve is at the largest model
+    assert np.allclose(loss_grid, laws.chinchilla_loss(size, d_grid, **fit.params))
+    # Its band: percentiles of the resamples' own laws at that size, computed here.
+    draws = {k: np.asarray(v) for k, v in fit.extras["bootstrap"].items()}
+    per_draw = laws.chinchilla_loss(
+        size, d_grid[:, None], *(draws[k] for k in ("E", "A", "B", "alpha", "beta"))
+    )
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    lo, hi = band_edges(bands[-1], d_grid[::40])
+    expected_lo, expected_hi = percentile_band(per_draw[::40])
+    np.testing.assert_allclose(lo, expected_lo, rtol=1e-9)
+    np.testing.assert_allclose(hi, expected_hi, rtol=1e-9)
+    (known,) = [line for line in ax.get_lines() if line.get_label().startswith("known floor")]
+    assert np.allclose(known.get_ydata(), floor) and ax.get_ylim()[0] < floor
+    with pytest.raises(ValueError, match="n_params given"):
+        plot_loss(runs["tokens"], runs["val_loss"], fit, x_name="tokens")
+
+
 def test_isoflop_plot_flags_minima_outside_the_sampled_sizes(tmp_path: Path) -> None:
     # Three budgets; at the largest, every size is above the optimum, so its minimum is outside.
     budgets, sizes = [1e15, 1e16, 1e17], []
