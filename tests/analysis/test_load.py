@@ -70,6 +70,31 @@ def test_overrides_fall_back_to_hydra_dir(tmp_path: Path, isoflop_sweep: Path) -
     assert load_runs(run_dir)["model"].tolist() == ["gpt_small"]
 
 
+def test_every_config_key_is_a_column(tmp_path: Path, isoflop_sweep: Path) -> None:
+    """`.hydra/config.yaml` flattened: any key can be filtered or grouped on, not only overrides;
+    an override wins over the config, the record over both."""
+    for name, n_layers, warmup in (("a", 2, 20), ("b", 4, 50)):
+        run_dir = tmp_path / name
+        (run_dir / ".hydra").mkdir(parents=True)
+        record = json.loads((isoflop_sweep / "0" / "run.json").read_text())
+        record |= {"run_id": name, "seed": 7, "overrides": ["optimizer.lr=0.01"]}
+        (run_dir / "run.json").write_text(json.dumps(record))
+        (run_dir / ".hydra" / "config.yaml").write_text(
+            f"model:\n  n_layers: {n_layers}\n  d_model: 64\n"
+            f"scheduler:\n  warmup_steps: {warmup}\n  _target_: scalinglab.schedules.Cosine\n"
+            "optimizer:\n  lr: ${inverse_width_lr:3e-3,64,${model.d_model}}\n"
+            "  betas: [0.9, 0.95]\nseed: 3\ndata:\n  path: ???\n"
+        )
+    runs = load_runs(tmp_path).set_index("run_id")
+    assert runs["model.n_layers"].to_dict() == {"a": 2, "b": 4}
+    assert runs.groupby("scheduler.warmup_steps").size().to_dict() == {20: 1, 50: 1}
+    assert runs.loc["a", "scheduler._target_"] == "scalinglab.schedules.Cosine"
+    assert runs.loc["a", "optimizer.betas"] == [0.9, 0.95]
+    assert runs.loc["a", "data.path"] == "???"  # as Hydra saved it
+    assert runs["optimizer.lr"].tolist() == [0.01, 0.01]  # the override, not the interpolation
+    assert runs["seed"].tolist() == [7, 7]  # the record, not the config
+
+
 def test_single_run_dir_and_several_paths(isoflop_sweep: Path) -> None:
     assert load_runs(isoflop_sweep / "3")["run_id"].tolist() == ["iso03"]
     # Overlapping paths count each run once.
