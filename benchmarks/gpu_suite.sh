@@ -44,7 +44,7 @@ part first_step_fill 300 $T --shapes 7M --warmup 2 --steps 5 --variants plain
 part first_step_warm 300 $T --shapes 7M --warmup 2 --steps 5 --variants plain,scalinglab-compiled
 part compile_cache 300 scaling-train -m launcher=local_gpus 'hydra.launcher.gpus=[0]' \
   trainer=gpu compile=true model=gpt model.d_model=128 model.n_layers=4 model.n_heads=4 \
-  data.seq_len=1024 trainer.max_steps=5 seed=0,1 paths.compile_cache_dir="$out/cache/jobs" \
+  data.seq_len=1024 trainer.max_steps=5 scheduler.warmup_steps=1 seed=0,1 paths.compile_cache_dir="$out/cache/jobs" \
   hydra.sweep.dir="$out/jobs"
 grep -ho '"first_step_s": [0-9.]*' "$out"/jobs/*/run.json >"$out/compile_cache.txt" 2>/dev/null
 

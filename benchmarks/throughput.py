@@ -342,6 +342,7 @@ def time_scalinglab(
         f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}",
         f"trainer.max_steps={max_steps}",
         f"trainer.val_check_interval={max_steps}",  # after the timed steps
+        f"scheduler.warmup_steps={args.warmup}",  # shorter than the run, as a job's must be
         f"paths.output_dir={tmp}/job",
         f"paths.compile_cache_dir={args.compile_cache or f'{tmp}/compile_cache'}",
         "sweep_id=throughput",
