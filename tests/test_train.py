@@ -392,3 +392,28 @@ def test_compiled_training_matches_eager(tmp_path: Path) -> None:
     # The compilation is kept where the config says, for the sweep's next job of this shape.
     assert list((tmp_path / "compile_cache" / "inductor").rglob("*.py"))
     assert compiled["first_step_s"] > 0 and eager["first_step_s"] > 0
+
+
+@pytest.mark.parametrize("devices", ["auto", "1", "2", "'2'"])
+def test_devices_are_counted_once(devices: str, tmp_path: Path) -> None:
+    """The planned tokens per step, the launchers' device count and Lightning's own agree (a
+    quoted '2' is a string, which Lightning reads as 2)."""
+    from scalinglab.launching.jobs import trainer_devices
+    from scalinglab.planning import plan
+
+    cfg = compose_train(*TINY, "trainer.accelerator=cpu", f"trainer.devices={devices}",
+                        output_dir=tmp_path)  # fmt: skip
+    trainer = pl.Trainer(accelerator="cpu", devices=cfg.trainer.devices, logger=False)
+    assert trainer_devices(cfg) == trainer.world_size
+    assert plan(cfg)[1] == 4 * 32 * trainer.world_size
+
+
+def test_auto_and_minus_one_mean_every_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from scalinglab.planning import world_size
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert world_size("auto", 2, "gpu") == world_size(-1, 2, "gpu") == 8
+    assert world_size("auto", 1, "cpu") == 1
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ConfigError, match="trainer.devices=-1 means every GPU"):
+        world_size(-1, 1, "cpu")
