@@ -179,6 +179,10 @@ class HoldAt(pl.Callback):
     def __init__(self, step: int, seconds: float, once: bool = False):
         self.step, self.seconds, self.once = step, seconds, once
 
+    def on_train_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        with (Path(trainer.default_root_dir) / "trained_by").open("a") as f:
+            f.write(f"{os.getpid()}\n")  # one line per process that trains the job
+
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         job = Path(trainer.default_root_dir)
         if trainer.global_step == self.step:
@@ -231,6 +235,7 @@ def test_two_launches_of_a_sweep_train_each_job_once(tmp_path: Path) -> None:
     for job in jobs:
         final = record(job)
         assert final["status"] == "completed" and final["attempts"] == 1, job.name
+        assert len((job / "trained_by").read_text().split()) == 1, job.name  # one process
         assert steps_logged(job) == [1, 2, 3, 4, 5, 6]
     said = "".join(outputs)
     assert "held by another process" in said  # the second launch says why it skipped
