@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -316,6 +317,8 @@ def test_the_last_checkpoint_is_the_final_steps(tmp_path: Path) -> None:
     assert {p.name for p in checkpoints.iterdir()} == {
         "last.ckpt", "last.ckpt.sha256", "last.previous.ckpt", "last.previous.ckpt.sha256"
     }  # fmt: skip
+    sums = ["last.ckpt.sha256", "last.previous.ckpt.sha256"]  # in sha256sum's own format
+    subprocess.run(["sha256sum", "--check", "--quiet", *sums], cwd=checkpoints, check=True)
 
 
 def make_shard(path: Path, magic: int = 20240520, truncate: int = 0) -> Path:

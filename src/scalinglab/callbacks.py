@@ -393,8 +393,8 @@ def previous_path(path: Path) -> Path:
 class _Hashing:
     """A file that hashes what is written to it (torch.save streams the checkpoint through it)."""
 
-    def __init__(self, f: IO[bytes]):
-        self.f, self.sha256 = f, hashlib.sha256()
+    def __init__(self, f: IO[bytes], sha256: Any):
+        self.f, self.sha256 = f, sha256
 
     def write(self, data: bytes) -> int:
         self.sha256.update(data)
@@ -416,24 +416,30 @@ def save_verified(checkpoint: dict[str, Any], path: Path) -> None:
     """Write a checkpoint whole (a temporary file beside it, renamed), then its sha256 beside it;
     the checkpoint it replaces is kept as `previous_path`, with its checksum."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    hashing: list[_Hashing] = []
+    sha256 = hashlib.sha256()
 
     def write(f: IO[bytes]) -> None:
-        hashing.append(_Hashing(f))
-        torch.save(checkpoint, hashing[0])  # type: ignore[arg-type]
+        torch.save(checkpoint, _Hashing(f, sha256))  # type: ignore[arg-type]
 
     def keep_previous() -> None:
-        if path.exists():
-            previous = previous_path(path)
-            os.replace(path, previous)
-            if checksum_path(path).exists():
-                os.replace(checksum_path(path), checksum_path(previous))
-            else:
-                checksum_path(previous).unlink(missing_ok=True)
+        if not path.exists():
+            return
+        previous = previous_path(path)
+        checksum_path(previous).unlink(missing_ok=True)
+        os.replace(path, previous)
+        if checksum_path(path).exists():
+            digest = checksum_path(path).read_text().split()[0]
+            write_checksum(previous, digest)
+            checksum_path(path).unlink()
 
     write_atomic(path, write, before_replace=keep_previous)
-    digest = hashing[0].sha256.hexdigest()
-    write_atomic(checksum_path(path), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
+    write_checksum(path, sha256.hexdigest())
+
+
+def write_checksum(path: Path, digest: str) -> None:
+    """`path.sha256`, as sha256sum writes it (`sha256sum -c` checks it)."""
+    line = f"{digest}  {path.name}\n"
+    write_atomic(checksum_path(path), lambda f: f.write(line.encode()))
 
 
 def damage(path: Path) -> str | None:
