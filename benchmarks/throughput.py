@@ -34,7 +34,7 @@ Rates are measured over --steps steps after --warmup steps (compilation happens 
 two runs with the same directory give the cold and then the warm figure, as a sweep's first and
 later jobs of one shape pay it.
 MFU = tokens/s x GPTConfig.flops_per_token(seq_len) / the device's peak from
-scalinglab.module.peak_flops (n/a on CPUs). Every measurement runs in a process of its own;
+scalinglab.callbacks.peak_flops (n/a on CPUs). Every measurement runs in a process of its own;
 `--processes K` starts K copies of each at once on the same device (as `launcher=local_gpus
 hydra.launcher.jobs_per_gpu=K` packs jobs), times them after a common barrier and reports their
 summed tokens/s.
@@ -62,10 +62,10 @@ import torch
 import torch.nn as nn
 from hydra import compose, initialize_config_dir
 
+from scalinglab.callbacks import peak_flops
 from scalinglab.data import ShardsDataModule, write_shard
 from scalinglab.data.datamodule import TokenSequence, TrainBatches
 from scalinglab.model import GPT, GPTConfig
-from scalinglab.callbacks import peak_flops
 from scalinglab.ops import DEFAULT_CHUNK_SIZE, chunked_cross_entropy
 from scalinglab.train import CONFIG_DIR, train, use_compile_cache
 
