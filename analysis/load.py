@@ -318,7 +318,9 @@ def load_csv(path: str | Path, columns: Mapping[str, str] | None = None) -> pd.D
             )
     points = table.rename(columns={name: standard for standard, name in columns.items()})
     if "loss" not in points:
-        raise ValueError(f"{path}: no loss column; name it with columns={{'loss': ...}}")
+        raise ValueError(
+            f"{path}: no loss column (name it: --loss-col, or columns={{'loss': ...}})"
+        )
     if "n_params" not in points and "flops" not in points:
         raise ValueError(f"{path}: needs an n_params or a flops column (or n_params and tokens)")
     for standard in ("loss", "n_params", "tokens", "flops", "lr", "batch_size"):

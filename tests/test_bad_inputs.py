@@ -26,7 +26,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.types import HydraContext, RunMode
 
-from hydra_plugins.scalinglab.sweeper import PreflightSweeper
 from scalinglab.analysis.cli import main as scaling_fit
 from scalinglab.errors import ConfigError
 from scalinglab.train import CONFIG_DIR, train
@@ -227,6 +226,10 @@ def check_sweep(overrides: list[str], searchpath: Path) -> None:
     """What `scaling-train -m OVERRIDES` checks before it writes or launches anything: the
     sweeper's expansion of the grid and its pre-launch plan of every job (Hydra's multirun, up to
     BasicSweeper.sweep's first write)."""
+    # Imported once scalinglab.train has registered the plugins: Hydra's plugin scan re-executes
+    # the module that defines BasicSweeper, and a subclass of the class it replaced breaks.
+    from hydra_plugins.scalinglab.sweeper import PreflightSweeper
+
     overrides = [*overrides, f"hydra.searchpath=[file://{searchpath}]"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
