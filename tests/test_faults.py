@@ -26,7 +26,7 @@ import pytorch_lightning as pl
 import torch
 
 from scalinglab.callbacks import checksum_path, sha256_of
-from scalinglab.records import job_lock, run_status
+from scalinglab.records import LOCK_FILE, job_lock, run_status
 from scalinglab.sweeping import update_summary
 from scalinglab.train import train
 from tests.conftest import TINY, compose_train, run_cli
@@ -200,10 +200,10 @@ class HoldAt(pl.Callback):
 def test_a_job_held_by_another_process_is_skipped(
     tmp_path: Path, straight: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    holder = subprocess.Popen(  # another launch of the same job, training it
-        [sys.executable, "-c", "import sys, time; from scalinglab.records import job_lock; "
-         "lock = job_lock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(60)",
-         str(tmp_path)],
+    holder = subprocess.Popen(  # another launch of the same job, training it (its lock only)
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+         "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(60)",
+         str(tmp_path / LOCK_FILE)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
