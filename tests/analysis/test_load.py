@@ -26,7 +26,11 @@ from .fake_runs import BUDGETS, chinchilla_loss
 def test_load_runs_schema_and_statuses(isoflop_sweep: Path) -> None:
     runs = load_runs(isoflop_sweep)
     assert len(runs) == 17
-    assert runs["status"].value_counts().to_dict() == {"completed": 15, "failed": 1, "running": 1}
+    assert runs["status"].value_counts().to_dict() == {
+        "completed": 15,
+        "failed": 1,
+        "lost": 1,
+    }  # no process holds it
     for column in [
         "n_params",
         "n_params_nonembedding",
@@ -104,7 +108,7 @@ def test_single_run_dir_and_several_paths(isoflop_sweep: Path) -> None:
 def test_completed_and_left_out_message(isoflop_sweep: Path) -> None:
     runs = load_runs(isoflop_sweep)
     assert len(completed(runs)) == 15
-    assert left_out_message(runs) == "2 runs left out: 1 failed, 1 running"
+    assert left_out_message(runs) == "2 runs left out: 1 failed, 1 lost"
     assert left_out_message(completed(runs)) == ""
 
 
