@@ -125,6 +125,11 @@ def _draw_band(
         ax.plot([], [], " ", label=f"no band: no bootstrap draws ({why})")
 
 
+def _short_number(value: float, _position: object = None) -> str:
+    """Tick labels of one style within an axis: 2000, 5e5, 1e6 (never 500000 beside 1e+06)."""
+    return f"{value:g}" if value < 1e5 else f"{value:.0e}".replace("e+0", "e").replace("e+", "e")
+
+
 def _with_ci(fit: FitResult, name: str) -> str:
     value = fit.params.get(name, fit.derived.get(name))
     if name in fit.ci95:
@@ -161,7 +166,7 @@ def plot_loss(
     curve_x = _span(x)
     if np.log10(curve_x[-1] / curve_x[0]) < 2.5:  # one or two powers of 10: label 2s and 5s too
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter("{x:g}")
+        ax.xaxis.set_major_formatter(_short_number)
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
     curves = []  # the law's losses drawn (and E near them): the y range holds them and the data
     # The points are coloured by the other variable of L(N, D): tokens, or sizes for L(D).
@@ -199,7 +204,12 @@ def plot_loss(
                 "a chinchilla fit is drawn against n_params with tokens given, or against tokens "
                 "with n_params given"
             )
-        for k, level in enumerate(np.geomspace(np.nanmin(other), np.nanmax(other), 4)):
+        # A curve through each measured level when there are few (every point on its own curve),
+        # else four spanning them.
+        levels = np.unique(other)
+        if len(levels) > 8:
+            levels = np.geomspace(levels[0], levels[-1], 4)
+        for k, level in enumerate(levels):
             N, D = (curve_x, level) if other_name == "tokens" else (level, curve_x)
             curves.append(fit.predict(N, D))
             color = cmap(norm(level))

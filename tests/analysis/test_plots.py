@@ -115,6 +115,13 @@ def test_chinchilla_l_of_d_slices_with_their_bands_and_the_known_floor(runs) -> 
     assert np.allclose(known.get_ydata(), floor) and ax.get_ylim()[0] < floor
     with pytest.raises(ValueError, match="n_params given"):
         plot_loss(runs["tokens"], runs["val_loss"], fit, x_name="tokens")
+    # Few measured sizes: a curve through each, so every point lies on its own model's curve.
+    few = runs[runs["n_params"].isin(sorted(runs["n_params"].unique())[:3])]
+    fig = plot_loss(few["tokens"], few["val_loss"], fit, x_name="tokens", n_params=few["n_params"])
+    curves = [c for c in fig.axes[0].get_lines() if c.get_label().startswith("fit at N")]
+    assert [c.get_label() for c in curves] == [
+        f"fit at N = {n:.2g}" for n in sorted(few["n_params"].unique())
+    ]
 
 
 def test_isoflop_plot_flags_minima_outside_the_sampled_sizes(tmp_path: Path) -> None:
