@@ -84,7 +84,7 @@ def test_chinchilla_from_runs(isoflop_sweep: Path, tmp_path: Path, capsys) -> No
     assert fit["derived"]["a"] == pytest.approx(0.5, abs=0.01)
     assert fit["n_points"] == 15
     printed = capsys.readouterr().out
-    assert "2 runs left out: 1 failed, 1 running" in printed
+    assert "2 runs left out: 1 failed, 1 lost" in printed
     assert re.search(r"alpha\s+param\s+0\.3", printed)
     assert_figures(tmp_path, ["chinchilla", "frontier_chinchilla"])
 
@@ -224,7 +224,7 @@ def test_report_links_existing_figures_with_captions(isoflop_report) -> None:
     out, text, _, _ = isoflop_report
     for title in ["Power law L(N)", "Chinchilla", "IsoFLOP", "envelope", "Learning rate"]:
         assert title in text
-    assert "2 runs left out: 1 failed, 1 running" in text
+    assert "2 runs left out: 1 failed, 1 lost" in text
     figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     assert {"isoflop.png", "chinchilla.png", "curves.png"} <= set(figures)
     assert all((out.parent / name).exists() for name in figures)
@@ -239,7 +239,7 @@ def test_report_json_is_written_beside_the_markdown(isoflop_report) -> None:
     _, _, document, from_json_option = isoflop_report
     assert from_json_option == document  # --json writes the same document
     assert set(document) == {"summary", "data", "fits", "agreement"}
-    assert "2 runs left out: 1 failed, 1 running" in document["data"]
+    assert "2 runs left out: 1 failed, 1 lost" in document["data"]
     fits = {fit["title"]: fit for fit in document["fits"]}
     assert sorted(fit["law"] for fit in fits.values()) == [
         "chinchilla",
