@@ -7,6 +7,7 @@ Each job's process records who ran it (JobProbe: pid, rank, SLURM job id, times)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -32,6 +34,7 @@ from scalinglab.launching.local_gpus import LocalGPUsLauncher
 from scalinglab.launching.ray_cluster import NODE_ID_ENV, RayLauncher
 from scalinglab.train import CONFIG_DIR
 from tests.conftest import TINY, compose_train, run_cli
+from tests.test_faults import SIX, HoldAt, steps_logged
 
 ROOT = Path(__file__).resolve().parents[1]
 # `launcher=NAME` once conf/train.yaml lists the group in its defaults, `+launcher=NAME` until then.
@@ -244,6 +247,141 @@ def test_jobs_across_nodes_are_refused_off_slurm(tmp_path: Path) -> None:
         "trainer.num_nodes=2 in job #0: this launcher runs each job on one machine" in result.stderr
     )
     assert not [job for job in jobs if (job / "run.json").exists()]
+
+
+# ---- a signal to local_gpus's launcher ---------------------------------------------------------
+
+
+def session_processes(session: int) -> list[int]:
+    """The live processes of a session: a launcher started with start_new_session leads one,
+    and its jobs and pool workers stay in it, whatever their process groups."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            after_name = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        state, session_id = after_name[0], int(after_name[3])
+        if session_id == session and state not in ("Z", "X"):
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_until(condition: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+# Three jobs of 24 steps, one at a time on one CPU slot; the first holds at step 10 (HoldAt: until
+# its SIGTERM, or 60 s) so that the test signals the launcher while it trains.
+HELD_SWEEP = [*SIX, "trainer.max_steps=24", "seed=0,1,2", f"{LAUNCHER}=local_gpus",
+              "hydra.launcher.gpus=[cpu]", f"+callbacks.hold._target_={HoldAt.__module__}.HoldAt",
+              "+callbacks.hold.step=10", "+callbacks.hold.seconds=60",
+              "+callbacks.hold.once=true"]  # fmt: skip
+
+
+def held_sweep(tmp_path: Path, reuse: bool) -> tuple[subprocess.Popen, list[str], Path]:
+    """The launcher of HELD_SWEEP, its own session's leader (nothing but this test signals it);
+    (the launcher, its arguments, the job it holds) once the first job holds."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("reads processes from /proc")
+    args = ["-m", *HELD_SWEEP, f"hydra.launcher.reuse_processes={str(reuse).lower()}",
+            f"paths.output_root={tmp_path}"]  # fmt: skip
+    log = (tmp_path / "launcher.log").open("w")  # a file: a pipe nobody reads could fill up
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "scalinglab.train", *args], cwd=tmp_path, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    held = lambda: list(tmp_path.glob("sweeps/*/*/held"))  # noqa: E731
+    if not wait_until(lambda: held() or launcher.poll() is not None, 300) or not held():
+        launcher.kill()
+        pytest.fail(f"no job held: {(tmp_path / 'launcher.log').read_text()[-3000:]}")
+    return launcher, args, held()[0].parent
+
+
+def job_pid(job: Path) -> int:
+    (pid,) = (int(line) for line in (job / "trained_by").read_text().split())
+    return pid
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+@pytest.mark.parametrize("reuse", [False, True], ids=["fresh-processes", "reused-processes"])
+def test_sigterm_to_the_launcher_stops_its_jobs_and_a_relaunch_finishes(
+    tmp_path: Path, reuse: bool
+) -> None:
+    """`kill -TERM LAUNCHER_PID` (the launcher alone, not its process group): the running job gets
+    the signal, checkpoints and is `interrupted`; no further job starts; the summary is written;
+    the launcher exits 143 leaving no process behind; the same command again finishes the sweep."""
+    launcher, args, job = held_sweep(tmp_path, reuse)
+    pid = job_pid(job)
+    assert pid != launcher.pid and alive(pid)
+    os.kill(launcher.pid, signal.SIGTERM)
+    try:
+        launcher.wait(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    output = (tmp_path / "launcher.log").read_text()
+    assert launcher.returncode == 143, output[-3000:]
+    assert not alive(pid)  # the job's process (a pool worker with reuse) is gone...
+    assert wait_until(lambda: not session_processes(launcher.pid), 10), (  # ...and every other
+        session_processes(launcher.pid)
+    )
+    assert read(job / "run.json")["status"] == "interrupted"
+    checkpoint = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 10  # saved at the signal
+    sweep_dir = job.parent
+    launched = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert launched == [job]  # the other jobs never started
+    summary = read(sweep_dir / "summary.json")
+    assert [(r["job"], r["status"]) for r in summary] == [(job.name, "interrupted")]
+
+    again = run_cli(*args, cwd=tmp_path)  # the same command
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = read(sweep_dir / "summary.json")
+    assert [r["status"] for r in summary] == ["completed"] * 3
+    for each in (p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        assert steps_logged(each) == list(range(1, 25)), each.name
+        assert read(each / "run.json")["attempts"] == (2 if each == job else 1)
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+@pytest.mark.parametrize("reuse", [False, True], ids=["fresh-processes", "reused-processes"])
+def test_a_job_stops_when_its_launcher_is_killed_outright(tmp_path: Path, reuse: bool) -> None:
+    """SIGKILL of the launcher forwards nothing: the job's process (a pool worker with reuse)
+    notices its parent gone within seconds, checkpoints, records itself `interrupted` and ends."""
+    launcher, _, job = held_sweep(tmp_path, reuse)
+    pid = job_pid(job)
+    try:
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait(timeout=10)
+        assert wait_until(lambda: not alive(pid), 15), f"job {pid} still runs"
+        assert wait_until(lambda: not session_processes(launcher.pid), 5), session_processes(
+            launcher.pid
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)  # whatever is left of the launcher's group
+        for left in session_processes(launcher.pid):
+            os.kill(left, signal.SIGKILL)
+    assert read(job / "run.json")["status"] == "interrupted"
+    checkpoint = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 10
 
 
 # ---- SLURM ----------------------------------------------------------------------------------------

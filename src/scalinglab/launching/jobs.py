@@ -6,6 +6,11 @@ launcher's although the job's sys.argv differs), pickles it to SPEC and starts t
 torchrun when the job has several devices. The worker runs Hydra's `run_job` and writes the
 JobReturn to RESULT (rank 0), so the sweeper sees each job's status and return value as if it had
 run in-process, and raises the first failure after every job has ended.
+
+A signal to the launcher alone (`kill -TERM PID`, not its process group) reaches its jobs through
+`Forwarding`: each job's process leads a process group of its own, which the launcher signals; and
+a job's process whose launcher died outright (SIGKILL: nothing forwarded) stops itself
+(`stop_with_parent`), so that no job trains on as an orphan.
 """
 
 from __future__ import annotations
@@ -15,11 +20,16 @@ import inspect
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,23 +185,84 @@ def lost(spec: JobSpec, error: BaseException) -> JobReturn:
     return failed(spec, error)
 
 
+def interrupted(spec: JobSpec, how: str) -> JobReturn:
+    """A job a signal stopped: it recorded itself `interrupted` if it got that far, and resumes
+    when the sweep is launched again."""
+    return failed(spec, RuntimeError(f"job #{spec.number} was interrupted ({how}): resumable"))
+
+
+# Exit codes of a job that a signal stopped (128 + SIGTERM or SIGINT, as RunRecord exits).
+SIGNAL_EXITS = {128 + signal.SIGTERM, 128 + signal.SIGINT}
+
+
+class Forwarding:
+    """The launcher's SIGTERM and SIGINT handler: the signal goes on to the process group of each
+    running job (its own process, a pool worker, or torchrun, which passes it to its ranks), and
+    no job starts after it. The launcher then waits for its jobs, which checkpoint and exit.
+
+    A job's process starts under `starting`, so that a signal arriving meanwhile reaches it too.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._groups: set[int] = set()
+        # Reentrant: the handler runs in the main thread, and a second signal may interrupt it.
+        self._lock = threading.RLock()
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        with self._lock:
+            first = self.signum is None
+            self.signum = signum
+            groups = sorted(self._groups)
+        if first:
+            log.warning(
+                f"{signal.Signals(signum).name}: passed on to {len(groups)} running job(s); "
+                "waiting for them to checkpoint, launching no further job"
+            )
+        for group in groups:
+            signal_group(group, signum)
+
+    @contextmanager
+    def starting(self) -> Iterator[bool]:
+        """Held while a job's process starts; yields whether it may start (no signal yet)."""
+        with self._lock:
+            yield self.signum is None
+
+    def add(self, group: int) -> None:
+        with self._lock:
+            self._groups.add(group)
+
+    def discard(self, group: int) -> None:
+        with self._lock:
+            self._groups.discard(group)
+
+
+def signal_group(pid: int, signum: int) -> None:
+    """Signal the process group `pid` leads, or the process alone if it leads none yet (a pool
+    worker that has not run its initializer); a process already gone is no error."""
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 def run_in_process(
-    spec: JobSpec, devices: int, env: dict[str, str], worker: ProcessPoolExecutor | None = None
+    spec: JobSpec,
+    devices: int,
+    env: dict[str, str],
+    worker: ProcessPoolExecutor | None = None,
+    forwarding: Forwarding | None = None,
 ) -> JobReturn:
     """Run one job in a fresh process (torchrun's ranks when devices > 1), or in `worker`, a
-    one-process pool kept for the slot's jobs (a single-device job); never raises."""
+    one-process pool kept for the slot's jobs (a single-device job); never raises. With
+    `forwarding`, the process leads its own process group, signalled by the launcher's handler."""
+    forwarding = forwarding or Forwarding()
     with tempfile.TemporaryDirectory(prefix="scalinglab-job-") as tmp:
         spec_file, result_file = Path(tmp, "spec.pkl"), Path(tmp, "result.pkl")
         spec_file.write_bytes(pickle.dumps(spec))
         if worker is not None:
-            try:
-                worker.submit(run_here, str(spec_file), str(result_file), env).result()
-            except Exception as err:  # the worker died (killed, out of memory): a lost job
-                return lost(spec, RuntimeError(f"job #{spec.number}'s worker died: {err!r}"))
-            ret = pickle.loads(result_file.read_bytes()) if result_file.exists() else None
-            if ret is None:
-                return lost(spec, RuntimeError(f"job #{spec.number} reported no result"))
-            return ret
+            return run_in_worker(spec, worker, env, spec_file, result_file, forwarding)
         command = ["-m", "scalinglab.launching.jobs", str(spec_file), str(result_file)]
         if devices > 1:  # torchrun sets RANK, WORLD_SIZE and MASTER_*; Lightning takes them up
             torchrun = [
@@ -204,10 +275,24 @@ def run_in_process(
             # Inside a SLURM allocation Lightning would take SLURM's task count over torchrun's.
             env = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
         try:
-            code = subprocess.run([sys.executable, *command], env=env, cwd=spec.cwd).returncode
+            with forwarding.starting() as may_start:
+                if not may_start:
+                    return interrupted(spec, "never started")
+                # A group of its own: a terminal's Ctrl-C reaches the launcher alone, which
+                # passes it on once.
+                process = subprocess.Popen(
+                    [sys.executable, *command], env=env, cwd=spec.cwd, process_group=0
+                )
+                forwarding.add(process.pid)
+            try:
+                code = process.wait()
+            finally:
+                forwarding.discard(process.pid)
             ret = pickle.loads(result_file.read_bytes()) if result_file.exists() else None
         except Exception as err:  # the launcher records it and goes on with the other jobs
             return failed(spec, err)
+    if ret is None and (code in SIGNAL_EXITS or forwarding.signum is not None):
+        return interrupted(spec, f"exit code {code}")
     if ret is None or (code != 0 and ret.status == JobStatus.COMPLETED):
         problem = "before reporting a result" if ret is None else "(a rank other than 0 failed)"
         error = RuntimeError(f"job #{spec.number} exited with code {code} {problem}")
@@ -215,11 +300,77 @@ def run_in_process(
     return ret
 
 
+def run_in_worker(
+    spec: JobSpec,
+    worker: ProcessPoolExecutor,
+    env: dict[str, str],
+    spec_file: Path,
+    result_file: Path,
+    forwarding: Forwarding,
+) -> JobReturn:
+    with forwarding.starting() as may_start:
+        if not may_start:
+            return interrupted(spec, "never started")
+        future = worker.submit(run_here, str(spec_file), str(result_file), env)
+        pids = list(worker._processes)  # type: ignore[attr-defined]  # started by submit
+        for pid in pids:
+            forwarding.add(pid)
+    try:
+        future.result()
+    except SystemExit as stop:  # a signal stopped the job, which recorded itself `interrupted`
+        return interrupted(spec, f"exit code {stop.code}")
+    except BrokenProcessPool as err:
+        if forwarding.signum is not None:  # killed by the signal before its job could handle it
+            return interrupted(spec, "its worker ended")
+        return lost(spec, RuntimeError(f"job #{spec.number}'s worker died: {err!r}"))
+    except Exception as err:  # the worker died (killed, out of memory): a lost job
+        return lost(spec, RuntimeError(f"job #{spec.number}'s worker died: {err!r}"))
+    finally:
+        for pid in pids:
+            forwarding.discard(pid)
+    ret = pickle.loads(result_file.read_bytes()) if result_file.exists() else None
+    if ret is None:
+        return lost(spec, RuntimeError(f"job #{spec.number} reported no result"))
+    return ret
+
+
+def stop_with_parent(interval_s: float = 1.0) -> None:
+    """Send this process SIGTERM once the process that started it has died (a job then
+    checkpoints and records itself `interrupted`; an idle process just ends): a launcher killed
+    outright forwards no signal. A thread polls the parent's pid: PR_SET_PDEATHSIG would fire
+    when the launcher's *thread* that started this process ends, not the launcher."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        log.warning(f"the launcher (pid {parent}) is gone: stopping this job")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
+
+
+_launcher_pid: int | None = None  # a pool worker's parent when it started
+
+
+def start_worker() -> None:
+    """A pool worker's initializer: a process group of its own (its launcher signals it), and
+    stopped when its launcher dies."""
+    global _launcher_pid
+    _launcher_pid = os.getppid()
+    os.setpgid(0, 0)
+    stop_with_parent()
+
+
 def run_here(spec_file: str, result_file: str, env: dict[str, str]) -> int:
     """`main` in a worker process that a launcher keeps for several jobs, with the slot's
     environment (set again for each job: a job may change its own)."""
     os.environ.update(env)
-    return main(spec_file, result_file)
+    try:
+        return main(spec_file, result_file)
+    finally:
+        if _launcher_pid is not None and os.getppid() != _launcher_pid:
+            os._exit(128 + signal.SIGTERM)  # orphaned: nobody to report to, nothing more to run
 
 
 def main(spec_file: str, result_file: str) -> int:
@@ -261,4 +412,5 @@ def main(spec_file: str, result_file: str) -> int:
 
 
 if __name__ == "__main__":
+    stop_with_parent()
     sys.exit(main(*sys.argv[1:]))

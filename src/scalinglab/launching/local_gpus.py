@@ -1,4 +1,10 @@
-"""A pool over this machine's GPUs: each job in a fresh process with its own CUDA_VISIBLE_DEVICES."""
+"""A pool over this machine's GPUs: each job in a fresh process with its own CUDA_VISIBLE_DEVICES.
+
+SIGTERM or SIGINT to the launcher (its pid alone, as `kill` sends it) stops the sweep as a signal to
+an in-process sweep does: each running job gets it, checkpoints and is recorded `interrupted`, no
+further job starts, the summary is written, and the launcher exits 128 + the signal; the same
+command again finishes the sweep.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,46 @@ import logging
 import multiprocessing
 import os
 import queue
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn
 
 from scalinglab.errors import ConfigError
-from scalinglab.launching.jobs import JobSpec, SpecLauncher, run_in_process
+from scalinglab.launching.jobs import (
+    Forwarding,
+    JobSpec,
+    SpecLauncher,
+    run_in_process,
+    start_worker,
+)
 
 log = logging.getLogger(__name__)
 
 CPU = "cpu"  # a `gpus` entry for a slot with no GPU: tests and CPU-only machines
+
+
+@contextmanager
+def forwarding_signals() -> Iterator[Forwarding]:
+    """SIGTERM and SIGINT handled by a `Forwarding` while the jobs run (Python can set handlers in
+    the main thread only; a SIGINT ignored, as in a shell's background job, stays ignored)."""
+    forwarding = Forwarding()
+    signums = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signums.append(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread():
+        signums = []
+    previous = {signum: signal.signal(signum, forwarding) for signum in signums}
+    try:
+        yield forwarding
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def visible_gpus() -> list[str]:
@@ -92,16 +126,33 @@ class LocalGPUsLauncher(SpecLauncher):
             worker = None
             if reuse:
                 if index not in workers or workers[index]._broken:
-                    workers[index] = ProcessPoolExecutor(1, mp_context=spawn)
+                    workers[index] = ProcessPoolExecutor(
+                        1, mp_context=spawn, initializer=start_worker
+                    )
                 worker = workers[index]
             try:
-                return run_in_process(spec, self.devices_per_job, env, worker)
+                return run_in_process(spec, self.devices_per_job, env, worker, forwarding)
             finally:
                 free.put(index)
 
-        try:
-            with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-                return list(pool.map(run, specs))
-        finally:
-            for worker in workers.values():
-                worker.shutdown()
+        with forwarding_signals() as forwarding:
+            try:
+                with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+                    returns = list(pool.map(run, specs))
+            finally:
+                for worker in workers.values():
+                    worker.shutdown()
+        if forwarding.signum is not None:
+            self.stopped(forwarding.signum)
+        return returns
+
+    def stopped(self, signum: int) -> None:
+        """After a signal: the summary as the jobs left it, then the exit a process killed by
+        the signal would have (SIGTERM 143, SIGINT 130)."""
+        from scalinglab.sweeping import update_summary
+
+        assert self.config is not None
+        rows = update_summary(Path(str(self.config.hydra.sweep.dir)))
+        statuses = ", ".join(f"{r['job']} {r['status']}" for r in rows)
+        log.warning(f"{signal.Signals(signum).name}: sweep stopped ({statuses}); launch it again")
+        raise SystemExit(128 + signum)
