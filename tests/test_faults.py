@@ -14,6 +14,7 @@ import errno
 import json
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from scalinglab.callbacks import checksum_path, sha256_of
+from scalinglab.callbacks import VerifiedCheckpointIO, checksum_path, sha256_of
 from scalinglab.records import LOCK_FILE, job_lock, run_status
 from scalinglab.sweeping import update_summary
 from scalinglab.train import train
@@ -388,3 +389,58 @@ def test_a_running_record_without_its_process_is_lost(tmp_path: Path) -> None:
     with lock:  # a live process holds it: truly running
         assert run_status(job) == "running"
         assert [r["status"] for r in update_summary(sweep_dir)] == ["running"]
+
+
+# ---- 8. checkpoints are loaded as data ------------------------------------------------------------
+
+
+def test_a_resume_loads_its_checkpoint_with_weights_only(
+    tmp_path: Path,
+    straight: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every torch.load of a resumed job (the resume point's step, Lightning's restore) passes
+    weights_only=True, and Lightning never says it defaulted weights_only to False."""
+    real_load, asked = torch.load, []
+
+    def recording_load(*args: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    lightning = logging.getLogger("pytorch_lightning")  # its records do not reach the root's
+    lightning.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO):
+            crashed_run(tmp_path)
+            monkeypatch.setattr(torch, "load", recording_load)
+            relaunch(tmp_path, straight)
+    finally:
+        lightning.removeHandler(caplog.handler)
+    assert len(asked) >= 2 and set(asked) == {True}, asked
+    assert "resuming" in caplog.text  # Lightning's own load happened among them
+    assert "`weights_only` was not set" not in caplog.text
+
+
+class OpensAFile:
+    """Creates a file when unpickled: what a hostile checkpoint would run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.path), "w"))
+
+
+@pytest.mark.parametrize("asked", [None, False])
+def test_the_checkpoint_reader_refuses_pickled_objects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asked: bool | None
+) -> None:
+    """VerifiedCheckpointIO, which Lightning restores through, loads weights only whatever it is
+    asked, even where torch's own default is told to unpickle anything."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker, hostile = tmp_path / "payload_ran", tmp_path / "last.ckpt"
+    torch.save({"global_step": 3, "state_dict": {}, "payload": OpensAFile(marker)}, hostile)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        VerifiedCheckpointIO().load_checkpoint(hostile, weights_only=asked)
+    assert not marker.exists()

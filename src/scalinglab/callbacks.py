@@ -481,12 +481,23 @@ def resume_point(dirpath: Path) -> Path | None:
 
 class VerifiedCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, writing through `save_verified` (whole or not at all, with a
-    checksum, the previous one kept). Rank 0 alone calls it."""
+    checksum, the previous one kept). Rank 0 alone calls it. It loads with weights_only=True."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
     ) -> None:
         save_verified(checkpoint, Path(path))
+
+    def load_checkpoint(
+        self,
+        path: Any,
+        map_location: Any = lambda storage, loc: storage,  # Lightning's: tensors on the CPU
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        # A checkpoint is data, never code, whatever the caller asks: a strategy that restores
+        # after setup gets no weights_only from trainer.fit, and None is torch's default, which
+        # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns into False.
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
 
 class Checkpoints(pl.callbacks.Checkpoint):
