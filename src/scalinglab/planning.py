@@ -24,22 +24,24 @@ import logging
 import math
 import re
 from collections.abc import Iterator
+from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from scalinglab.errors import ConfigError
-from scalinglab.model import GPTConfig
+
+if TYPE_CHECKING:  # torch loads when a job plans, not when the CLI parses its arguments
+    from scalinglab.model import GPTConfig
 
 log = logging.getLogger("scalinglab")
 
 BUDGET_KEYS = ("tokens", "tokens_per_param", "flops")  # budget.*: at most one is set
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"  # the repository's (an editable install)
+CONFIG_DIR = Path(str(files("scalinglab.conf")))  # the shipped configs (an editable install: conf/)
 TARGET_PARAMS_TOLERANCE = 0.10  # model.target_params: the size rule's promise (README, model.py)
 
 
@@ -298,6 +300,8 @@ def world_size(devices: Any, num_nodes: int = 1, accelerator: str = "auto") -> i
     if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
         per_node = len(devices)
     elif devices in ("auto", -1):
+        import torch
+
         gpus = torch.cuda.device_count() if str(accelerator) in ("auto", "gpu", "cuda") else 0
         if not gpus and devices == -1:
             raise ConfigError("trainer.devices=-1 means every GPU, and there is none: give a count")
@@ -456,8 +460,9 @@ def check_run_options(cfg: DictConfig) -> None:
         _require_positive_int("threads", cfg.threads)
     if cfg.get("compile") not in (None, True, False):
         raise ConfigError(f"compile must be true, false or null, got {cfg.compile!r}")
-    if cfg.get("init_from") and not Path(str(cfg.init_from)).expanduser().is_file():
-        raise ConfigError(f"init_from={cfg.init_from}: no such checkpoint")
+    for key in ("ckpt_path", "init_from"):
+        if cfg.get(key) and not Path(str(cfg[key])).expanduser().is_file():
+            raise ConfigError(f"{key}={cfg[key]}: no such checkpoint")
 
 
 def check_optimizer(optimizer: DictConfig) -> None:
@@ -467,6 +472,8 @@ def check_optimizer(optimizer: DictConfig) -> None:
     cls = target_class("optimizer._target_", kwargs.pop("_target_"))
     if kwargs.get("fused") is None:
         kwargs.pop("fused", None)  # the module decides by device
+    import torch
+
     try:
         cls([torch.nn.Parameter(torch.zeros(1))], **kwargs)
     except (ValueError, TypeError, RuntimeError) as err:

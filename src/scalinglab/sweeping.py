@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from filelock import FileLock
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException, ConfigCompositionException
@@ -22,7 +21,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
 from scalinglab.errors import ConfigError
-from scalinglab.records import RUN_FILE, DamagedRecord, read_run, run_status, write_json_atomic
 
 log = logging.getLogger("scalinglab")
 
@@ -74,6 +72,9 @@ class SweepFailed(CompactHydraException):
 
 
 def job_row(sweep_dir: Path, job_dir: Path, error: str | None = None) -> dict[str, Any]:
+    # Lightning (records) and pandas load when a job ends, not when the sweeper plugin registers.
+    from scalinglab.records import RUN_FILE, DamagedRecord, read_run, run_status
+
     path = job_dir / RUN_FILE
     try:
         record = read_run(job_dir) or {"status": "failed"}
@@ -99,6 +100,10 @@ def update_summary(
     A lock serialises jobs that end at once; rows of jobs that failed before writing a record are
     kept from the previous summary.
     """
+    import pandas as pd
+
+    from scalinglab.records import RUN_FILE, write_json_atomic
+
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(sweep_dir / ".summary.lock"):
         summary = sweep_dir / "summary.json"
@@ -127,6 +132,8 @@ class SweepSummary(Callback):
         update_summary(Path(config.hydra.sweep.dir), Path(config.hydra.runtime.output_dir), error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        import pandas as pd
+
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = update_summary(sweep_dir)
         counts = pd.Series([r["status"] for r in rows]).value_counts().to_dict()

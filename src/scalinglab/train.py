@@ -19,43 +19,24 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import hydra
-import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.loggers import Logger
-from pytorch_lightning.utilities import rank_zero_only
 
-from scalinglab.callbacks import (
-    Checkpoints,
-    Diverged,
-    LogLines,
-    RunRecord,
-    StepMetrics,
-    VerifiedCheckpointIO,
-    damage,
-    resume_point,
-    validated_last_step,
-)
 from scalinglab.errors import ConfigError
-from scalinglab.model import GPTConfig
-from scalinglab.module import LanguageModel
 from scalinglab.planning import BUDGET_KEYS, build, plan, world_size
-from scalinglab.records import (
-    METRICS_FILE,
-    RUN_FILE,
-    DamagedRecord,
-    MetricsCSV,
-    git_state,
-    holding,
-    read_run,
-    set_aside,
-)
-from scalinglab.sweeping import update_summary
+from scalinglab.planning import CONFIG_DIR as _CONFIG_DIR
+
+# torch, Lightning and W&B load when a job runs, not before Hydra reads the command line: `--help`,
+# `--cfg` and shell completion take well under a second instead of five.
+if TYPE_CHECKING:
+    from pytorch_lightning.loggers import Logger
+
+    from scalinglab.model import GPTConfig
+    from scalinglab.records import MetricsCSV
 
 log = logging.getLogger("scalinglab")
 # Keep job logs to what the job did: Lightning 2.6 advertises a cloud logger in every job's log, and
@@ -73,6 +54,11 @@ def digest(text: str, n: int = 8) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:n]
 
 
+# Options that say how to run a command, not what it trains: the same command with them finds its
+# own directories (conf/hydra/default.yaml leaves them out of the jobs' directory names too).
+HOW_TO_RUN = ("rerun_stale=", "progress_bar=")
+
+
 def sweep_id_from_argv(name: str) -> str:
     """`name`-hash of the command line's overrides (launcher and hydra.* settings excluded).
 
@@ -82,7 +68,9 @@ def sweep_id_from_argv(name: str) -> str:
     overrides = sorted(
         a
         for a in sys.argv[1:]
-        if not a.startswith(("-", "hydra.", "hydra/", "launcher=", "sweep_id=", "run_id="))
+        if not a.startswith(
+            ("-", "hydra.", "hydra/", "launcher=", "sweep_id=", "run_id=", *HOW_TO_RUN)
+        )
         and "=" in a
     )
     return f"{safe_name(name)}-{digest(' '.join(overrides))}"
@@ -193,6 +181,10 @@ def train_job(cfg: DictConfig) -> dict[str, Any]:
     The job's lock is held throughout: a second launch of the same job (a sweep launched twice)
     skips it while this process trains it.
     """
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from scalinglab.records import git_state, holding
+
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # Rank 0 holds the lock for the job's ranks, whom it starts or waits for.
@@ -203,14 +195,45 @@ def train_job(cfg: DictConfig) -> dict[str, Any]:
             return {"status": "running", "path": str(output_dir)}
         previous = previous_record(output_dir)
         if previous and previous.get("status") == "completed":
-            log.info(f"{output_dir} is completed: skipping (delete its run.json to retrain)")
-            return previous
+            then, now = previous.get("git_commit"), git_state()[0]
+            if not stale(then, now):
+                log.info(f"{output_dir} is completed: skipping (delete its run.json to retrain)")
+                return previous
+            if not cfg.get("rerun_stale"):
+                log.warning(
+                    f"{output_dir} was completed at commit {then[:10]}, the code is now at "
+                    f"{now[:10]}: skipping it (rerun_stale=true retrains it)"
+                )
+                return previous
+            log.warning(
+                f"{output_dir} was completed at commit {then[:10]}: retraining it at {now[:10]} "
+                f"(rerun_stale=true); its old outputs keep the suffix .{then[:10]}"
+            )
+            retire(output_dir, suffix=then[:10])
         return fit(cfg, output_dir)
+
+
+def stale(then: str | None, now: str | None) -> bool:
+    """Whether a record's code (its git commit) is not the code running now; unknown is not."""
+    return then is not None and now is not None and then != now
+
+
+def retire(output_dir: Path, suffix: str) -> None:
+    """Rename a job's record, metrics and checkpoints out of the way, so that it trains afresh."""
+    from scalinglab.records import METRICS_FILE, RUN_FILE
+
+    for name in (RUN_FILE, METRICS_FILE, "checkpoints"):
+        if (output_dir / name).exists():
+            os.replace(output_dir / name, output_dir / f"{name}.{suffix}")
 
 
 def previous_record(output_dir: Path) -> dict[str, Any] | None:
     """The job's run.json, if readable; a damaged one is set aside and the job's state is
     unknown: it resumes from its checkpoint, or runs from the start."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from scalinglab.records import RUN_FILE, DamagedRecord, read_run, set_aside
+
     try:
         return read_run(output_dir)
     except DamagedRecord as err:
@@ -223,6 +246,20 @@ def previous_record(output_dir: Path) -> dict[str, Any] | None:
 
 
 def fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    import pytorch_lightning as pl
+    import torch
+
+    from scalinglab.callbacks import (
+        Checkpoints,
+        Diverged,
+        RunRecord,
+        StepMetrics,
+        VerifiedCheckpointIO,
+        validated_last_step,
+    )
+    from scalinglab.module import LanguageModel
+    from scalinglab.records import MetricsCSV
+
     # Everything that can reject the config happens before the first record is written.
     model_cfg, tokens_per_step, max_steps = plan(cfg)
     if cfg.get("threads"):
@@ -246,9 +283,10 @@ def fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         bytes_per_token=data_info.get("bytes_per_token"),
     )
     run_id, run_name = job_identity(cfg, output_dir)
-    loggers = build_loggers(cfg, output_dir, run_id, run_name, max_steps)
+    progress_bar = shows_progress_bar(cfg.get("progress_bar", "auto"), sys.stderr.isatty())
+    loggers = build_loggers(cfg, output_dir, run_id, run_name, max_steps, progress_bar)
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
-    if sys.stderr.isatty():
+    if progress_bar:  # tqdm's, named: Lightning would pick Rich's where rich is installed
         callbacks.append(pl.callbacks.TQDMProgressBar(refresh_rate=10))
     record, checkpoints = the_one(callbacks, RunRecord), the_one(callbacks, Checkpoints)
     the_one(callbacks, StepMetrics)
@@ -262,7 +300,7 @@ def fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         logger=loggers,
         callbacks=callbacks,
         plugins=[*plugins, VerifiedCheckpointIO()],
-        enable_progress_bar=sys.stderr.isatty(),
+        enable_progress_bar=progress_bar,
         default_root_dir=str(output_dir),
     )
     planned = world_size(cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.accelerator)
@@ -302,7 +340,18 @@ def the_one(items: list[Any], kind: type[T]) -> T:
     return found[0]
 
 
+def shows_progress_bar(setting: Any, tty: bool) -> bool:
+    """`progress_bar`: on, off, or auto (on where stderr is a terminal; a log file gets plain lines).
+    YAML reads an unquoted on/off as a boolean, so those are accepted too."""
+    choices = {"auto": tty, "on": True, "true": True, "off": False, "false": False}
+    if str(setting).lower() not in choices:
+        raise ConfigError(f"progress_bar must be auto, on or off, got {setting!r}")
+    return choices[str(setting).lower()]
+
+
 def on_gpu(cfg: DictConfig) -> bool:
+    import torch
+
     return torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
 
 
@@ -328,6 +377,8 @@ def run_fields(
     max_steps: int,
 ) -> dict[str, Any]:
     """What run.json says of the job before it trains."""
+    from scalinglab.records import git_state
+
     target_params_error = None
     if model.target_params:
         target_params_error = model.n_params_nonembedding / model.target_params - 1
@@ -357,17 +408,25 @@ def run_fields(
 
 
 def build_loggers(
-    cfg: DictConfig, output_dir: Path, run_id: str, run_name: str, max_steps: int
+    cfg: DictConfig,
+    output_dir: Path,
+    run_id: str,
+    run_name: str,
+    max_steps: int,
+    progress_bar: bool,
 ) -> list[Logger]:
-    """The configured loggers, metrics.csv always among them, and plain progress lines where the
-    log is a file. A W&B run gets the job's id and name, and the scaling keys in its config."""
+    """The configured loggers, metrics.csv always among them, and plain progress lines where no
+    progress bar is shown. A W&B run gets the job's id and name, and the scaling keys in its config."""
+    from scalinglab.callbacks import LogLines
+    from scalinglab.records import MetricsCSV
+
     loggers: list[Logger] = []
     for logger_cfg in (cfg.get("logger") or {}).values():
         is_wandb = "Wandb" in logger_cfg._target_
         loggers.append(build(logger_cfg, **({"id": run_id, "name": run_name} if is_wandb else {})))
     if not any(isinstance(lg, MetricsCSV) for lg in loggers):  # the run record needs it
         loggers.insert(0, MetricsCSV(output_dir))
-    if not sys.stderr.isatty():
+    if not progress_bar:
         # About 20 lines a job, on steps whose figures were logged (every log_every_n_steps).
         every = cfg.trainer.log_every_n_steps
         loggers.append(LogLines(max(1, max_steps // 20 // every) * every, max_steps))
@@ -375,17 +434,25 @@ def build_loggers(
 
 
 def starting_point(cfg: DictConfig, checkpoint_dir: Path, metrics: MetricsCSV) -> str | None:
-    """The checkpoint fit starts from: the job's newest intact one, else `init_from` (a WSD
-    branch's start: its trunk's curve up to there is copied), else none. metrics.csv keeps the rows
-    up to that step."""
+    """The checkpoint fit starts from: the job's newest intact one, else `ckpt_path` (the user's:
+    its weights, optimizer, schedule and step), else `init_from` (a WSD branch's start, set by
+    wsd_branch_configs: its trunk's curve up to there is copied), else none. metrics.csv keeps the
+    rows up to that step."""
+    import torch
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from scalinglab.callbacks import damage, resume_point
+    from scalinglab.records import METRICS_FILE
+
     resume_from = resume_point(checkpoint_dir)
-    if resume_from is None and cfg.get("init_from"):
-        resume_from = Path(cfg.init_from)
+    given = next((key for key in ("ckpt_path", "init_from") if cfg.get(key)), None)
+    if resume_from is None and given is not None:
+        resume_from = Path(str(cfg[given])).expanduser()
         if not resume_from.exists():
-            raise ConfigError(f"init_from={resume_from}: no such checkpoint")
+            raise ConfigError(f"{given}={resume_from}: no such checkpoint")
         if why := damage(resume_from):
-            raise ConfigError(f"init_from={resume_from} is damaged ({why}): retrain its trunk")
-        if rank_zero_only.rank == 0:
+            raise ConfigError(f"{given}={resume_from} is damaged ({why})")
+        if given == "init_from" and rank_zero_only.rank == 0:
             shutil.copy(resume_from.parents[1] / METRICS_FILE, metrics.path)
     step = 0
     if resume_from is not None:
@@ -409,6 +476,8 @@ def finish_wandb(
     loggers: list, summary: dict[str, Any], exit_code: int, env: dict[str, str]
 ) -> None:
     """Close this job's W&B run (a later job must not reuse it) and restore WANDB_* variables."""
+    import pytorch_lightning as pl
+
     try:
         for logger in loggers:
             if isinstance(logger, pl.loggers.WandbLogger) and logger._experiment is not None:
@@ -460,17 +529,20 @@ def register_plugins() -> None:
 
 register_plugins()
 
-# The repository's conf/ (an editable install, as the README sets up).
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# The shipped configs (in an editable install, the repository's conf/, live): as a path for tests
+# and scripts that compose with initialize_config_dir, and as the package Hydra reads them from.
+CONFIG_DIR = str(_CONFIG_DIR)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://scalinglab.conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     try:
         train(cfg)
     except SystemExit:
         # A signal stopped the job (recorded `interrupted`): the sweep stops with it, launching no
         # further job, its summary up to date. The same command again resumes it.
+        from scalinglab.sweeping import update_summary
+
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode == hydra.types.RunMode.MULTIRUN:
             update_summary(Path(hydra_cfg.sweep.dir))

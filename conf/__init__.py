@@ -1,0 +1,1 @@
+"""scalinglab's Hydra configs, shipped in the package: `pkg://scalinglab.conf`."""
