@@ -156,3 +156,27 @@ def test_the_shipped_configs_name_classes() -> None:
     }
     assert {"torch.optim.AdamW", "pytorch_lightning.Trainer", "scalinglab.model.GPTConfig"} <= names
     assert len(names) >= 20
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_experiment_composes_on_top_of_the_defaults(name: str, tmp_path: Path) -> None:
+    """`experiment=NAME` (lightning-hydra-template's habit) sets its keys globally, and the command
+    line still overrides them."""
+    raw = yaml.safe_load((Path(CONFIG_DIR) / "experiment" / f"{name}.yaml").read_text())
+    assert (
+        (Path(CONFIG_DIR) / "experiment" / f"{name}.yaml")
+        .read_text()
+        .startswith("# @package _global_")
+    )
+    cfg = compose_train(f"experiment={name}", output_dir=tmp_path)
+    assert cfg.name == raw["name"] == name
+    _, _, steps = plan(cfg)
+    assert steps == cfg.plan.steps > 1
+    assert compose_train(f"experiment={name}", "name=mine", output_dir=tmp_path).name == "mine"
+
+
+def test_the_example_experiment_is_what_it_says(tmp_path: Path) -> None:
+    cfg = compose_train("experiment=small_chinchilla", output_dir=tmp_path)
+    model, _, _ = plan(cfg)
+    assert (model.d_model, model.n_layers) == (384, 6)  # gpt_small
+    assert cfg.budget.tokens_per_param == 20 and cfg.scheduler._target_.endswith("Cosine")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import struct
 import subprocess
 from pathlib import Path
@@ -15,8 +16,8 @@ import torch
 from scalinglab.callbacks import StepMetrics
 from scalinglab.data import write_shard
 from scalinglab.errors import ConfigError
-from scalinglab.records import METRIC_COLUMNS
-from scalinglab.train import train
+from scalinglab.records import METRIC_COLUMNS, git_state
+from scalinglab.train import shows_progress_bar, train
 from tests.conftest import TINY, TINY_TRAINING, compose_train, run_cli
 
 
@@ -420,3 +421,65 @@ def test_auto_and_minus_one_mean_every_gpu(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     with pytest.raises(ConfigError, match="trainer.devices=-1 means every GPU"):
         world_size(-1, 1, "cpu")
+
+
+def test_ckpt_path_starts_a_job_from_a_checkpoint(tmp_path: Path) -> None:
+    first = train(compose_train(*TINY, "trainer.max_steps=3", output_dir=tmp_path / "first"))
+    checkpoint = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert first["steps"] == 3
+
+    record = train(compose_train(*TINY, f"ckpt_path={checkpoint}", output_dir=tmp_path / "more"))
+    assert record["status"] == "completed" and record["steps"] == 6
+    assert [int(r["step"]) for r in read_metrics(tmp_path / "more")] == [4, 5, 6]
+
+    missing = tmp_path / "none.ckpt"
+    with pytest.raises(ConfigError, match=f"^ckpt_path={missing}: no such checkpoint$"):
+        train(compose_train(*TINY, f"ckpt_path={missing}", output_dir=tmp_path / "missing"))
+
+
+def test_a_job_completed_at_another_commit_is_named_and_rerun_on_request(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = git_state()[0]
+    if now is None:
+        pytest.skip("the code is not in a git repository: no commit to compare")
+    short = TINY_TRAINING[:2]  # 6 steps of the tiny model
+    first = train(compose_train(*TINY, *short, output_dir=tmp_path))
+    assert first["git_commit"] == now
+    then = "0" * 40  # the record of a run trained by other code
+    (tmp_path / "run.json").write_text(json.dumps({**first, "git_commit": then}))
+
+    with caplog.at_level(logging.INFO, logger="scalinglab"):
+        skipped = train(compose_train(*TINY, output_dir=tmp_path))
+    assert skipped["git_commit"] == then  # skipped, and said so
+    assert f"completed at commit {then[:10]}, the code is now at {now[:10]}" in caplog.text
+    assert "rerun_stale=true retrains it" in caplog.text
+
+    rerun = train(compose_train(*TINY, "rerun_stale=true", output_dir=tmp_path))
+    assert rerun["status"] == "completed" and rerun["git_commit"] == now
+    assert rerun["attempts"] == 1 and rerun["steps"] == 6  # trained afresh, not resumed
+    assert json.loads((tmp_path / f"run.json.{then[:10]}").read_text())["git_commit"] == then
+    assert (tmp_path / f"checkpoints.{then[:10]}" / "last.ckpt").exists()
+    # Completed at this commit: skipped, even with rerun_stale.
+    again = train(compose_train(*TINY, "rerun_stale=true", output_dir=tmp_path))
+    assert again["wall_time_s"] == rerun["wall_time_s"]
+
+
+def test_progress_bar_settings() -> None:
+    assert [shows_progress_bar(s, tty=True) for s in ("auto", "on", "off")] == [True, True, False]
+    assert [shows_progress_bar(s, tty=False) for s in ("auto", "on", "off")] == [False, True, False]
+    assert shows_progress_bar(False, tty=True) is False  # YAML's unquoted `off`
+    with pytest.raises(ConfigError, match="progress_bar must be auto, on or off"):
+        shows_progress_bar("rich", tty=True)
+
+
+@pytest.mark.parametrize("setting", ["on", "auto"])
+def test_progress_bar_is_tqdm_when_on_and_log_lines_off_a_terminal(
+    setting: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Under pytest stdout is no terminal: auto shows plain log lines, on shows tqdm's bar."""
+    train(
+        compose_train(*TINY, "trainer.max_steps=3", f"progress_bar={setting}", output_dir=tmp_path)
+    )
+    out = capsys.readouterr().out
+    assert ("Epoch 0: 100%" in out) == (setting == "on"), out[-2000:]

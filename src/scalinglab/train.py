@@ -283,7 +283,8 @@ def fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         bytes_per_token=data_info.get("bytes_per_token"),
     )
     run_id, run_name = job_identity(cfg, output_dir)
-    progress_bar = shows_progress_bar(cfg.get("progress_bar", "auto"), sys.stderr.isatty())
+    # Lightning's bar writes to stdout: auto shows it where stdout is a terminal.
+    progress_bar = shows_progress_bar(cfg.get("progress_bar", "auto"), sys.stdout.isatty())
     loggers = build_loggers(cfg, output_dir, run_id, run_name, max_steps, progress_bar)
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
     if progress_bar:  # tqdm's, named: Lightning would pick Rich's where rich is installed
@@ -341,7 +342,7 @@ def the_one(items: list[Any], kind: type[T]) -> T:
 
 
 def shows_progress_bar(setting: Any, tty: bool) -> bool:
-    """`progress_bar`: on, off, or auto (on where stderr is a terminal; a log file gets plain lines).
+    """`progress_bar`: on, off, or auto (on at a terminal; a log file gets plain lines instead).
     YAML reads an unquoted on/off as a boolean, so those are accepted too."""
     choices = {"auto": tty, "on": True, "true": True, "off": False, "false": False}
     if str(setting).lower() not in choices:
