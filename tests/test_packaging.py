@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("pyproject.toml", "README.md", "src", "analysis", "conf", "sweeps")  # what a wheel holds
 FRAMEWORKS = ("torch", "pytorch_lightning", "lightning_fabric", "wandb", "pandas")
 
 # A user's own configs, outside the repository: a model option and a sweep file.
@@ -138,10 +140,19 @@ def fresh_venv(directory: Path) -> Path:
 def test_a_wheel_installed_elsewhere_runs_a_sweep_from_an_empty_directory(tmp_path: Path) -> None:
     """About 30 s: build the wheel, install it alone into a fresh environment, and run a sweep of
     the user's own from a directory holding nothing but that sweep's config directory."""
+    # From a copy of the sources: an in-tree build reuses whatever an earlier one left in build/.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in SOURCES:
+        if (ROOT / name).is_dir():  # conf/sweep stays a link to sweeps/, as in the repository
+            skip = shutil.ignore_patterns("__pycache__")
+            shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=skip)
+        else:
+            shutil.copy(ROOT / name, source)
     wheels = tmp_path / "wheels"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(wheels), str(ROOT)],
+         "-w", str(wheels), str(source)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-3000:]
@@ -160,6 +171,7 @@ def test_a_wheel_installed_elsewhere_runs_a_sweep_from_an_empty_directory(tmp_pa
         text=True,
         cwd=tmp_path,
     )
+    assert where.returncode == 0, where.stderr[-3000:]
     package_file, config_dir = where.stdout.split()
     assert package_file.startswith(str(tmp_path / "venv")), where.stdout + where.stderr
     assert config_dir.startswith(str(tmp_path / "venv")) and Path(config_dir, "sweep").is_dir()
