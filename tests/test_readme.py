@@ -24,6 +24,27 @@ def readme_commands(program: str) -> list[str]:
     return [line for line in lines if line.startswith(f"{program} ")]
 
 
+def write_readme_files(home: Path) -> list[Path]:
+    """The README's YAML blocks whose first line names a file under ~ (`# ~/DIR/FILE.yaml`),
+    written under home."""
+    written = []
+    for block in re.findall(r"```yaml\n# ~/(\S+)\n(.*?)```", README.read_text(), flags=re.S):
+        path = home / block[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(block[1])
+        written.append(path)
+    return written
+
+
+def test_the_readme_shows_a_users_own_config(tmp_path: Path) -> None:
+    assert [p.relative_to(tmp_path).parts[1:] for p in write_readme_files(tmp_path)] == [
+        ("model", "my_model.yaml")
+    ]
+    commands = readme_commands("scaling-train")
+    assert any("--config-dir ~/my_configs" in c for c in commands)
+    assert any("hydra.searchpath=[file://$HOME/my_configs]" in c for c in commands)
+
+
 def test_the_readme_shows_training_commands() -> None:
     assert len(readme_commands("scaling-train")) >= 8
 
@@ -41,6 +62,9 @@ def test_readme_training_command_composes(command: str, tmp_path: Path) -> None:
         pytest.importorskip("ray", reason="needs the ray extra")
     if "--cfg" not in args:
         args += ["--cfg", "job"]
-    result = run_cli(*[a.replace("~", str(tmp_path)) for a in args], cwd=tmp_path, timeout=120)
+    write_readme_files(tmp_path)  # the user's own configs it shows, with ~ at tmp_path
+    home = str(tmp_path)
+    args = [a.replace("~", home).replace("$HOME", home) for a in args]
+    result = run_cli(*args, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "model:" in result.stdout
