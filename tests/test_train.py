@@ -17,6 +17,7 @@ from scalinglab.callbacks import StepMetrics
 from scalinglab.data import write_shard
 from scalinglab.errors import ConfigError
 from scalinglab.records import METRIC_COLUMNS, git_state
+from scalinglab.sweeping import stale_jobs
 from scalinglab.train import shows_progress_bar, train
 from tests.conftest import TINY, TINY_TRAINING, compose_train, run_cli
 
@@ -463,6 +464,10 @@ def test_a_job_completed_at_another_commit_is_named_and_rerun_on_request(
     # Completed at this commit: skipped, even with rerun_stale.
     again = train(compose_train(*TINY, "rerun_stale=true", output_dir=tmp_path))
     assert again["wall_time_s"] == rerun["wall_time_s"]
+    # The sweep's closing lines name the jobs it skipped as stale.
+    rows = [{"job": "a", "status": "completed", "path": str(tmp_path)}]
+    assert stale_jobs(rows, now) == [] and stale_jobs(rows, then) == ["a"]
+    assert stale_jobs([{**rows[0], "status": "failed"}], then) == []
 
 
 def test_progress_bar_settings() -> None:

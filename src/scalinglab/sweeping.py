@@ -67,6 +67,23 @@ def preflight(
         )
 
 
+def stale(then: str | None, now: str | None) -> bool:
+    """Whether a record's code (its git commit) is not the code running now; unknown is not."""
+    return then is not None and now is not None and then != now
+
+
+def stale_jobs(rows: list[dict[str, Any]], now: str | None) -> list[str]:
+    """The completed jobs of a sweep whose records were trained at another commit than `now`."""
+    from scalinglab.records import read_run
+
+    return [
+        row["job"]
+        for row in rows
+        if row["status"] == "completed"
+        and stale((read_run(Path(row["path"])) or {}).get("git_commit"), now)
+    ]
+
+
 class SweepFailed(CompactHydraException):
     pass
 
@@ -145,6 +162,13 @@ class SweepSummary(Callback):
                 f"WSD branches: {shared:.3g} FLOPs reused from their trunks; the sweep spent "
                 f"{spent:.3g} FLOPs for what straight runs would train with {spent + shared:.3g} "
                 f"({shared / (spent + shared):.0%} saved)"
+            )
+        from scalinglab.records import git_state
+
+        if old := stale_jobs(rows, git_state()[0]):
+            log.warning(
+                f"{len(old)} jobs were completed at another git commit and skipped: "
+                f"{', '.join(old)} (rerun_stale=true retrains them)"
             )
         failed = [r["job"] for r in rows if r["status"] in FAILED]
         if failed:

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from scalinglab.errors import ConfigError
 from scalinglab.planning import BUDGET_KEYS, build, plan, world_size
 from scalinglab.planning import CONFIG_DIR as _CONFIG_DIR
+from scalinglab.sweeping import stale
 
 # torch, Lightning and W&B load when a job runs, not before Hydra reads the command line: `--help`,
 # `--cfg` and shell completion take well under a second instead of five.
@@ -211,11 +212,6 @@ def train_job(cfg: DictConfig) -> dict[str, Any]:
             )
             retire(output_dir, suffix=then[:10])
         return fit(cfg, output_dir)
-
-
-def stale(then: str | None, now: str | None) -> bool:
-    """Whether a record's code (its git commit) is not the code running now; unknown is not."""
-    return then is not None and now is not None and then != now
 
 
 def retire(output_dir: Path, suffix: str) -> None:
