@@ -48,6 +48,10 @@ BUDGET_RTOL = 0.05
 
 # W&B run states mapped onto run.json statuses; a `status` in the summary wins when present.
 _WANDB_STATES = {"finished": "completed", "running": "running", "crashed": "failed"}
+# Keys of a training run's W&B config beside its composed config (scalinglab.callbacks.wandb_config:
+# the overrides, a flat key that run.json has and load_runs does not read; Lightning's log of the
+# module's hyperparameters): not config columns, so that load_wandb has load_runs' columns.
+_WANDB_NOT_CONFIG = {"overrides", "override", "flops_per_token_6n", "bytes_per_token"}
 
 
 def _as_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -94,12 +98,21 @@ def _record_row(
 ) -> dict[str, Any]:
     row = {column: record.get(column) for column in RUN_COLUMNS}
     row["path"] = path
+    row |= eval_columns(record.get("evals") or {})
     # Overrides never shadow the record's own figures (e.g. `seed=1`): the record is the truth.
     for key, value in parse_overrides(overrides).items():
         row.setdefault(key, value)
     for key, value in flat_config(config or {}).items():  # the overrides' values win
         row.setdefault(key, value)
     return row
+
+
+def eval_columns(evals: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """`scaling-eval`'s figures (run.json "evals": {data name: {val_loss, ...}}) as columns:
+    {"eval/NAME/val_loss": ..., "eval/NAME/bits_per_byte": ..., "eval/NAME/tokens": ...}."""
+    return {
+        f"eval/{name}/{key}": value for name, fig in evals.items() for key, value in fig.items()
+    }
 
 
 def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -157,6 +170,8 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     (tokens/optimizer step, all devices); seq_len (tokens/sequence);
     val_loss (final), best_val_loss, train_loss (nats/token); wall_time_s (s);
     irreducible_loss (nats/token, synthetic data only); seed; path (the run directory);
+    then `eval/NAME/val_loss`, `eval/NAME/bits_per_byte`, `eval/NAME/tokens` for each data set
+    `scaling-eval` scored the run on (NAME: the data config's name),
     then one column per Hydra override (`optimizer.lr=0.003` -> column "optimizer.lr" =
     0.003, numbers parsed), then one per key of the run's composed config (`.hydra/config.yaml`,
     flattened: "model.n_layers", "scheduler.warmup_steps", ...; see flat_config), so any key can
@@ -247,7 +262,8 @@ def _wandb_row(run: Any) -> dict[str, Any]:
     def first(*values: Any) -> Any:
         return next((v for v in values if v is not None), None)
 
-    record = {column: first(summary.get(column), config.get(column)) for column in RUN_COLUMNS}
+    # The config first: the summary's `lr` is the last logged (scheduled) one, not the run's peak.
+    record = {column: first(config.get(column), summary.get(column)) for column in RUN_COLUMNS}
     # Training writes the final figures to the summary at the end; a run still going (or one
     # that died) has only the last logged metrics.
     record |= {
@@ -258,16 +274,21 @@ def _wandb_row(run: Any) -> dict[str, Any]:
         "val_loss": first(record["val_loss"], summary.get("val/loss")),
         "train_loss": first(record["train_loss"], summary.get("train/loss")),
     }
-    return _record_row(record, config.get("overrides") or [], f"wandb:{run.id}")
+    composed = {k: v for k, v in config.items() if k not in _WANDB_NOT_CONFIG}
+    return _record_row(record, config.get("overrides") or [], f"wandb:{run.id}", composed)
 
 
 def load_wandb(
     project: str, filters: dict | None = None, *, entity: str | None = None, api: Any = None
 ) -> pd.DataFrame:
     """The `load_runs` frame from W&B runs (e.g. filters={"group": sweep_id} or
-    {"tags": "ladder"}). Each column is read from the summary, then the config (training
-    puts the flat scaling keys in both); val_loss and train_loss fall back to the last
-    logged `val/loss` and `train/loss`. The status is the summary's, else the W&B state
+    {"tags": "ladder"}), with its columns for runs that scalinglab logged: the config columns
+    come from the run's W&B config (the composed config, resolved: where `.hydra/config.yaml`
+    keeps an interpolation's `${...}` text, W&B has its value), the override columns from its
+    `overrides`; `eval/...` columns are run.json's alone. Each column is read from the config,
+    then the summary (the final figures; the summary's lr is the last scheduled one); val_loss
+    and train_loss fall back to the last logged `val/loss` and `train/loss`. The status is the
+    summary's, else the W&B state
     (finished -> completed, running -> running, anything else -> failed). `api` defaults
     to `wandb.Api()`; tests pass a stand-in."""
     return _typed(

@@ -8,6 +8,8 @@
   and the extra checkpoints WSD branches start from; `VerifiedCheckpointIO` writes each one whole,
   with a sha256 beside it, and keeps the previous one, so that a damaged checkpoint is never
   loaded (`resume_point`).
+- `WandbRun` makes a job's W&B run comparable with the others: the job's whole config, tags,
+  tokens and FLOPs as the losses' axes, the final checkpoint as an artifact.
 - `LogLines` is a logger: plain progress lines for logs that are files.
 """
 
@@ -28,7 +30,9 @@ from typing import IO, Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.loggers import Logger
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -542,6 +546,145 @@ class Checkpoints(pl.callbacks.Checkpoint):
         if isinstance(exception, SIGTERMException) and trainer.global_step > self._last_saved:
             self._save(trainer, self.last)
             log.info(f"SIGTERM: saved {self.last} at step {trainer.global_step}")
+
+
+# ---- W&B -----------------------------------------------------------------------------------------
+
+# run.json keys that W&B's config holds as flat keys beside the job's composed config (conventions:
+# the scaling quantities are top-level keys that W&B filters and the analysis loader read); the
+# final figures (steps, tokens, flops, losses) go to the summary when the run ends.
+WANDB_FLAT_KEYS = (
+    "sweep_id",
+    "run_id",
+    "n_params",
+    "n_params_nonembedding",
+    "flops_per_token",
+    "flops_per_token_6n",
+    "tokens_per_step",
+    "batch_size",
+    "seq_len",
+    "lr",
+    "seed",
+    "irreducible_loss",
+)
+# The metrics StepMetrics and validation log, plotted against tokens. W&B gives a metric a single
+# step metric; `flops` is logged on every row too, so any chart can switch its x-axis to it.
+WANDB_CURVES = (
+    "train/loss",
+    "val/loss",
+    "val/bpb",
+    "perf/tokens_per_sec",
+    "perf/mfu",
+    "perf/mfu_6n",
+)
+
+
+def parsed_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Hydra overrides as {key: value}, typed as Hydra reads them (deletions left out)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return {o.key_or_group: o.value() for o in parsed if not o.is_delete()}
+
+
+def job_config(output_dir: Path, fields: dict[str, Any]) -> dict[str, Any]:
+    """The job's composed config, resolved: Hydra's copy in `.hydra/config.yaml` ({} for a job that
+    `scaling-train` did not start). The ids are the record's: `sweep_id` is computed once, from the
+    launching command line, which a job on another node does not see."""
+    path = output_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        log.warning(
+            f"W&B: no {path} (a job not started by scaling-train): its config is not logged"
+        )
+        return {}
+    cfg = OmegaConf.load(path)
+    cfg.sweep_id, cfg.run_id = fields.get("sweep_id"), fields.get("run_id")
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:  # logged as composed rather than not at all
+        log.warning(f"W&B: {path} does not resolve here ({err}): logged unresolved")
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def wandb_config(config: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """A W&B run's config: the job's config (nested), the flat scaling keys of its record, and its
+    overrides as a list and as {key: value} (`override`), to filter and group runs by what a sweep
+    varied."""
+    overrides = list(fields.get("overrides") or [])
+    flat = {key: fields[key] for key in WANDB_FLAT_KEYS if key in fields}
+    return {**config, **flat, "overrides": overrides, "override": parsed_overrides(overrides)}
+
+
+def wandb_loggers(trainer: pl.Trainer) -> list[WandbLogger]:
+    return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+
+
+class WandbRun(pl.Callback):
+    """What makes a job's W&B run comparable with others' (nothing without a WandbLogger; rank 0):
+
+    - tags: `tags` and the study's name;
+    - tokens and FLOPs as the curves' axes (`wandb.define_metric`), logged with every row;
+    - the config: the job's composed config, resolved and nested, with the flat scaling keys and the
+      overrides (`wandb_config`). It is written at train start, after Lightning has logged the
+      module's hyperparameters, whose `model` (the built shape) it replaces with the config's own;
+    - with `log_model`, the final `checkpoints/last.ckpt` and its checksum as a `model` artifact
+      (the checkpoint callback is not Lightning's ModelCheckpoint, which WandbLogger's own
+      log_model uploads from).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        tags: list[str] | None = None,
+        study: str | None = None,
+        log_model: bool | str = False,
+    ):
+        self.output_dir = Path(output_dir)
+        self.tags = [str(t) for t in [*(tags or []), *([study] if study else [])]]
+        self.log_model = bool(log_model)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._start(trainer)
+
+    @rank_zero_only
+    def _start(self, trainer: pl.Trainer) -> None:
+        for logger in wandb_loggers(trainer):
+            run = logger.experiment
+            run.tags = tuple(dict.fromkeys([*run.tags, *self.tags]))
+            run.define_metric("tokens")
+            run.define_metric("flops")
+            for name in WANDB_CURVES:  # names win over WandbLogger's "*" -> trainer/global_step
+                run.define_metric(name, step_metric="tokens")
+
+    @rank_zero_only
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loggers = wandb_loggers(trainer)
+        if not loggers:
+            return
+        fields = next(c for c in trainer.callbacks if isinstance(c, RunRecord)).fields
+        config = wandb_config(job_config(self.output_dir, fields), fields)
+        for logger in loggers:
+            logger.experiment.config.update(config, allow_val_change=True)
+
+    @rank_zero_only
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        checkpoint = next(c for c in trainer.callbacks if isinstance(c, Checkpoints)).last
+        if not (self.log_model and checkpoint.exists()):
+            return
+        for logger in wandb_loggers(trainer):
+            log_checkpoint(logger.experiment, checkpoint, trainer.global_step)
+
+
+def log_checkpoint(run: Any, path: Path, step: int) -> None:
+    """A checkpoint and its sha256 as the run's `model-<run id>` artifact (Lightning's name): the
+    checksum lets `ckpt_path=` load a downloaded copy, which refuses a checkpoint without one."""
+    import wandb
+
+    artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata={"step": step})
+    artifact.add_file(str(path))
+    artifact.add_file(str(checksum_path(path)))
+    run.log_artifact(artifact, aliases=["latest", f"step-{step}"])
 
 
 # ---- log lines -------------------------------------------------------------------------------------
