@@ -319,31 +319,36 @@ def job_pid(job: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.faults
-@pytest.mark.parametrize("reuse", [False, True], ids=["fresh-processes", "reused-processes"])
-def test_sigterm_to_the_launcher_stops_its_jobs_and_a_relaunch_finishes(
-    tmp_path: Path, reuse: bool
+@pytest.mark.parametrize(
+    "signum,reuse",
+    [(signal.SIGTERM, False), (signal.SIGTERM, True), (signal.SIGINT, True)],
+    ids=["sigterm-fresh-processes", "sigterm-reused-processes", "sigint-reused-processes"],
+)
+def test_a_signal_to_the_launcher_stops_its_jobs_and_a_relaunch_finishes(
+    tmp_path: Path, signum: int, reuse: bool
 ) -> None:
     """`kill -TERM LAUNCHER_PID` (the launcher alone, not its process group): the running job gets
     the signal, checkpoints and is `interrupted`; no further job starts; the summary is written;
-    the launcher exits 143 leaving no process behind; the same command again finishes the sweep."""
+    the launcher exits 143 leaving no process behind; the same command again finishes the sweep.
+    A SIGINT (a terminal's Ctrl-C) reaches the job as SIGTERM, so it checkpoints alike; exit 130."""
     launcher, args, job = held_sweep(tmp_path, reuse)
     pid = job_pid(job)
     assert pid != launcher.pid and alive(pid)
-    os.kill(launcher.pid, signal.SIGTERM)
+    os.kill(launcher.pid, signum)
     try:
         launcher.wait(timeout=120)
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
     output = (tmp_path / "launcher.log").read_text()
-    assert launcher.returncode == 143, output[-3000:]
+    assert launcher.returncode == 128 + signum, output[-3000:]
     assert not alive(pid)  # the job's process (a pool worker with reuse) is gone...
     assert wait_until(lambda: not session_processes(launcher.pid), 10), (  # ...and every other
         session_processes(launcher.pid)
     )
     assert read(job / "run.json")["status"] == "interrupted"
     checkpoint = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["global_step"] == 10  # saved at the signal
+    assert checkpoint["global_step"] == 10  # the step the signal stopped it at
     sweep_dir = job.parent
     launched = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert launched == [job]  # the other jobs never started

@@ -196,9 +196,12 @@ SIGNAL_EXITS = {128 + signal.SIGTERM, 128 + signal.SIGINT}
 
 
 class Forwarding:
-    """The launcher's SIGTERM and SIGINT handler: the signal goes on to the process group of each
+    """The launcher's SIGTERM and SIGINT handler: SIGTERM goes on to the process group of each
     running job (its own process, a pool worker, or torchrun, which passes it to its ranks), and
     no job starts after it. The launcher then waits for its jobs, which checkpoint and exit.
+
+    A SIGINT goes on as SIGTERM too: Lightning acts on SIGTERM between steps, where the state is
+    whole and Checkpoints saves it, while a KeyboardInterrupt lands anywhere and saves nothing.
 
     A job's process starts under `starting`, so that a signal arriving meanwhile reaches it too.
     """
@@ -216,11 +219,11 @@ class Forwarding:
             groups = sorted(self._groups)
         if first:
             log.warning(
-                f"{signal.Signals(signum).name}: passed on to {len(groups)} running job(s); "
+                f"{signal.Signals(signum).name}: SIGTERM to {len(groups)} running job(s); "
                 "waiting for them to checkpoint, launching no further job"
             )
         for group in groups:
-            signal_group(group, signum)
+            signal_group(group, signal.SIGTERM)
 
     @contextmanager
     def starting(self) -> Iterator[bool]:
@@ -256,7 +259,9 @@ def run_in_process(
 ) -> JobReturn:
     """Run one job in a fresh process (torchrun's ranks when devices > 1), or in `worker`, a
     one-process pool kept for the slot's jobs (a single-device job); never raises. With
-    `forwarding`, the process leads its own process group, signalled by the launcher's handler."""
+    `forwarding`, the process leads its own process group, signalled by the launcher's handler
+    (a terminal's Ctrl-C then reaches the launcher alone, which passes it on once)."""
+    own_group = forwarding is not None
     forwarding = forwarding or Forwarding()
     with tempfile.TemporaryDirectory(prefix="scalinglab-job-") as tmp:
         spec_file, result_file = Path(tmp, "spec.pkl"), Path(tmp, "result.pkl")
@@ -278,10 +283,11 @@ def run_in_process(
             with forwarding.starting() as may_start:
                 if not may_start:
                     return interrupted(spec, "never started")
-                # A group of its own: a terminal's Ctrl-C reaches the launcher alone, which
-                # passes it on once.
                 process = subprocess.Popen(
-                    [sys.executable, *command], env=env, cwd=spec.cwd, process_group=0
+                    [sys.executable, *command],
+                    env=env,
+                    cwd=spec.cwd,
+                    process_group=0 if own_group else None,
                 )
                 forwarding.add(process.pid)
             try:

@@ -1,6 +1,6 @@
 """A pool over this machine's GPUs: each job in a fresh process with its own CUDA_VISIBLE_DEVICES.
 
-SIGTERM or SIGINT to the launcher (its pid alone, as `kill` sends it) stops the sweep as a signal to
+SIGTERM or SIGINT to the launcher (its pid alone, as `kill` sends it) stops the sweep as SIGTERM to
 an in-process sweep does: each running job gets it, checkpoints and is recorded `interrupted`, no
 further job starts, the summary is written, and the launcher exits 128 + the signal; the same
 command again finishes the sweep.
