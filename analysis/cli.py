@@ -18,6 +18,7 @@ Bad input (no runs, a missing column, too few points) ends with one line on stde
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -457,9 +458,16 @@ def _pixels(figure: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())
 
 
-def log_to_wandb(sections: list[Section], study: Study) -> None:
+def report_files(sections: list[Section], out: Path) -> list[Path]:
+    """What `write_report` wrote: the report, report.json beside it, each figure's PNG."""
+    figures = [out.parent / f"{name}.png" for section in sections for name in section.figures]
+    return [out, out.with_suffix(".json"), *figures]
+
+
+def log_to_wandb(sections: list[Section], study: Study, report: list[Path] = ()) -> None:
     """Log each fit's table, values and figures to a W&B run of job_type "analysis", in the
-    sweep's group so it sits beside the training runs."""
+    sweep's group so it sits beside the training runs; the `report` files (report.md,
+    report.json, figures) as its `analysis-report` artifact."""
     import wandb
 
     run = wandb.init(
@@ -490,6 +498,12 @@ def log_to_wandb(sections: list[Section], study: Study) -> None:
             )
             values = section.fit.params | section.fit.derived | {"trusted": section.fit.trusted}
             run.summary.update({f"{law}/{name}": value for name, value in values.items()})
+        if report:
+            name = re.sub(r"[^\w.-]", "_", f"report-{study.sweep_id or 'runs'}")  # W&B's charset
+            artifact = wandb.Artifact(name, type="analysis-report")
+            for path in report:
+                artifact.add_file(str(path))
+            run.log_artifact(artifact)
     finally:
         wandb.finish()
 
@@ -661,7 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, figure in (item for s in sections for item in s.figures.items()):
                 save(figure, args.plot, name)
         if args.wandb:
-            log_to_wandb(fitted, study)
+            report = report_files(sections, Path(args.out)) if args.command == "report" else []
+            log_to_wandb(fitted, study, report)
     except (ValueError, OSError) as error:
         print(f"scaling-fit: error: {error}", file=sys.stderr)
         return 2

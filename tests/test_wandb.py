@@ -180,3 +180,23 @@ def test_load_wandb_gives_load_runs_columns_and_values(wandb_job: Path) -> None:
         if not same(ours, theirs) and not (isinstance(ours, str) and "${" in ours):
             differ[column] = (ours, theirs)
     assert not differ
+
+
+def test_analysis_run_holds_the_report_as_an_artifact(tmp_path: Path) -> None:
+    from scalinglab.analysis.cli import main
+    from tests.analysis.fake_runs import BUDGETS, SIZE_FACTORS, optimal_n_params, write_run
+
+    sweep = tmp_path / "sweep"
+    for job, (budget, factor) in enumerate((b, f) for b in BUDGETS for f in SIZE_FACTORS):
+        n_params = optimal_n_params(budget) * factor
+        write_run(sweep / str(job), run_id=f"r{job}", sweep_id="iso", n_params=n_params,
+                  tokens=budget / (6 * n_params))  # fmt: skip
+    out = tmp_path / "report" / "report.md"
+    assert main(["report", str(sweep), "--out", str(out), "--bootstrap", "8", "--wandb"]) == 0
+    (run_dir,) = (tmp_path / "wandb" / "wandb").glob("offline-run-*")
+    # Besides the tables' own (type run_table), one artifact: the report.
+    (artifact,) = [a for a in of_type(run_dir, "artifact") if a.type != "run_table"]
+    assert (artifact.type, artifact.name) == ("analysis-report", "report-iso")
+    written = {p.name for p in out.parent.iterdir()}
+    assert {"report.md", "report.json"} < written and any(n.endswith(".png") for n in written)
+    assert {e.path for e in artifact.manifest.contents} == written

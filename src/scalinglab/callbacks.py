@@ -19,6 +19,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import time
@@ -669,9 +670,9 @@ class WandbRun(pl.Callback):
 
     @rank_zero_only
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        checkpoint = next(c for c in trainer.callbacks if isinstance(c, Checkpoints)).last
-        if not (self.log_model and checkpoint.exists()):
+        if not self.log_model:
             return
+        checkpoint = next(c for c in trainer.callbacks if isinstance(c, Checkpoints)).last
         for logger in wandb_loggers(trainer):
             log_checkpoint(logger.experiment, checkpoint, trainer.global_step)
 
@@ -681,7 +682,8 @@ def log_checkpoint(run: Any, path: Path, step: int) -> None:
     checksum lets `ckpt_path=` load a downloaded copy, which refuses a checkpoint without one."""
     import wandb
 
-    artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata={"step": step})
+    name = re.sub(r"[^\w.-]", "_", f"model-{run.id}")  # W&B's charset; run ids may hold = , +
+    artifact = wandb.Artifact(name, type="model", metadata={"step": step})
     artifact.add_file(str(path))
     artifact.add_file(str(checksum_path(path)))
     run.log_artifact(artifact, aliases=["latest", f"step-{step}"])
