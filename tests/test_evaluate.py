@@ -1,0 +1,82 @@
+"""`scaling-eval RUN_DIR data=...`: a trained run's checkpoint scored on other data, into its record."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from scalinglab.analysis import load_runs
+from scalinglab.evaluate import main
+from tests.conftest import TINY, run_cli
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny run trained on data=synthetic by scaling-train (with its .hydra/ record)."""
+    root = tmp_path_factory.mktemp("evaluated")
+    result = run_cli(*TINY, f"hydra.run.dir={root / 'run'}", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "run"
+
+
+def evals(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text()).get("evals", {})
+
+
+def test_own_data_gives_the_recorded_validation_loss_and_load_runs_has_columns(
+    trained: Path,
+) -> None:
+    record = json.loads((trained / "run.json").read_text())
+    assert main([str(trained)]) == 0  # the run's own data: the same loss as its validation
+    figures = evals(trained)["synthetic"]
+    assert figures["val_loss"] == pytest.approx(record["val_loss"], rel=1e-5)
+    assert figures["step"] == 6 and figures["tokens"] == (2048 // 33) * 32
+    assert figures["irreducible_loss"] == record["irreducible_loss"]
+    assert "bits_per_byte" not in figures  # a synthetic language has no bytes
+    # Another validation set of the same config: another loss, under its own name.
+    assert main([str(trained), "data=synthetic", "data.val_tokens=4096", "--name", "more"]) == 0
+    assert evals(trained)["more"]["tokens"] == (4096 // 33) * 32
+    runs = load_runs(trained)
+    assert runs["eval/synthetic/val_loss"][0] == figures["val_loss"]
+    assert runs["eval/more/tokens"][0] == evals(trained)["more"]["tokens"]
+    assert runs["val_loss"][0] == record["val_loss"]  # the record's own figures unchanged
+
+
+def test_data_with_more_token_ids_or_another_tokenizer_is_refused_in_one_line(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    before = (trained / "run.json").read_text()
+    corpus = tmp_path / "a.txt"
+    corpus.write_text("text " * 5000)
+    cases = [
+        (["data=text", f"data.path={corpus}", "data.val_tokens=512"], "more than the run's"),
+        (["data=synthetic_powerlaw", "data.vocab_size=128"], "is tokenized by"),
+        (["model=gpt_tiny"], "data overrides only"),
+    ]
+    for overrides, message in cases:
+        assert main([str(trained), *overrides]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("scaling-eval: error:") and message in err and "\n" not in err
+    assert (trained / "run.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_text_run_scored_on_a_second_corpus_in_bits_per_byte(tmp_path: Path) -> None:
+    for name, text in (
+        ("train.txt", "the quick brown fox. " * 3000),
+        ("held.txt", "jumps! " * 3000),
+    ):
+        (tmp_path / name).write_text(text)
+    data = [f"data.path={tmp_path / 'train.txt'}", "data.val_tokens=1024"]
+    run_dir = tmp_path / "run"
+    result = run_cli(*TINY[:7], "data=text", *data, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    held = ["data=text", f"data.path={tmp_path / 'held.txt'}", "data.val_tokens=1024"]
+    assert main([str(run_dir), *held, "--name", "held_out"]) == 0
+    figures = evals(run_dir)["held_out"]
+    # Byte tokens: bits per byte is the loss in bits.
+    assert figures["bits_per_byte"] == pytest.approx(figures["val_loss"] / math.log(2))
+    assert load_runs(run_dir)["eval/held_out/bits_per_byte"][0] == figures["bits_per_byte"]
