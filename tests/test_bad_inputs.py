@@ -25,6 +25,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.types import HydraContext, RunMode
+from omegaconf import OmegaConf
 
 from scalinglab.analysis.cli import main as scaling_fit
 from scalinglab.errors import ConfigError
@@ -347,3 +348,26 @@ def test_a_pickle_payload_in_a_checkpoint_is_not_executed(where: str, tmp_path: 
     with contextlib.suppress(Exception):  # refusing the checkpoint is right; running it is not
         train(compose_job(overrides))
     assert not marker.exists()
+
+
+# ---- Hydra's own callbacks: built by Hydra before any job plans ---------------------------------
+
+
+def test_hydra_callbacks_are_held_to_the_allow_list(tmp_path: Path) -> None:
+    from hydra._internal.callbacks import Callbacks
+
+    victim = tmp_path / "keep.txt"
+    victim.write_text("keep")
+    hostile = {"_target_": "builtins.open", "_args_": [str(victim), "w"]}
+    with pytest.raises(
+        ConfigError, match=rf"^hydra\.callbacks\.x\._target_=builtins\.open {NOT_ALLOWED[:6]}"
+    ):
+        Callbacks(OmegaConf.create({"hydra": {"callbacks": {"x": hostile}}}))
+    assert victim.read_text() == "keep"
+    # A class under an allowed prefix that is not a Hydra callback is refused too.
+    sneaky = {"_target_": "scalinglab.data.SyntheticDataModule"}
+    with pytest.raises(ConfigError, match="is not allowed"):
+        Callbacks(OmegaConf.create({"hydra": {"callbacks": {"y": sneaky}}}))
+    # Hydra's own callbacks still build.
+    own = {"_target_": "hydra.experimental.callbacks.LogJobReturnCallback"}
+    assert len(Callbacks(OmegaConf.create({"hydra": {"callbacks": {"log": own}}})).callbacks) == 1

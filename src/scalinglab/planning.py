@@ -179,6 +179,54 @@ def check_targets(cfg: DictConfig) -> None:
             target_class(_child(key, "_target_"), name)
 
 
+def check_hydra_callbacks(cfg: DictConfig) -> None:
+    """Refuse a `hydra.callbacks` node outside the allow-list, or not a Hydra callback at all.
+
+    Hydra builds these itself (hydra._internal.callbacks.Callbacks), before any job plans, so
+    check_targets cannot see them in time: `_guard_hydra_callbacks` runs this first."""
+    from hydra.experimental.callback import Callback
+
+    for name, node in (OmegaConf.select(cfg, "hydra.callbacks") or {}).items():
+        key = f"hydra.callbacks.{name}._target_"
+        target = node.get("_target_") if isinstance(node, DictConfig) else None
+        refused = ConfigError(
+            f"{key}={target} is not allowed: hydra.callbacks builds only Hydra's own callbacks "
+            "(hydra.experimental.callbacks) and scalinglab's"
+        )
+        if not isinstance(target, str) or not target.startswith(
+            (*TARGET_PREFIXES, "hydra.experimental.callbacks.")
+        ):
+            raise refused
+        try:
+            found = get_object(target)
+        except Exception as err:
+            raise ConfigError(f"{key}={target}: no such class ({err})") from None
+        if not (isinstance(found, type) and issubclass(found, Callback)):
+            raise refused
+
+
+def _guard_hydra_callbacks() -> None:
+    """Make Hydra check its callbacks before it builds them: it offers no hook of its own, so its
+    Callbacks class is wrapped once, in every process that imports this module (the launcher's
+    and each job's)."""
+    from hydra._internal.callbacks import Callbacks
+
+    if getattr(Callbacks.__init__, "_checks_targets", False):
+        return
+    build_callbacks = Callbacks.__init__
+
+    def checked(self: Callbacks, config: DictConfig | None = None) -> None:
+        if config is not None:
+            check_hydra_callbacks(config)
+        build_callbacks(self, config)
+
+    checked._checks_targets = True  # type: ignore[attr-defined]
+    Callbacks.__init__ = checked  # type: ignore[method-assign]
+
+
+_guard_hydra_callbacks()
+
+
 # ---- keys: each one something reads --------------------------------------------------------------
 
 
