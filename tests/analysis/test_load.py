@@ -245,3 +245,22 @@ def test_load_wandb_curves_uses_scan_history() -> None:
 def test_load_wandb_with_no_runs_is_an_error() -> None:
     with pytest.raises(ValueError, match="no W&B runs"):
         load_wandb("scaling", api=FakeApi([]))
+
+
+def test_scaling_eval_figures_are_columns_by_data_name(tmp_path: Path) -> None:
+    from .fake_runs import write_run
+
+    scored, unscored = tmp_path / "a", tmp_path / "b"
+    write_run(scored, run_id="a", sweep_id="s", n_params=1e6, tokens=1e7)
+    write_run(unscored, run_id="b", sweep_id="s", n_params=2e6, tokens=1e7)
+    record = json.loads((scored / "run.json").read_text())
+    record["evals"] = {
+        "wiki": {"val_loss": 3.5, "bits_per_byte": 1.25, "tokens": 4096},
+        "code": {"val_loss": 2.5, "tokens": 2048},
+    }
+    (scored / "run.json").write_text(json.dumps(record))
+    runs = load_runs(tmp_path).set_index("run_id")
+    assert runs.loc["a", "eval/wiki/val_loss"] == 3.5 and runs.loc["a", "eval/code/tokens"] == 2048
+    assert runs.loc["a", "eval/wiki/bits_per_byte"] == 1.25
+    assert np.isnan(runs.loc["b", "eval/wiki/val_loss"])  # not scored there
+    assert runs.loc["a", "val_loss"] == record["val_loss"]  # the run's own figures unchanged
