@@ -93,6 +93,7 @@ TRAINING = [
     (["trainer.gradient_clip_val=-1"], r"^trainer\.gradient_clip_val must be >= 0 or null, got -1"),
     (["compile=maybe"], r"^compile must be true, false or null, got 'maybe'$"),
     (["init_from={tmp}/none.ckpt"], r"^init_from=.*/none\.ckpt: no such checkpoint$"),
+    (["init_from={tmp}/keep.txt"], r"^init_from and init_step are a WSD branch's start, set together by wsd_branches; to start a job from a checkpoint, give ckpt_path=PATH$"),
     (["hparams=fitted"], r"^hparams_file must be set"),
     (["hparams=fitted", "hparams_file={tmp}/none.yaml"], r"^hparams_file=.*/none\.yaml: no such file"),
     (["hparams=deepseek_llm"], r"is a function of the compute budget: set budget\.flops"),

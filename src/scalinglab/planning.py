@@ -511,6 +511,11 @@ def check_run_options(cfg: DictConfig) -> None:
     for key in ("ckpt_path", "init_from"):
         if cfg.get(key) and not Path(str(cfg[key])).expanduser().is_file():
             raise ConfigError(f"{key}={cfg[key]}: no such checkpoint")
+    if (cfg.get("init_from") is None) != (cfg.get("init_step") is None):
+        raise ConfigError(
+            "init_from and init_step are a WSD branch's start, set together by wsd_branches; "
+            "to start a job from a checkpoint, give ckpt_path=PATH"
+        )
 
 
 def check_optimizer(optimizer: DictConfig) -> None:

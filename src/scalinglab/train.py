@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from scalinglab.errors import ConfigError
@@ -125,6 +124,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     record under `branches/`).
     """
     trunk, branches = wsd_branch_configs(cfg)
+    plan(trunk)  # all that can refuse the config, before the job's directory and lock exist
     record = train_job(trunk)
     for branch in branches:
         if record.get("status") == "completed":
@@ -148,7 +148,7 @@ def wsd_branch_configs(cfg: DictConfig) -> tuple[DictConfig, list[DictConfig]]:
     if any(cfg.budget[k] is not None for k in BUDGET_KEYS):
         raise ConfigError("wsd_branches sets each run's token budget: leave budget.* unset")
     output_dir = Path(cfg.paths.output_dir)
-    schedule = instantiate(cfg.scheduler)
+    schedule = build(cfg.scheduler)
 
     def with_budget(tokens: float) -> DictConfig:
         job = cfg.copy()
