@@ -193,9 +193,14 @@ def test_analysis_run_holds_the_report_as_an_artifact(tmp_path: Path) -> None:
                   tokens=budget / (6 * n_params))  # fmt: skip
     out = tmp_path / "report" / "report.md"
     assert main(["report", str(sweep), "--out", str(out), "--bootstrap", "8", "--wandb"]) == 0
-    (run_dir,) = (tmp_path / "wandb" / "wandb").glob("offline-run-*")
+    runs = list(tmp_path.rglob("offline-run-*"))  # under WANDB_DIR (conftest)
+    assert len(runs) == 1, sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))[:50]
+    run_dir = runs[0]
     # Besides the tables' own (type run_table), one artifact: the report.
-    (artifact,) = [a for a in of_type(run_dir, "artifact") if a.type != "run_table"]
+    kinds = [r.WhichOneof("record_type") for r in wandb_records(run_dir)]
+    found = [a for a in of_type(run_dir, "artifact") if a.type != "run_table"]
+    assert len(found) == 1, (kinds, [(a.type, a.name) for a in of_type(run_dir, "artifact")])
+    (artifact,) = found
     assert (artifact.type, artifact.name) == ("analysis-report", "report-iso")
     written = {p.name for p in out.parent.iterdir()}
     assert {"report.md", "report.json"} < written and any(n.endswith(".png") for n in written)
