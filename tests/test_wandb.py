@@ -182,6 +182,7 @@ def test_load_wandb_gives_load_runs_columns_and_values(wandb_job: Path) -> None:
     assert not differ
 
 
+@pytest.mark.slow  # 14 s on 2 shared cores: the report's fits and a W&B run
 def test_analysis_run_holds_the_report_as_an_artifact(tmp_path: Path) -> None:
     from scalinglab.analysis.cli import main
     from tests.analysis.fake_runs import BUDGETS, SIZE_FACTORS, optimal_n_params, write_run
