@@ -7,6 +7,7 @@ import json
 import logging
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -488,3 +489,17 @@ def test_progress_bar_is_tqdm_when_on_and_log_lines_off_a_terminal(
     )
     out = capsys.readouterr().out
     assert ("Epoch 0: 100%" in out) == (setting == "on"), out[-2000:]
+
+
+def test_how_to_run_and_tags_do_not_make_another_study(monkeypatch) -> None:
+    """rerun_stale, progress_bar and W&B tags leave the sweep id (so the job directories) as is;
+    an override of what is trained does not."""
+    from scalinglab.train import sweep_id_from_argv
+
+    def sweep_id(*argv: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["scaling-train", "-m", "sweep=demo", *argv])
+        return sweep_id_from_argv("demo")
+
+    plain = sweep_id()
+    labelled = sweep_id("rerun_stale=true", "progress_bar=off", "tags=[ladder]", "+tags=[x]")
+    assert labelled == plain != sweep_id("optimizer.lr=0.001")

@@ -54,9 +54,10 @@ def digest(text: str, n: int = 8) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:n]
 
 
-# Options that say how to run a command, not what it trains: the same command with them finds its
-# own directories (conf/hydra/default.yaml leaves them out of the jobs' directory names too).
-HOW_TO_RUN = ("rerun_stale=", "progress_bar=")
+# Options that say how to run a command or label it (W&B tags), not what it trains: the same
+# command with them finds its own directories (conf/hydra/default.yaml leaves them out of the jobs'
+# directory names too).
+HOW_TO_RUN = ("rerun_stale=", "progress_bar=", "tags=", "+tags=")
 
 
 def sweep_id_from_argv(name: str) -> str:
