@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -51,28 +50,12 @@ def test_cli_run_writes_every_record(tmp_path: Path) -> None:
 
 
 def wandb_run_group(run_dir: Path) -> tuple[str, str]:
-    """(run id, group) read back from an offline W&B run's transaction log.
+    """(run id, group) read back from an offline W&B run's transaction log."""
+    from tests.test_wandb import wandb_records
 
-    The .wandb file is a LevelDB-style log: a 7-byte file header, then 32 KiB blocks of records,
-    each with a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last), holding
-    protobuf `Record`s.
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    raw = next(run_dir.glob("*.wandb")).read_bytes()
-    pos, block, chunks = 7, 32768, b""
-    while pos + 7 <= len(raw):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
-        chunks = (chunks if kind in (3, 4) else b"") + raw[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(chunks)
-            if record.WhichOneof("record_type") == "run":
-                return record.run.run_id, record.run.run_group
+    for record in wandb_records(run_dir):
+        if record.WhichOneof("record_type") == "run":
+            return record.run.run_id, record.run.run_group
     raise AssertionError(f"no run record in {run_dir}")
 
 
