@@ -224,6 +224,7 @@ def test_pool_reusing_processes_runs_a_slots_jobs_in_one_process(tmp_path: Path)
     assert max_in_flight(ended) == 2  # the killed job never ended
 
 
+@pytest.mark.engines
 def test_ddp_job_ranks_are_started_from_outside(tmp_path: Path) -> None:
     ddp = ["trainer.accelerator=cpu", "trainer.devices=2", "+trainer.strategy=ddp"]
     result, jobs = sweep(tmp_path, f"{LAUNCHER}=local_gpus", CPU_SLOTS, *ddp, "seed=0,1")
@@ -434,6 +435,7 @@ SLURM_CPU = [f"{LAUNCHER}=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launc
              "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]  # fmt: skip
 
 
+@pytest.mark.engines
 def test_sweep_on_slurm(slurm_cluster: None, tmp_path: Path) -> None:
     result, jobs = sweep(tmp_path, *SLURM_CPU, "seed=0,1")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -445,6 +447,7 @@ def test_sweep_on_slurm(slurm_cluster: None, tmp_path: Path) -> None:
     assert list(jobs[0].parent.glob(".submitit/*/*_result.pkl"))
 
 
+@pytest.mark.engines
 def test_ddp_job_on_slurm_gets_a_task_per_device(slurm_cluster: None, tmp_path: Path) -> None:
     ddp = ["trainer.accelerator=cpu", "trainer.devices=2", "+trainer.strategy=ddp"]
     result, jobs = sweep(tmp_path, *SLURM_CPU, *ddp, "seed=0")
@@ -464,6 +467,7 @@ def slurm_state(job_id: str) -> str:
     ).stdout
 
 
+@pytest.mark.engines
 def test_preempted_slurm_job_is_requeued_by_submitit_and_resumes(
     slurm_cluster: None, tmp_path: Path
 ) -> None:
@@ -548,6 +552,7 @@ def test_slurm_refuses_contradictions_before_submitting(tmp_path: Path) -> None:
 # ---- Ray ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.engines
 def test_sweep_on_a_local_ray_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("ray")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster: no token in ~/.ray
@@ -606,6 +611,7 @@ def ray_on(address: str) -> list[str]:
             "hydra.launcher.gpus_per_job=0"]  # fmt: skip
 
 
+@pytest.mark.engines
 def test_sweep_on_a_ray_cluster_of_two_nodes(ray_cluster_of_two_nodes: Any, tmp_path: Path) -> None:
     cluster = ray_cluster_of_two_nodes
     # Jobs see their node's environment; a variable of the sweep's reaches them through Ray.
@@ -636,6 +642,7 @@ def running(pid: int) -> bool:
         return False
 
 
+@pytest.mark.engines
 def test_a_lost_ray_node_fails_its_job_and_the_others_complete(
     ray_cluster_of_two_nodes: Any, tmp_path: Path
 ) -> None:
