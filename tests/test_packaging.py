@@ -120,6 +120,24 @@ def test_users_add_configs_and_sweeps_without_forking(how: str, tmp_path: Path) 
     assert cli(*where, "sweep=demo", "--cfg", "job", cwd=tmp_path).returncode == 0
 
 
+def test_quick_help_lists_what_hydras_own_help_lists(tmp_path: Path) -> None:
+    """`--help` shares one config repository across Hydra's group queries (for speed): it must
+    list the same groups and options, a user's own included, as Hydra's unpatched help."""
+    mine = user_configs(tmp_path / "my_configs")
+    quick = cli("--config-dir", str(mine), "--help", cwd=tmp_path)
+    unpatched = subprocess.run(
+        [sys.executable, "-c", "import sys, scalinglab.train as t\n"
+         "sys.argv = ['scaling-train', *sys.argv[1:]]\nt.main()",
+         "--config-dir", str(mine), "--help"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert quick.returncode == unpatched.returncode == 0, quick.stderr[-2000:]
+    assert quick.stdout == unpatched.stdout
+    assert "my_model" in next(
+        line for line in quick.stdout.splitlines() if line.startswith("model:")
+    )
+
+
 def fresh_venv(directory: Path) -> Path:
     """A virtual environment that sees this one's dependencies (torch and the rest, installed
     here) but not its editable scalinglab: a .pth line adds this site-packages after its own, and

@@ -527,6 +527,41 @@ def register_plugins() -> None:
 
 register_plugins()
 
+
+def share_repository_across_group_queries() -> None:
+    """Make `--help` answer in under a second instead of 1.7 s.
+
+    Hydra's help lists every config group by asking its config loader about 110 times for a
+    group's options, and each query deep-copies the whole config repository first (about 20 ms; a
+    known Hydra cost, facebookresearch/hydra#2907). Help only reads the repository, so here queries
+    with the same search path share one copy. Hydra's private API: if it changes, help is just slow.
+    """
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.object_type import ObjectType
+
+    create_repo = getattr(ConfigLoaderImpl, "_parse_overrides_and_create_caching_repo", None)
+    if create_repo is None:
+        return
+    repos: dict[tuple, Any] = {}
+
+    def get_group_options(
+        self: ConfigLoaderImpl,
+        group_name: str,
+        results_filter: ObjectType | None = ObjectType.CONFIG,
+        config_name: str | None = None,
+        overrides: list[str] | None = None,
+    ) -> list[str]:
+        key = (id(self), config_name, tuple(overrides or ()))
+        if key not in repos:
+            repos[key] = create_repo(self, config_name, list(overrides or ()))[1]
+        return repos[key].get_group_options(group_name, results_filter)
+
+    ConfigLoaderImpl.get_group_options = get_group_options
+
+
+if {"--help", "-h"} & set(sys.argv[1:]):
+    share_repository_across_group_queries()
+
 # The shipped configs (in an editable install, the repository's conf/, live): as a path for tests
 # and scripts that compose with initialize_config_dir, and as the package Hydra reads them from.
 CONFIG_DIR = str(_CONFIG_DIR)
