@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from scalinglab.analysis import load_runs
 from scalinglab.errors import ConfigError
 from scalinglab.train import train
 from tests.conftest import TINY, compose_train, run_cli
@@ -49,6 +50,11 @@ def test_a_branch_ends_where_a_straight_run_does(tmp_path: Path) -> None:
     )
     assert branch["val_loss"] == pytest.approx(straight["val_loss"], abs=1e-5)
     assert branch["run_id"] != trunk["run_id"]
+    # Each job's composed config lies beside its record, though Hydra started neither: the run
+    # frame has every config key, and each branch its own budget.
+    frame = load_runs(tmp_path / "branched").set_index("steps")
+    assert frame.loc[[12, 20], "budget.tokens"].tolist() == [short, long]
+    assert frame.loc[[12, 20], "model.n_layers"].notna().all()
 
     # Run again: the trunk and its branch are both complete, nothing is retrained.
     again = train(

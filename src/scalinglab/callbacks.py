@@ -589,14 +589,12 @@ def parsed_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def job_config(output_dir: Path, fields: dict[str, Any]) -> dict[str, Any]:
-    """The job's composed config, resolved: Hydra's copy in `.hydra/config.yaml` ({} for a job that
-    `scaling-train` did not start). The ids are the record's: `sweep_id` is computed once, from the
-    launching command line, which a job on another node does not see."""
+    """The job's composed config, resolved, from `.hydra/config.yaml` (Hydra's copy, or the one
+    `train_job` writes for a job Hydra did not start there). The ids are the record's: `sweep_id` is
+    computed once, from the launching command line, which a job on another node does not see."""
     path = output_dir / ".hydra" / "config.yaml"
     if not path.exists():
-        log.warning(
-            f"W&B: no {path} (a job not started by scaling-train): its config is not logged"
-        )
+        log.warning(f"W&B: no {path}: the job's config is not logged")
         return {}
     cfg = OmegaConf.load(path)
     cfg.sweep_id, cfg.run_id = fields.get("sweep_id"), fields.get("run_id")

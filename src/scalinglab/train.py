@@ -212,7 +212,27 @@ def train_job(cfg: DictConfig) -> dict[str, Any]:
                 f"(rerun_stale=true); its old outputs keep the suffix .{then[:10]}"
             )
             retire(output_dir, suffix=then[:10])
+        if rank_zero_only.rank == 0:
+            save_job_config(cfg, output_dir)
         return fit(cfg, output_dir)
+
+
+def save_job_config(cfg: DictConfig, output_dir: Path) -> None:
+    """The job's composed config where Hydra keeps it, `.hydra/config.yaml`, for a job Hydra did
+    not start in this directory (a WSD branch; `train(cfg)` called from Python): the run frame's
+    config columns and the W&B run config are read from there, for every job alike."""
+    from scalinglab.records import write_atomic
+
+    if HydraConfig.initialized():
+        started_here = Path(HydraConfig.get().runtime.output_dir).resolve() == output_dir.resolve()
+        if started_here:
+            return  # Hydra wrote it, with its overrides.yaml beside it
+    job = cfg.copy()
+    with open_dict(job):
+        job.pop("hydra", None)  # compose(..., return_hydra_config=True) leaves it in
+    path = output_dir / ".hydra" / "config.yaml"
+    path.parent.mkdir(exist_ok=True)
+    write_atomic(path, lambda f: f.write(OmegaConf.to_yaml(job).encode()))
 
 
 def retire(output_dir: Path, suffix: str) -> None:
