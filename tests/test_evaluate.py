@@ -63,6 +63,34 @@ def test_data_with_more_token_ids_or_another_tokenizer_is_refused_in_one_line(
     assert (trained / "run.json").read_text() == before
 
 
+def test_a_bpe_tokenizer_trained_on_other_text_is_told_apart(tmp_path: Path) -> None:
+    """Two BPE tokenizers of one size share a name and a vocabulary, not their ids: the data's
+    record tells them apart, and scoring a run on the other's ids is refused."""
+    from scalinglab.data.datamodule import TextDataModule
+    from scalinglab.errors import ConfigError
+    from scalinglab.evaluate import check_vocab
+
+    def info(name: str, text: str) -> dict:
+        (tmp_path / name).write_text(text * 400)
+        data = TextDataModule(
+            path=str(tmp_path / name), tokenizer="bpe", bpe_vocab_size=300, seq_len=16,
+            batch_size=2, val_tokens=256, cache_dir=str(tmp_path / "cache"),
+        )  # fmt: skip
+        data.prepare_data()
+        data.setup("fit")
+        return data.metadata()
+
+    run = info("a.txt", "the quick brown fox jumps over the lazy dog. ")
+    same = info("a2.txt", "the quick brown fox jumps over the lazy dog. ")
+    other = info("b.txt", "def main(argv):\n    return sum(map(int, argv))\n")
+    assert run["tokenizer"] == other["tokenizer"] == "bpe"
+    assert other["vocab_size"] <= run["vocab_size"]  # so only the tokenizer's digest can tell
+    assert run["tokenizer_sha256"] == same["tokenizer_sha256"] != other["tokenizer_sha256"]
+    check_vocab(same, run, run["vocab_size"], "text")  # the same tokenizer: accepted
+    with pytest.raises(ConfigError, match="trained on other text"):
+        check_vocab(other, run, run["vocab_size"], "text")
+
+
 @pytest.mark.slow
 def test_text_run_scored_on_a_second_corpus_in_bits_per_byte(tmp_path: Path) -> None:
     for name, text in (

@@ -98,6 +98,12 @@ def check_vocab(
             f"data={name} is tokenized by {ours}, the run's data by {theirs}: the same ids are "
             "other tokens"
         )
+    ours, theirs = data_info.get("tokenizer_sha256"), run_data.get("tokenizer_sha256")
+    if ours and theirs and ours != theirs:
+        raise ConfigError(
+            f"data={name} is tokenized by a {data_info.get('tokenizer')} tokenizer trained on "
+            "other text than the run's (their tokenizer.json differ): the same ids are other tokens"
+        )
 
 
 def mean_loss(model: Any, batches: Any) -> tuple[float, int]:

@@ -125,6 +125,13 @@ def prepare_corpus(
     return meta
 
 
+def tokenizer_digest(corpus_dir: Path) -> str | None:
+    """sha256 of a trained tokenizer's file (None for the fixed ones): two BPE tokenizers of one
+    size trained on different text share a name and a vocabulary size, not their ids."""
+    path = corpus_dir / TOKENIZER_FILE
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
 def load_tokenizer(corpus_dir: Path, name: str) -> Tokenizer:
     if name == "bpe":
         return BPETokenizer.load(corpus_dir / TOKENIZER_FILE)

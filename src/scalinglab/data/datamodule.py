@@ -34,6 +34,7 @@ from scalinglab.data.corpus import (
     load_tokenizer,
     prepare_corpus,
     resolve_files,
+    tokenizer_digest,
 )
 from scalinglab.data.shards import MAX_VOCAB, read_shard
 from scalinglab.data.synthetic import MarkovChain
@@ -352,6 +353,7 @@ class ShardsDataModule(TokenDataModule):
             "bytes_per_token": meta.get("bytes_per_token"),
             "path": str(self.path),
             "n_shards": len(shards),
+            "tokenizer_sha256": tokenizer_digest(files[0].parent),
         }
         return train, val, info
 
@@ -421,6 +423,7 @@ class _TokenizedTextDataModule(TokenDataModule):
             "n_documents": meta["n_documents"],
             "path": str(self.path),
             "cache_path": str(corpus_dir),
+            "tokenizer_sha256": tokenizer_digest(corpus_dir),
         }
         return train, val, info
 
