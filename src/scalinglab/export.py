@@ -1,0 +1,385 @@
+"""A trained GPT as a Hugging Face model: `scaling-export RUN_DIR --out DIR`, and `load_model`.
+
+The layout is the one `transformers` class that computes exactly what the model computes:
+- learned positions + GELU: GPT-2 (`GPT2LMHeadModel`; its Conv1D weights are Linear's transposed,
+  biases zero where the model has none, activation "gelu", the exact erf form that F.gelu is);
+- rotary positions + GELU: GPT-NeoX (`GPTNeoXForCausalLM`, sequential residual, rotary over the
+  whole head). Its query_key_value is laid out [heads, 3, head_dim] where scalinglab's qkv is
+  [3, heads, head_dim], and it rotates the two halves of a head where scalinglab rotates
+  consecutive pairs: the q and k rows of each head are reordered (even dimensions, then odd), which
+  leaves every attention score unchanged.
+Anything else (SwiGLU, bidirectional attention, fields no layout knows) is refused in one line:
+an approximate export would be a different model under the run's name.
+
+Before anything is written the exported model's logits are compared with the model's on random
+token ids (fp32, CPU); a difference above TOLERANCE is an error, and the figure goes in README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from scalinglab.errors import ConfigError
+
+log = logging.getLogger("scalinglab")
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+TOLERANCE = 1e-4  # largest logit difference an export may have (fp32)
+EOT = "<|endoftext|>"  # the bpe tokenizer's id 0, which starts every document
+# The encoders with a masked-LM head in transformers, and why none computes what a bidirectional
+# GPT computes (checked against transformers 5.24).
+NO_MLM_LAYOUT = (
+    "bidirectional (mlm) models have no exact layout in transformers: the pre-norm encoders with a "
+    "masked-LM head (RobertaPreLayerNorm, XLM-RoBERTa-XL, Megatron-BERT, ESM) put a "
+    "dense+GELU+LayerNorm transform before the decoder that a bare linear head has no counterpart "
+    "for, and RobertaPreLayerNorm also normalises the embeddings"
+)
+
+
+class ExportRefused(ConfigError):
+    """The model has no exact layout; the message says why, in one line."""
+
+
+def checkpoint_path(path: Path) -> Path:
+    """A run directory's final checkpoint, or the .ckpt given."""
+    return path / LAST_CHECKPOINT if path.is_dir() else path
+
+
+def load_model(path: str | Path) -> Any:
+    """The trained `GPT` from a run directory (its checkpoints/last.ckpt) or a .ckpt, in eval mode.
+
+    The checkpoint is checked against its sha256 and read as data (weights_only=True), as
+    `scaling-eval` reads it. Sharded (trainer=fsdp) runs save the whole state dict in one file and
+    compiled runs compile the loss, not the module, so every run's keys are the same `model.*`.
+    """
+    from scalinglab.evaluate import load_model as load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint_path(Path(path)))
+    return model
+
+
+# ---- which layout ------------------------------------------------------------------------------
+
+
+def refusal(config: dict[str, Any]) -> str | None:
+    """Why a model config (GPTConfig.to_dict()) has no exact layout; None when it has one."""
+    from scalinglab.model import GPTConfig
+
+    if config.get("causal", True) is False:
+        return NO_MLM_LAYOUT
+    if config["mlp"] != "gelu":
+        return (
+            f"model.mlp={config['mlp']}: GPT-2 and GPT-NeoX have a GELU MLP, and the gated-MLP "
+            "layouts (Llama and its kind) use RMSNorm, not LayerNorm"
+        )
+    # A field this module does not know (a new parametrization, say) may change what the model
+    # computes: refused unless it has its default value.
+    known = {
+        "vocab_size",
+        "max_seq_len",
+        "d_model",
+        "n_layers",
+        "n_heads",
+        "d_ff",
+        "mlp",
+        "positions",
+        "tie_embeddings",
+        "bias",
+        "dropout",
+        "target_params",
+        "loss_chunk_size",
+        "activation_checkpointing",
+    }
+    defaults = {f.name: f.default for f in fields(GPTConfig)}
+    for key, value in config.items():
+        if key not in known and value != defaults.get(key):
+            return f"model.{key}={value}: no exported layout is known to represent it exactly"
+    return None
+
+
+def layout(config: dict[str, Any]) -> str:
+    """'gpt2' or 'neox'; ExportRefused when neither computes what the model computes."""
+    if why := refusal(config):
+        raise ExportRefused(why)
+    return "gpt2" if config["positions"] == "learned" else "neox"
+
+
+# ---- weights -----------------------------------------------------------------------------------
+
+
+def _bias(linear_or_norm: Any, size: int) -> Any:
+    """The module's bias, or zeros where it has none (the layouts always have one)."""
+    import torch
+
+    bias = linear_or_norm.bias
+    return bias.detach() if bias is not None else torch.zeros(size)
+
+
+def gpt2_state_dict(model: Any) -> dict[str, Any]:
+    """GPT2LMHeadModel's state dict: Conv1D weights are (in, out), Linear's transposed."""
+    d, out = model.cfg.d_model, {}
+    out["transformer.wte.weight"] = model.embed.weight
+    out["transformer.wpe.weight"] = model.pos_embed.weight
+    for i, block in enumerate(model.blocks):
+        p = f"transformer.h.{i}."
+        pairs = {
+            "ln_1": block.norm1,
+            "attn.c_attn": block.attn.qkv,
+            "attn.c_proj": block.attn.proj,
+            "ln_2": block.norm2,
+            "mlp.c_fc": block.mlp.up,
+            "mlp.c_proj": block.mlp.down,
+        }
+        for name, module in pairs.items():
+            conv = name.startswith(("attn", "mlp"))
+            out[p + name + ".weight"] = module.weight.t() if conv else module.weight
+            size = module.weight.shape[0] if conv else d
+            out[p + name + ".bias"] = _bias(module, size)
+    out["transformer.ln_f.weight"] = model.norm.weight
+    out["transformer.ln_f.bias"] = _bias(model.norm, d)
+    out["lm_head.weight"] = model.head.weight
+    return {k: v.detach().contiguous() for k, v in out.items()}
+
+
+def neox_qkv(tensor: Any, n_heads: int) -> Any:
+    """scalinglab's qkv rows ([3, heads, head_dim]) in GPT-NeoX's order ([heads, 3, head_dim]),
+    the q and k rows of each head reordered from consecutive rotary pairs to halves."""
+    import torch
+
+    head_dim = tensor.shape[0] // 3 // n_heads
+    t = tensor.reshape(3, n_heads, head_dim, *tensor.shape[1:])
+    halves = torch.cat((torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)))
+    t = torch.stack((t[0][:, halves], t[1][:, halves], t[2]))
+    return t.transpose(0, 1).reshape(tensor.shape)
+
+
+def neox_state_dict(model: Any) -> dict[str, Any]:
+    cfg, out = model.cfg, {}
+    d = cfg.d_model
+    out["gpt_neox.embed_in.weight"] = model.embed.weight
+    for i, block in enumerate(model.blocks):
+        p = f"gpt_neox.layers.{i}."
+        for name, norm in (
+            ("input_layernorm", block.norm1),
+            ("post_attention_layernorm", block.norm2),
+        ):
+            out[p + name + ".weight"] = norm.weight
+            out[p + name + ".bias"] = _bias(norm, d)
+        out[p + "attention.query_key_value.weight"] = neox_qkv(block.attn.qkv.weight, cfg.n_heads)
+        out[p + "attention.dense.weight"] = block.attn.proj.weight
+        if cfg.bias:  # GPT-NeoX's attention_bias follows the model's
+            out[p + "attention.query_key_value.bias"] = neox_qkv(block.attn.qkv.bias, cfg.n_heads)
+            out[p + "attention.dense.bias"] = block.attn.proj.bias
+        for name, linear in (("dense_h_to_4h", block.mlp.up), ("dense_4h_to_h", block.mlp.down)):
+            out[p + f"mlp.{name}.weight"] = linear.weight
+            out[p + f"mlp.{name}.bias"] = _bias(linear, linear.weight.shape[0])
+    out["gpt_neox.final_layer_norm.weight"] = model.norm.weight
+    out["gpt_neox.final_layer_norm.bias"] = _bias(model.norm, d)
+    out["lm_head.weight"] = model.head.weight
+    return {k: v.detach().contiguous() for k, v in out.items()}
+
+
+def hf_model(model: Any, eot_id: int | None = None) -> Any:
+    """The model as a transformers model of its layout, in eval mode (fp32, CPU)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
+
+    cfg = model.cfg
+    chosen = layout(cfg.to_dict())
+    model = model.float().cpu()
+    special = {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": None}
+    if chosen == "gpt2":
+        config = GPT2Config(
+            vocab_size=cfg.vocab_size,
+            n_positions=cfg.max_seq_len,
+            n_embd=cfg.d_model,
+            n_layer=cfg.n_layers,
+            n_head=cfg.n_heads,
+            n_inner=cfg.d_ff,
+            activation_function="gelu",  # erf GELU, as F.gelu; GPT-2's default is the tanh form
+            resid_pdrop=cfg.dropout,
+            embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout,
+            layer_norm_epsilon=1e-5,  # nn.LayerNorm's
+            tie_word_embeddings=cfg.tie_embeddings,
+            **special,
+        )
+        hf, state = GPT2LMHeadModel(config), gpt2_state_dict(model)
+    else:
+        config = GPTNeoXConfig(
+            vocab_size=cfg.vocab_size,
+            hidden_size=cfg.d_model,
+            num_hidden_layers=cfg.n_layers,
+            num_attention_heads=cfg.n_heads,
+            intermediate_size=cfg.d_ff,
+            hidden_act="gelu",
+            max_position_embeddings=cfg.max_seq_len,
+            # transformers 4.x's names, which 5.x reads into rope_parameters.
+            rotary_pct=1.0,
+            rotary_emb_base=10000.0,  # scalinglab.model.rotary_tables' base
+            use_parallel_residual=False,
+            attention_bias=cfg.bias,
+            attention_dropout=cfg.dropout,
+            hidden_dropout=cfg.dropout,
+            layer_norm_eps=1e-5,
+            tie_word_embeddings=cfg.tie_embeddings,
+            **special,
+        )
+        hf, state = GPTNeoXForCausalLM(config), neox_state_dict(model)
+    hf.load_state_dict(state, strict=True)
+    return hf.eval()
+
+
+def max_logit_difference(model: Any, hf: Any, seed: int = 0) -> float:
+    """Largest |logit difference| between the model and its export on random token ids."""
+    import torch
+
+    cfg = model.cfg
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(cfg.vocab_size, (2, min(cfg.max_seq_len, 64)), generator=generator)
+    with torch.no_grad():
+        return float((model.eval()(ids) - hf(ids).logits).abs().max())
+
+
+# ---- tokenizer ---------------------------------------------------------------------------------
+
+
+def byte_tokenizer() -> Any:
+    """scalinglab's `bytes` tokenizer as a `tokenizers` one: token id = byte value.
+
+    GPT-2's byte-level alphabet maps each byte to one character; with no merges every byte is one
+    token, and the ByteLevel decoder maps the characters back to bytes.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {character: byte for byte, character in bytes_to_unicode().items()}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def hf_tokenizer(data: dict[str, Any]) -> tuple[Any | None, str]:
+    """The run's tokenizer as a PreTrainedTokenizerFast (None where there is no equivalent), and a
+    sentence for the README saying which."""
+    from tokenizers import Tokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    name = data.get("tokenizer")
+    if name == "bytes":
+        return PreTrainedTokenizerFast(tokenizer_object=byte_tokenizer()), (
+            "bytes: token id = byte value (a byte-level tokenizer with no merges)"
+        )
+    if name == "bpe":
+        path = Path(data.get("cache_path", "")) / "tokenizer.json"
+        if not path.is_file():
+            return None, f"none written: the run's bpe tokenizer ({path}) is gone"
+        tokenizer = Tokenizer.from_file(str(path))
+        # scalinglab starts every document with <|endoftext|> (id 0): so does this tokenizer.
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{EOT} $A", special_tokens=[(EOT, tokenizer.token_to_id(EOT))]
+        )
+        wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=EOT, eos_token=EOT)
+        return wrapped, f"bpe: the run's own tokenizer.json; {EOT} (id 0) starts each text"
+    if name == "gpt2":
+        return None, (
+            "none written: the run used tiktoken's gpt2 encoding, which GPT-2's own tokenizer "
+            "(AutoTokenizer.from_pretrained('gpt2')) reproduces; documents start with "
+            f"{EOT} (id 50256)"
+        )
+    return None, f"none: the run's data ({data.get('name', 'unknown')}) are token ids, not text"
+
+
+def eot_id(data: dict[str, Any]) -> int | None:
+    """The id that starts each document, where the tokenizer has one."""
+    return {"bpe": 0, "gpt2": 50256}.get(data.get("tokenizer"))
+
+
+def run_data(checkpoint: Path) -> dict[str, Any]:
+    """What the run's record says about its data ({} for a checkpoint outside a run directory)."""
+    record = checkpoint.parent.parent / "run.json"
+    return json.loads(record.read_text()).get("data") or {} if record.is_file() else {}
+
+
+# ---- the export --------------------------------------------------------------------------------
+
+
+def export(run_dir_or_ckpt: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Write out_dir (config.json, model.safetensors, tokenizer files, README.md) for the run's
+    model; returns what README.md says (layout, max_logit_difference, tokenizer)."""
+    checkpoint = checkpoint_path(Path(run_dir_or_ckpt))
+    model = load_model(checkpoint)
+    layout(model.cfg.to_dict())  # refuse before reading anything else
+    data = run_data(checkpoint)
+    tokenizer, tokenizer_note = hf_tokenizer(data)
+    return export_model(model, out_dir, tokenizer, tokenizer_note, eot_id(data), str(checkpoint))
+
+
+def export_model(
+    model: Any,
+    out_dir: str | Path,
+    tokenizer: Any | None = None,
+    tokenizer_note: str = "none given",
+    eot: int | None = None,
+    source: str = "a GPT module",
+) -> dict[str, Any]:
+    """Export a GPT module; see `export`."""
+    hf = hf_model(model, eot)
+    difference = max_logit_difference(model, hf)
+    if not difference <= TOLERANCE:
+        raise RuntimeError(
+            f"the export's logits differ from the model's by {difference:.3g} (> {TOLERANCE}): "
+            "nothing written"
+        )
+    out = Path(out_dir)
+    hf.save_pretrained(out, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    summary = {
+        "layout": type(hf).__name__,
+        "max_logit_difference": difference,
+        "tokenizer": tokenizer_note,
+    }
+    (out / "README.md").write_text(
+        f"# {out.name}\n\nExported by `scaling-export` from {source}.\n\n"
+        f"- layout: `{summary['layout']}` (`AutoModelForCausalLM.from_pretrained`)\n"
+        f"- largest logit difference from scalinglab's model (fp32, random ids): {difference:.3g}\n"
+        f"- tokenizer: {tokenizer_note}\n"
+    )
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scaling-export",
+        description="Write a run's trained model as a Hugging Face transformers directory "
+        "(config.json, model.safetensors, the tokenizer where it has an equivalent).",
+    )
+    parser.add_argument("run", type=Path, help="a run's directory, or a .ckpt")
+    parser.add_argument("--out", type=Path, required=True, help="the directory to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        summary = export(args.run, args.out)
+    except (ConfigError, OSError) as error:
+        print(f"scaling-export: error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.out}: {summary['layout']}, largest logit difference "
+        f"{summary['max_logit_difference']:.3g}; tokenizer: {summary['tokenizer']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

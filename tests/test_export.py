@@ -1,0 +1,178 @@
+"""`scaling-export` and `scalinglab.load_model`: a trained GPT in transformers, computing the same."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+import scalinglab  # noqa: E402
+from scalinglab.callbacks import save_verified  # noqa: E402
+from scalinglab.data.tokenizer import BPETokenizer, ByteTokenizer  # noqa: E402
+from scalinglab.export import (  # noqa: E402
+    NO_MLM_LAYOUT,
+    export_model,
+    hf_tokenizer,
+    main,
+    refusal,
+)
+from scalinglab.model import GPT, GPTConfig  # noqa: E402
+from scalinglab.module import LanguageModel  # noqa: E402
+from scalinglab.train import train  # noqa: E402
+from tests.conftest import TINY_TRAINING, compose_train  # noqa: E402
+
+TOLERANCE = 1e-4
+TEXT = "the quick brown fox jumps over the lazy dog. "
+
+
+def random_gpt(**shape) -> GPT:
+    """A small GPT with every parameter drawn at std 0.3: activations of order one, where a wrong
+    activation (GELU's tanh form), pairing or layout shows in the logits (at GPT-2's 0.02 init they
+    hardly move)."""
+    torch.manual_seed(0)
+    model = GPT(
+        GPTConfig(vocab_size=97, max_seq_len=32, d_model=64, n_layers=2, n_heads=2, **shape)
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    return model.eval()
+
+
+def greedy(model: GPT, ids: torch.Tensor, n: int) -> torch.Tensor:
+    """scalinglab's own greedy continuation, one whole forward pass per token."""
+    with torch.no_grad():
+        for _ in range(n):
+            ids = torch.cat((ids, model(ids)[:, -1:].argmax(-1)), dim=1)
+    return ids
+
+
+def assert_same_model(model: GPT, out: Path) -> torch.nn.Module:
+    """The export in `out` loads with AutoModelForCausalLM, has scalinglab's logits (within 1e-4,
+    fp32) and generates scalinglab's greedy tokens (through its cache, position by position)."""
+    hf = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.randint(
+        model.cfg.vocab_size, (3, model.cfg.max_seq_len), generator=torch.Generator().manual_seed(1)
+    )
+    with torch.no_grad():
+        difference = (hf(ids).logits - model(ids)).abs().max().item()
+    assert difference <= TOLERANCE, difference
+    prompt = ids[:1, :8]
+    generated = hf.generate(
+        prompt, max_new_tokens=6, do_sample=False, attention_mask=torch.ones_like(prompt)
+    )
+    assert torch.equal(generated, greedy(model, prompt, 6))
+    return hf
+
+
+@pytest.mark.parametrize(
+    "shape, layout",
+    [
+        ({}, "GPT2LMHeadModel"),
+        ({"tie_embeddings": False, "bias": True}, "GPT2LMHeadModel"),
+        ({"bias": True}, "GPT2LMHeadModel"),
+        ({"positions": "rope"}, "GPTNeoXForCausalLM"),
+        ({"positions": "rope", "tie_embeddings": False, "bias": True}, "GPTNeoXForCausalLM"),
+    ],
+)
+def test_each_layout_loads_in_transformers_with_the_same_logits_and_generates(
+    tmp_path: Path, shape: dict, layout: str
+) -> None:
+    model = random_gpt(**shape)
+    summary = export_model(model, tmp_path / "hf")
+    assert summary["layout"] == layout and summary["max_logit_difference"] <= TOLERANCE
+    assert {"config.json", "model.safetensors", "README.md"} <= {
+        p.name for p in (tmp_path / "hf").iterdir()
+    }
+    hf = assert_same_model(model, tmp_path / "hf")
+    assert type(hf).__name__ == layout
+    assert hf.config.tie_word_embeddings == model.cfg.tie_embeddings
+
+
+def test_what_no_layout_represents_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    base = GPTConfig(d_model=64, n_heads=2).to_dict()
+    assert refusal(base) is None
+    assert "model.mlp=swiglu" in refusal({**base, "mlp": "swiglu"})
+    # Fields of other work (bidirectional attention, a parametrization) until export knows them.
+    assert refusal({**base, "causal": False}) == NO_MLM_LAYOUT
+    assert refusal({**base, "causal": True}) is None
+    assert "model.parametrization=mup" in refusal({**base, "parametrization": "mup"})
+
+    # Through the command: exit 2, one line, nothing written.
+    module = LanguageModel(model={**base, "mlp": "swiglu"}, optimizer={}, scheduler={})
+    checkpoint = tmp_path / "swiglu.ckpt"
+    save_verified(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "global_step": 0,
+        },
+        checkpoint,
+    )
+    assert main([str(checkpoint), "--out", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scaling-export: error: model.mlp=swiglu") and "\n" not in err
+    assert not (tmp_path / "hf").exists()
+
+
+def test_byte_tokenizer_gives_scalinglab_byte_ids(tmp_path: Path) -> None:
+    tokenizer, note = hf_tokenizer({"tokenizer": "bytes"})
+    tokenizer.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    text = "héllo,  wörld\n\t🙂 <|endoftext|> ünïcode"
+    ids = loaded(text).input_ids
+    assert ids == ByteTokenizer().encode([text.encode()])[0].tolist()
+    assert loaded.decode(ids) == text
+    assert hf_tokenizer({"name": "synthetic"}) == (
+        None,
+        "none: the run's data (synthetic) are token ids, not text",
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny rotary run trained by train(cfg) on text with a local BPE tokenizer."""
+    root = tmp_path_factory.mktemp("exported")
+    (root / "train.txt").write_text(TEXT * 2000)
+    data = [f"data.path={root / 'train.txt'}", "data.tokenizer=bpe", "data.bpe_vocab_size=300"]
+    cfg = compose_train(
+        *TINY_TRAINING,
+        "data=text",
+        *data,
+        "data.val_tokens=512",
+        "model.positions=rope",
+        output_dir=root / "run",
+    )
+    assert train(cfg)["status"] == "completed"
+    return root / "run"
+
+
+def test_load_model_gives_the_trained_weights_in_eval_mode(trained: Path) -> None:
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
+    saved = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+    for path in (trained, trained / "checkpoints" / "last.ckpt"):
+        model = scalinglab.load_model(path)
+        assert isinstance(model, GPT) and not any(m.training for m in model.modules())
+        state = model.state_dict()
+        assert state.keys() == saved.keys()
+        assert all(torch.equal(state[k], saved[k]) for k in saved)
+
+
+def test_a_trained_run_exports_with_its_tokenizer(trained: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "hf"
+    assert main([str(trained), "--out", str(out)]) == 0
+    assert "GPTNeoXForCausalLM" in capsys.readouterr().out
+    model = scalinglab.load_model(trained)
+    assert_same_model(model, out)
+    # The run's tokenizer: the ids it trained on, <|endoftext|> first.
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    record = json.loads((trained / "run.json").read_text())
+    bpe = BPETokenizer.load(Path(record["data"]["cache_path"]) / "tokenizer.json")
+    assert tokenizer(TEXT).input_ids == bpe.encode([TEXT.encode()])[0].tolist()
+    assert "tokenizer: bpe" in (out / "README.md").read_text()
