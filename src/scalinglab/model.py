@@ -11,6 +11,20 @@ Size rule for `target_params` and the named ladder in `conf/model/`: heads of 64
 below d_model 256), an aspect ratio d_model / n_layers near 64 (Kaplan et al. 2020 found loss flat
 over a wide band of aspect ratios around this) and at least 2 layers, d_ff = 4 d_model for GELU and
 the parameter-matched 8/3 d_model for SwiGLU.
+
+Parametrizations (`parametrization`; shapes, parameter counts and FLOPs are the same under each):
+- sp: the standard one (GPT-2 / nanoGPT): std 0.02 everywhere, output projections 0.02/sqrt(2L),
+  attention scale 1/sqrt(head_dim), one learning rate.
+- mup: muP (Yang et al. 2022, Tensor Programs V, Table 3 in the mup package's multiplier form), with
+  m = d_model / base_width: hidden matrices (the blocks' Linear weights) init std / sqrt(m) and Adam
+  lr / m; embeddings, norms, biases and the readout keep init and lr; logits multiplied by 1 / m;
+  attention scale 1/head_dim. At base_width it is sp but for the attention scale. The readout is not
+  zero-initialised: tied to the embedding it cannot be, and std 0.02 times 1/m already sends the
+  initial logits to 0 as the width grows.
+- completep: muP plus CompleteP's depth rule (Dey et al. 2025, alpha = 1): each residual branch
+  multiplied by base_depth / n_layers, output projections initialised for base_depth layers rather
+  than n_layers, and AdamW eps and weight decay of hidden matrices rescaled (LanguageModel's
+  optimizer groups read the multipliers from GPTConfig).
 """
 
 from __future__ import annotations
@@ -27,11 +41,19 @@ from scalinglab.errors import ConfigError
 from scalinglab.ops import chunked_cross_entropy
 
 HEAD_DIM = 64
+INIT_STD = 0.02  # every weight's init std under sp (GPT-2)
+PARAMETRIZATIONS = ("sp", "mup", "completep")
 ASPECT_RATIO = 64  # d_model / n_layers of the size rule
 
 
 @dataclass
 class GPTConfig:
+    """A model's shape and options. Masked language modelling (objective=mlm) is `causal=False`:
+    attention sees every position of the window, and vocab_size holds one more id than the data's
+    tokens, the mask token, whose id is the data's vocabulary size (run.json data.mask_token_id;
+    ordinarily vocab_size - 1). The mask token is an ordinary row of the embedding (and of the tied
+    head): counted in n_params, never a target."""
+
     vocab_size: int = 256
     max_seq_len: int = 256
     d_model: int = 256
@@ -51,6 +73,13 @@ class GPTConfig:
     # Recompute each block's activations in the backward pass instead of keeping them: less memory
     # for about one more forward pass of compute per step; the results are the same.
     activation_checkpointing: bool = False
+    # False: bidirectional attention, for masked language modelling (objective=mlm).
+    causal: bool = True
+    # sp | mup | completep (module docstring). The widths and depth the base hyperparameters are
+    # tuned at: 64 and 2 are the smallest shapes of the size rule, the cheap proxy a sweep tunes.
+    parametrization: str = "sp"
+    base_width: int = 64
+    base_depth: int = 2
 
     def __post_init__(self) -> None:
         if self.target_params is not None:
@@ -84,6 +113,74 @@ class GPTConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.loss_chunk_size is not None and self.loss_chunk_size <= 0:
             raise ConfigError(f"model.loss_chunk_size must be positive, got {self.loss_chunk_size}")
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise ConfigError(
+                f"model.parametrization must be one of {', '.join(PARAMETRIZATIONS)}, "
+                f"got {self.parametrization!r}"
+            )
+        for key in ("base_width", "base_depth"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"model.{key} must be positive, got {getattr(self, key)}")
+
+    # ---- parametrization multipliers (1.0 under sp) -------------------------------------------
+    @property
+    def width_multiplier(self) -> float:
+        """muP's m_N = d_model / base_width; 1 under sp, so every rule below is the identity."""
+        return 1.0 if self.parametrization == "sp" else self.d_model / self.base_width
+
+    @property
+    def depth_multiplier(self) -> float:
+        """CompleteP's m_L = n_layers / base_depth; 1 unless completep."""
+        return self.n_layers / self.base_depth if self.parametrization == "completep" else 1.0
+
+    @property
+    def residual_multiplier(self) -> float:
+        """CompleteP's branch multiplier m_L^-alpha with alpha = 1 (Dey et al. 2025, eq. 1)."""
+        return 1.0 / self.depth_multiplier
+
+    @property
+    def output_multiplier(self) -> float:
+        """muP's logit multiplier 1 / m_N (the mup package's MuReadout output_mult / width_mult)."""
+        return 1.0 / self.width_multiplier
+
+    @property
+    def attention_scale(self) -> float | None:
+        """1/head_dim under muP (TP V: q and k become correlated in training, so q.k grows like
+        head_dim); None under sp: SDPA's own 1/sqrt(head_dim)."""
+        return None if self.parametrization == "sp" else self.n_heads / self.d_model
+
+    @property
+    def hidden_init_std(self) -> float:
+        """Init std of the blocks' matrices: variance 1/fan_in in muP, i.e. 0.02 / sqrt(m_N)."""
+        return INIT_STD / math.sqrt(self.width_multiplier)
+
+    @property
+    def residual_init_std(self) -> float:
+        """Init std of the projections into the residual stream (attn.proj, mlp.down): GPT-2's
+        1/sqrt(2 L), with L = base_depth under completep, whose branch multiplier already scales
+        depth (CompleteP Table 1: hidden init variance does not depend on depth)."""
+        depth = self.base_depth if self.parametrization == "completep" else self.n_layers
+        return self.hidden_init_std / math.sqrt(2 * depth)
+
+    @property
+    def hidden_lr_multiplier(self) -> float:
+        """Adam lr of hidden matrices: muP's 1/m_N times CompleteP's m_L^(alpha-1), which is 1 at
+        alpha = 1 (Dey et al. 2025, Table 1)."""
+        return 1.0 / self.width_multiplier
+
+    @property
+    def hidden_weight_decay_multiplier(self) -> float:
+        """CompleteP Table 1: AdamW weight decay of hidden matrices times m_N, so that the decay
+        per step, lr x weight_decay, does not change with width. muP (the mup package) leaves it."""
+        return self.width_multiplier if self.parametrization == "completep" else 1.0
+
+    @property
+    def hidden_eps_multiplier(self) -> float:
+        """CompleteP Table 1: AdamW eps of hidden matrices times 1 / (m_N m_L^alpha), the scale of
+        their gradients, so that eps stays as small beside them at every size."""
+        if self.parametrization != "completep":
+            return 1.0
+        return 1.0 / (self.width_multiplier * self.depth_multiplier)
 
     # ---- exact counts, from the shape alone ---------------------------------------------------
     @property
@@ -119,6 +216,8 @@ class GPTConfig:
 
         The attention term, 6 x 2 n_layers seq_len d_model, counts QK^T and AV forward and backward
         at full (not causal-halved) cost, as PaLM's MFU accounting does.
+        Under masked language modelling (causal=False) the same count holds: the forward and
+        backward run over every position, though the loss takes only the masked 15%.
         """
         seq_len = self.max_seq_len if seq_len is None else seq_len
         mlp_matrices = 3 if self.mlp == "swiglu" else 2
@@ -172,6 +271,12 @@ def shape_for_params(target: int, mlp: str = "gelu", bias: bool = False) -> tupl
 # ---- the network ------------------------------------------------------------------------------
 
 
+def is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
+    """The blocks' Linear weights: muP's hidden matrices, whose init and Adam lr scale with width
+    (embeddings, norms, biases and the readout are not hidden)."""
+    return name.startswith("blocks.") and p.dim() >= 2
+
+
 def rotary_tables(seq_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, ...]:
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
@@ -187,7 +292,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.n_heads, self.dropout = cfg.n_heads, cfg.dropout
+        self.n_heads, self.dropout, self.scale = cfg.n_heads, cfg.dropout, cfg.attention_scale
+        self.causal = cfg.causal
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
 
@@ -199,7 +305,9 @@ class CausalSelfAttention(nn.Module):
             cos, sin = (t[:T] for t in rotary)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=dropout, is_causal=self.causal, scale=self.scale
+        )
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -225,10 +333,11 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
+        self.residual = cfg.residual_multiplier  # a plain float: FSDP and compile see a constant
 
     def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), rotary))
-        return x + self.drop(self.mlp(self.norm2(x)))
+        x = x + self.residual * self.drop(self.attn(self.norm1(x), rotary))
+        return x + self.residual * self.drop(self.mlp(self.norm2(x)))
 
 
 class GPT(nn.Module):
@@ -250,21 +359,31 @@ class GPT(nn.Module):
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
         self.apply(self._init_weights)
-        # GPT-2's residual scaling: each block adds two projections into the residual stream.
         for name, p in self.named_parameters():
+            # GPT-2's residual scaling: each block adds two projections into the residual stream.
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+                nn.init.normal_(p, mean=0.0, std=cfg.residual_init_std)
+            elif is_hidden_matrix(name, p):
+                # muP's variance 1/fan_in: the N(0, 0.02) sample rescaled, so sp draws the same
+                # random numbers as before the parametrizations existed.
+                with torch.no_grad():
+                    p.mul_(cfg.hidden_init_std / INIT_STD)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) -> logits (B, T, vocab_size)."""
-        return self.head(self.hidden_states(idx))
+        return self.head(self.head_input(idx))
+
+    def head_input(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final hidden states times muP's output multiplier: scaling the head's input rather
+        than its logits gives the chunked loss, which takes the head's weight, the same logits."""
+        return self.hidden_states(idx) * self.cfg.output_multiplier
 
     def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) -> the final normalised hidden states (B, T, d_model)."""
@@ -284,10 +403,10 @@ class GPT(nn.Module):
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy in nats; computed in fp32 whatever the autocast dtype.
 
-        It calls hidden_states and the head, not forward: sharded training registers this method as
+        It calls head_input and the head, not forward: sharded training registers this method as
         a forward of its own (LanguageModel.configure_model), and FSDP's hooks must not run nested.
         """
-        hidden = self.hidden_states(idx)
+        hidden = self.head_input(idx)
         if self.cfg.loss_chunk_size:
             return chunked_cross_entropy(
                 hidden.flatten(0, 1), self.head.weight, targets.flatten(), self.cfg.loss_chunk_size

@@ -21,7 +21,7 @@ from hydra.utils import get_class, instantiate
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
 from scalinglab.errors import ConfigError
-from scalinglab.model import GPT, GPTConfig
+from scalinglab.model import GPT, GPTConfig, is_hidden_matrix
 
 
 class LanguageModel(pl.LightningModule):
@@ -82,7 +82,8 @@ class LanguageModel(pl.LightningModule):
         x, y = batch
         loss = self.model.loss(x, y)
         self.log("val/loss", loss, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
-        if self.hparams.bytes_per_token:
+        # Bits per byte are a code length of the text: a masked-token loss (mlm) is not one.
+        if self.hparams.bytes_per_token and self.config.causal:
             bpb = loss / math.log(2) / self.hparams.bytes_per_token
             self.log("val/bpb", bpb, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
 
@@ -109,14 +110,9 @@ class LanguageModel(pl.LightningModule):
             plugin.clip_grad_by_norm(optimizer, gradient_clip_val)
 
     def configure_optimizers(self):
-        # No weight decay on norms, biases and embeddings (GPT-2 / nanoGPT practice).
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            is_matrix = p.dim() >= 2 and not name.startswith(("embed.", "pos_embed."))
-            (decay if is_matrix else no_decay).append(p)
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
         # Built directly: instantiate would wrap the parameter tensors in OmegaConf containers.
         kwargs = dict(self.hparams.optimizer)
+        groups = parameter_groups(self.model, self.config, kwargs)
         if "fused" in kwargs and kwargs["fused"] is None:
             # Fused on CUDA, unless an fp16 loss scaler must unscale the gradients before clipping.
             kwargs["fused"] = self.device.type == "cuda" and self._loss_scaler() is None
@@ -130,3 +126,36 @@ class LanguageModel(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def parameter_groups(
+    model: torch.nn.Module, cfg: GPTConfig, optimizer: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: weight decay on matrices only, and under mup/completep
+    the hidden matrices' own lr, weight decay and eps (GPTConfig's hidden_* multipliers).
+
+    No weight decay on norms, biases and embeddings (GPT-2 / nanoGPT practice). A tied head is the
+    embedding matrix (named `embed.weight`, listed once): it gets the embedding's lr and no decay,
+    which is also muP's rule for a readout with an output multiplier (the mup package's
+    MuSharedReadout), so tying needs no exception. An untied head decays at the base lr.
+    Group 0 always runs at the base lr (the logged `lr`), and LambdaLR multiplies each group's own
+    initial lr, so the ratios between groups hold through the schedule. Under sp there are the two
+    groups there always were (a checkpoint's optimizer state still loads).
+    """
+    decay, no_decay, hidden = [], [], []
+    for name, p in model.named_parameters():
+        if p.dim() < 2 or name.startswith(("embed.", "pos_embed.")):
+            no_decay.append(p)
+        elif is_hidden_matrix(name, p) and cfg.parametrization != "sp":
+            hidden.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if hidden:
+        group = {"params": hidden, "lr": optimizer["lr"] * cfg.hidden_lr_multiplier}
+        if "weight_decay" in optimizer:
+            group["weight_decay"] = optimizer["weight_decay"] * cfg.hidden_weight_decay_multiplier
+        if "eps" in optimizer:
+            group["eps"] = optimizer["eps"] * cfg.hidden_eps_multiplier
+        groups.append(group)
+    return [group for group in groups if group["params"]]
