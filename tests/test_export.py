@@ -17,6 +17,7 @@ from scalinglab.callbacks import save_verified  # noqa: E402
 from scalinglab.data.tokenizer import BPETokenizer, ByteTokenizer  # noqa: E402
 from scalinglab.export import (  # noqa: E402
     NO_MLM_LAYOUT,
+    ExportRefused,
     export_model,
     hf_tokenizer,
     main,
@@ -79,6 +80,24 @@ def assert_same_model(model: GPT, out: Path) -> torch.nn.Module:
         ({"bias": True}, "GPT2LMHeadModel"),
         ({"positions": "rope"}, "GPTNeoXForCausalLM"),
         ({"positions": "rope", "tie_embeddings": False, "bias": True}, "GPTNeoXForCausalLM"),
+        # muP's attention scale and logit multiplier, CompleteP's branch multiplier, folded in.
+        ({"parametrization": "mup", "base_width": 32}, "GPT2LMHeadModel"),
+        ({"parametrization": "mup", "base_width": 16, "tie_embeddings": False}, "GPT2LMHeadModel"),
+        (
+            {"parametrization": "completep", "base_width": 32, "base_depth": 1, "bias": True},
+            "GPT2LMHeadModel",
+        ),
+        ({"parametrization": "mup", "base_width": 32, "positions": "rope"}, "GPTNeoXForCausalLM"),
+        (
+            {
+                "parametrization": "completep",
+                "base_width": 16,
+                "base_depth": 1,
+                "positions": "rope",
+                "bias": True,
+            },
+            "GPTNeoXForCausalLM",
+        ),
     ],
 )
 def test_each_layout_loads_in_transformers_with_the_same_logits_and_generates(
@@ -99,10 +118,13 @@ def test_what_no_layout_represents_is_refused_in_one_line(tmp_path: Path, capsys
     base = GPTConfig(d_model=64, n_heads=2).to_dict()
     assert refusal(base) is None
     assert "model.mlp=swiglu" in refusal({**base, "mlp": "swiglu"})
-    # Fields of other work (bidirectional attention, a parametrization) until export knows them.
     assert refusal({**base, "causal": False}) == NO_MLM_LAYOUT
-    assert refusal({**base, "causal": True}) is None
-    assert "model.parametrization=mup" in refusal({**base, "parametrization": "mup"})
+    with pytest.raises(ExportRefused, match="bidirectional"):
+        export_model(GPT(GPTConfig(d_model=64, n_heads=2, causal=False)), tmp_path / "mlm")
+    # A field added later, until export knows what it does.
+    assert refusal({**base, "new_field": 1}) == (
+        "model.new_field=1: no exported layout is known to represent it exactly"
+    )
 
     # Through the command: exit 2, one line, nothing written.
     module = LanguageModel(model={**base, "mlp": "swiglu"}, optimizer={}, scheduler={})

@@ -71,15 +71,15 @@ def refusal(config: dict[str, Any]) -> str | None:
     """Why a model config (GPTConfig.to_dict()) has no exact layout; None when it has one."""
     from scalinglab.model import GPTConfig
 
-    if config.get("causal", True) is False:
+    if not config["causal"]:
         return NO_MLM_LAYOUT
     if config["mlp"] != "gelu":
         return (
-            f"model.mlp={config['mlp']}: GPT-2 and GPT-NeoX have a GELU MLP, and the gated-MLP "
-            "layouts (Llama and its kind) use RMSNorm, not LayerNorm"
+            f"model.mlp={config['mlp']}: the exported layouts (GPT-2, GPT-NeoX) have a GELU MLP, "
+            "and the gated-MLP ones (Llama and its kind) normalise with RMSNorm, not LayerNorm"
         )
-    # A field this module does not know (a new parametrization, say) may change what the model
-    # computes: refused unless it has its default value.
+    # A field added after this module may change what the model computes: refused unless it has
+    # its default value.
     known = {
         "vocab_size",
         "max_seq_len",
@@ -95,6 +95,10 @@ def refusal(config: dict[str, Any]) -> str | None:
         "target_params",
         "loss_chunk_size",
         "activation_checkpointing",
+        "causal",  # False refused above
+        "parametrization",  # its multipliers folded into the weights (folded_state_dict)
+        "base_width",
+        "base_depth",
     }
     defaults = {f.name: f.default for f in fields(GPTConfig)}
     for key, value in config.items():
@@ -113,38 +117,68 @@ def layout(config: dict[str, Any]) -> str:
 # ---- weights -----------------------------------------------------------------------------------
 
 
-def _bias(linear_or_norm: Any, size: int) -> Any:
-    """The module's bias, or zeros where it has none (the layouts always have one)."""
+def folded_state_dict(model: Any) -> dict[str, Any]:
+    """The model's weights with its parametrization's multipliers folded in, so that they compute
+    the same under sp's rules, which the layouts follow (attention scale 1/sqrt(head_dim), no
+    branch or logit multipliers). Each fold is exact (up to rounding):
+    - muP's attention scale 1/head_dim: the q rows of qkv times sqrt(head_dim)/head_dim (rotary
+      rotation is linear, so scaling q before it is scaling it after);
+    - CompleteP's residual multiplier: each branch's output projection (weight and bias);
+    - muP's logit multiplier 1/m: the final LayerNorm's weight and bias, whose output feeds the head
+      alone (the head itself may be tied to the embedding)."""
+    import math
+
+    cfg = model.cfg
+    state = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
+    if cfg.attention_scale is not None:
+        q_scale = cfg.attention_scale * math.sqrt(cfg.d_model // cfg.n_heads)
+        for i in range(cfg.n_layers):
+            for kind in ("weight", "bias"):
+                if (key := f"blocks.{i}.attn.qkv.{kind}") in state:
+                    state[key][: cfg.d_model] *= q_scale
+    scales = {
+        f"blocks.{i}.{branch}.": cfg.residual_multiplier
+        for i in range(cfg.n_layers)
+        for branch in ("attn.proj", "mlp.down")
+    } | {"norm.": cfg.output_multiplier}
+    for prefix, scale in scales.items():
+        for kind in ("weight", "bias"):
+            if prefix + kind in state:
+                state[prefix + kind] *= scale
+    return state
+
+
+def _bias(state: dict[str, Any], module: str, size: int) -> Any:
+    """A module's bias, or zeros where it has none (the layouts always have one)."""
     import torch
 
-    bias = linear_or_norm.bias
-    return bias.detach() if bias is not None else torch.zeros(size)
+    return state.get(f"{module}.bias", torch.zeros(size))
 
 
-def gpt2_state_dict(model: Any) -> dict[str, Any]:
-    """GPT2LMHeadModel's state dict: Conv1D weights are (in, out), Linear's transposed."""
-    d, out = model.cfg.d_model, {}
-    out["transformer.wte.weight"] = model.embed.weight
-    out["transformer.wpe.weight"] = model.pos_embed.weight
-    for i, block in enumerate(model.blocks):
-        p = f"transformer.h.{i}."
-        pairs = {
-            "ln_1": block.norm1,
-            "attn.c_attn": block.attn.qkv,
-            "attn.c_proj": block.attn.proj,
-            "ln_2": block.norm2,
-            "mlp.c_fc": block.mlp.up,
-            "mlp.c_proj": block.mlp.down,
+def gpt2_state_dict(state: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    """GPT2LMHeadModel's state dict from scalinglab's (folded): Conv1D weights are (in, out),
+    Linear's transposed."""
+    out = {"transformer.wte.weight": state["embed.weight"]}
+    out["transformer.wpe.weight"] = state["pos_embed.weight"]
+    for i in range(cfg.n_layers):
+        ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
+        for name, norm in (("ln_1", "norm1"), ("ln_2", "norm2")):
+            out[theirs + name + ".weight"] = state[ours + norm + ".weight"]
+            out[theirs + name + ".bias"] = _bias(state, ours + norm, cfg.d_model)
+        linears = {
+            "attn.c_attn": "attn.qkv",
+            "attn.c_proj": "attn.proj",
+            "mlp.c_fc": "mlp.up",
+            "mlp.c_proj": "mlp.down",
         }
-        for name, module in pairs.items():
-            conv = name.startswith(("attn", "mlp"))
-            out[p + name + ".weight"] = module.weight.t() if conv else module.weight
-            size = module.weight.shape[0] if conv else d
-            out[p + name + ".bias"] = _bias(module, size)
-    out["transformer.ln_f.weight"] = model.norm.weight
-    out["transformer.ln_f.bias"] = _bias(model.norm, d)
-    out["lm_head.weight"] = model.head.weight
-    return {k: v.detach().contiguous() for k, v in out.items()}
+        for name, linear in linears.items():
+            weight = state[ours + linear + ".weight"]
+            out[theirs + name + ".weight"] = weight.t()
+            out[theirs + name + ".bias"] = _bias(state, ours + linear, weight.shape[0])
+    out["transformer.ln_f.weight"] = state["norm.weight"]
+    out["transformer.ln_f.bias"] = _bias(state, "norm", cfg.d_model)
+    out["lm_head.weight"] = state["head.weight"]
+    return {k: v.contiguous() for k, v in out.items()}
 
 
 def neox_qkv(tensor: Any, n_heads: int) -> Any:
@@ -159,30 +193,29 @@ def neox_qkv(tensor: Any, n_heads: int) -> Any:
     return t.transpose(0, 1).reshape(tensor.shape)
 
 
-def neox_state_dict(model: Any) -> dict[str, Any]:
-    cfg, out = model.cfg, {}
-    d = cfg.d_model
-    out["gpt_neox.embed_in.weight"] = model.embed.weight
-    for i, block in enumerate(model.blocks):
-        p = f"gpt_neox.layers.{i}."
-        for name, norm in (
-            ("input_layernorm", block.norm1),
-            ("post_attention_layernorm", block.norm2),
-        ):
-            out[p + name + ".weight"] = norm.weight
-            out[p + name + ".bias"] = _bias(norm, d)
-        out[p + "attention.query_key_value.weight"] = neox_qkv(block.attn.qkv.weight, cfg.n_heads)
-        out[p + "attention.dense.weight"] = block.attn.proj.weight
+def neox_state_dict(state: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    """GPTNeoXForCausalLM's state dict from scalinglab's (folded)."""
+    out = {"gpt_neox.embed_in.weight": state["embed.weight"]}
+    for i in range(cfg.n_layers):
+        ours, theirs = f"blocks.{i}.", f"gpt_neox.layers.{i}."
+        for name, norm in (("input_layernorm", "norm1"), ("post_attention_layernorm", "norm2")):
+            out[theirs + name + ".weight"] = state[ours + norm + ".weight"]
+            out[theirs + name + ".bias"] = _bias(state, ours + norm, cfg.d_model)
+        qkv = state[ours + "attn.qkv.weight"]
+        out[theirs + "attention.query_key_value.weight"] = neox_qkv(qkv, cfg.n_heads)
+        out[theirs + "attention.dense.weight"] = state[ours + "attn.proj.weight"]
         if cfg.bias:  # GPT-NeoX's attention_bias follows the model's
-            out[p + "attention.query_key_value.bias"] = neox_qkv(block.attn.qkv.bias, cfg.n_heads)
-            out[p + "attention.dense.bias"] = block.attn.proj.bias
-        for name, linear in (("dense_h_to_4h", block.mlp.up), ("dense_4h_to_h", block.mlp.down)):
-            out[p + f"mlp.{name}.weight"] = linear.weight
-            out[p + f"mlp.{name}.bias"] = _bias(linear, linear.weight.shape[0])
-    out["gpt_neox.final_layer_norm.weight"] = model.norm.weight
-    out["gpt_neox.final_layer_norm.bias"] = _bias(model.norm, d)
-    out["lm_head.weight"] = model.head.weight
-    return {k: v.detach().contiguous() for k, v in out.items()}
+            qkv_bias = state[ours + "attn.qkv.bias"]
+            out[theirs + "attention.query_key_value.bias"] = neox_qkv(qkv_bias, cfg.n_heads)
+            out[theirs + "attention.dense.bias"] = state[ours + "attn.proj.bias"]
+        for name, linear in (("dense_h_to_4h", "mlp.up"), ("dense_4h_to_h", "mlp.down")):
+            weight = state[ours + linear + ".weight"]
+            out[theirs + f"mlp.{name}.weight"] = weight
+            out[theirs + f"mlp.{name}.bias"] = _bias(state, ours + linear, weight.shape[0])
+    out["gpt_neox.final_layer_norm.weight"] = state["norm.weight"]
+    out["gpt_neox.final_layer_norm.bias"] = _bias(state, "norm", cfg.d_model)
+    out["lm_head.weight"] = state["head.weight"]
+    return {k: v.contiguous() for k, v in out.items()}
 
 
 def hf_model(model: Any, eot_id: int | None = None) -> Any:
@@ -191,7 +224,6 @@ def hf_model(model: Any, eot_id: int | None = None) -> Any:
 
     cfg = model.cfg
     chosen = layout(cfg.to_dict())
-    model = model.float().cpu()
     special = {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": None}
     if chosen == "gpt2":
         config = GPT2Config(
@@ -209,7 +241,7 @@ def hf_model(model: Any, eot_id: int | None = None) -> Any:
             tie_word_embeddings=cfg.tie_embeddings,
             **special,
         )
-        hf, state = GPT2LMHeadModel(config), gpt2_state_dict(model)
+        hf, state = GPT2LMHeadModel(config), gpt2_state_dict(folded_state_dict(model), cfg)
     else:
         config = GPTNeoXConfig(
             vocab_size=cfg.vocab_size,
@@ -230,7 +262,7 @@ def hf_model(model: Any, eot_id: int | None = None) -> Any:
             tie_word_embeddings=cfg.tie_embeddings,
             **special,
         )
-        hf, state = GPTNeoXForCausalLM(config), neox_state_dict(model)
+        hf, state = GPTNeoXForCausalLM(config), neox_state_dict(folded_state_dict(model), cfg)
     hf.load_state_dict(state, strict=True)
     return hf.eval()
 
@@ -329,7 +361,7 @@ def export_model(
     eot: int | None = None,
     source: str = "a GPT module",
 ) -> dict[str, Any]:
-    """Export a GPT module; see `export`."""
+    """Export a GPT module (fp32, on the CPU, as load_model gives it); see `export`."""
     hf = hf_model(model, eot)
     difference = max_logit_difference(model, hf)
     if not difference <= TOLERANCE:
