@@ -33,7 +33,13 @@ from matplotlib.figure import Figure
 
 from scalinglab.analysis import checks
 from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop
-from scalinglab.analysis.hparams import fit_hparams, hparam_rules
+from scalinglab.analysis.hparams import (
+    fit_hparams,
+    fit_hparams_nd,
+    hparam_rules,
+    lr_transfer,
+    transfer_verdict,
+)
 from scalinglab.analysis.laws import compute_optimal_allocation, fit_chinchilla, fit_power_law
 from scalinglab.analysis.load import (
     BUDGET_RTOL,
@@ -49,8 +55,10 @@ from scalinglab.analysis.plots import (
     plot_curves,
     plot_frontier,
     plot_hparams,
+    plot_hparams_nd,
     plot_isoflop,
     plot_loss,
+    plot_transfer,
     save,
 )
 from scalinglab.analysis.report import (
@@ -128,6 +136,9 @@ def load_study(args: argparse.Namespace) -> Study:
             "tokens": args.d_col,
             "flops": args.c_col,
             "loss": args.loss_col,
+            # hparams: the learning rate, and the batch size in tokens per step
+            "lr": getattr(args, "lr_col", None),
+            "tokens_per_step": getattr(args, "batch_col", None),
         }
         points = load_csv(args.csv, {name: column for name, column in given.items() if column})
         summary = [f"{len(points)} points from {args.csv}"]
@@ -376,17 +387,68 @@ def training_curves(study: Study, envelope: FitResult | None = None) -> Section:
     )
 
 
+def _positive_columns(rows: pd.DataFrame, columns: dict[str, str]) -> None:
+    """Refuse, in one line, a column (`columns`: frame column -> the name the user knows it by)
+    holding a value that is not positive: a law in logs cannot take it, and a fit would go on
+    after numpy's warnings."""
+    for column, name in columns.items():
+        values = pd.to_numeric(rows[column], errors="coerce")
+        bad = ~(np.isfinite(values) & (values > 0))
+        if bad.any():
+            first = bad.to_numpy().nonzero()[0][0]
+            value = rows[column].iloc[first]
+            value = value.item() if isinstance(value, np.generic) else value
+            raise ValueError(
+                f"{name} must be positive and finite in every run: {int(bad.sum())} are not "
+                f"(the first, run {rows['run_id'].iloc[first]}, has {value!r})"
+            )
+
+
 def analyse_hparams(study: Study) -> Section:
+    """lr_opt and batch_opt as laws of compute C (--law compute) or of N and D (--law nd)."""
     # The batch law in tokens per optimizer step where runs record it (it carries across sequence
     # lengths and device counts, and the training rules take it); else in sequences.
-    points = study.points
+    points, args = study.points, study.args
     recorded = "tokens_per_step" in points and points["tokens_per_step"].notna().all()
     batch = "tokens_per_step" if recorded else "batch_size"
-    rows = _rows(study, ["budget", "lr", batch, "loss"], "the hyperparameter fit")
+    nd = getattr(args, "law", "compute") == "nd"
+    scale = ["n_params", "tokens"] if nd else ["budget"]
+    rows = _rows(study, [*scale, "lr", batch, "loss"], "the hyperparameter fit")
+    names = {
+        "budget": f"compute ({args.budget_col or args.c_col or 'flops'})",
+        "n_params": f"N ({args.n_col or 'n_params'})",
+        "tokens": f"D ({args.d_col or 'tokens'})",
+        "lr": f"the learning rate ({getattr(args, 'lr_col', None) or 'lr'})",
+        batch: f"the batch size ({getattr(args, 'batch_col', None) or batch})",
+        "loss": f"the loss ({args.loss_col or args.loss})",
+    }
+    _positive_columns(rows, {c: names[c] for c in (*scale, "lr", batch, "loss")})
+    unit = "tokens" if batch == "tokens_per_step" else "sequences"
+    if nd:
+        fit = fit_hparams_nd(
+            rows["n_params"], rows["tokens"], rows["lr"], rows[batch], rows["loss"],
+            **_budget_options(study),
+        )  # fmt: skip
+        fit.extras["batch_unit"] = unit
+        cells = fit.extras["cells"]
+        return Section(
+            description=f"Per (N, D) cell ({len(cells)} cells, {len(rows)} runs), the runs within "
+            f"{fit.extras['tolerance']:.0%} of the best loss; their centre is the optimum. "
+            f"lr_opt = k_lr N^alpha_lr D^beta_lr, batch_opt = k_bs N^alpha_bs D^beta_bs ({unit} "
+            "per step), log-linear least squares.",
+            fit=fit,
+            figures={"hparams_nd": plot_hparams_nd(fit)},
+            captions={
+                "hparams_nd": "Each (N, D) cell's optimal learning rate against N and optimal "
+                "batch size against D (its near-optimal band as the bar), coloured by the other "
+                "variable, with the fitted laws at each cell's N and D."
+                + ("" if fit.trusted else " The fit is not trusted.")
+            },
+        )
     fit = fit_hparams(
         rows["budget"], rows["lr"], rows[batch], rows["loss"], **_budget_options(study)
     )
-    fit.extras["batch_unit"] = "tokens" if batch == "tokens_per_step" else "sequences"
+    fit.extras["batch_unit"] = unit
     return Section(
         description=f"Per budget, the runs within {fit.extras['tolerance']:.0%} of the best loss; "
         "their centre is the optimum. lr_opt = k_lr C^e_lr, batch_opt = k_bs C^e_bs "
@@ -402,10 +464,101 @@ def analyse_hparams(study: Study) -> Section:
     )
 
 
-RULES_HEADER = """\
+RULES_HEADER = {
+    "hparams": """\
 # Learning rate and batch size as power laws of the compute budget C (FLOPs), fitted by
 # `scaling-fit hparams`. Train with them: scaling-train hparams=fitted hparams_file=THIS_FILE
-"""
+""",
+    "hparams_nd": """\
+# Learning rate and batch size as power laws of parameters N and training tokens D, fitted by
+# `scaling-fit hparams --law nd`. Train with them: scaling-train hparams=fitted hparams_file=THIS_FILE
+""",
+}
+
+# Columns of the run frame that `transfer` reads (a CSV may name its own).
+TRANSFER_COLUMNS = {
+    "parametrization": "model.parametrization",
+    "width": "model.d_model",
+    "lr": "optimizer.lr",
+}
+
+
+def load_transfer(args: argparse.Namespace) -> Study:
+    """The runs (or CSV rows) of a learning-rate x width sweep as `transfer` reads them:
+    parametrization (absent or blank: sp), width, lr and loss columns."""
+    paths = list(args.paths)
+    csv = args.csv or (paths[0] if len(paths) == 1 and paths[0].endswith(".csv") else None)
+    if csv:
+        points = pd.read_csv(csv)
+        points.insert(0, "run_id", [str(i) for i in range(len(points))])
+        loss, source = args.loss_col or "loss", f"{len(points)} rows of {csv}"
+    elif paths:
+        runs = load_runs(paths)
+        points = completed(runs)
+        loss = args.loss
+        source = f"{len(runs)} runs under {', '.join(paths)}, {len(points)} completed"
+    else:
+        raise ValueError("give run or sweep directories, or a CSV file")
+    given = {
+        "parametrization": args.parametrization_col or TRANSFER_COLUMNS["parametrization"],
+        "width": args.width_col or TRANSFER_COLUMNS["width"],
+        "lr": args.lr_col or TRANSFER_COLUMNS["lr"],
+        "loss": loss,
+    }
+    missing = [c for k, c in given.items() if k != "parametrization" and c not in points]
+    if missing:
+        raise ValueError(
+            f"transfer needs the columns {', '.join(missing)}, which the data does not have "
+            "(name them: --width-col, --lr-col, --loss-col)"
+        )
+    frame = pd.DataFrame({"run_id": points["run_id"]})
+    for key, column in given.items():
+        frame[key] = points.get(column, np.nan)
+    frame["parametrization"] = frame["parametrization"].astype(object).fillna("sp").astype(str)
+    frame = frame.dropna(subset=["width", "lr", "loss"])
+    names = {"width": given["width"], "lr": given["lr"], "loss": given["loss"]}
+    _positive_columns(frame, names)
+    found = ", ".join(f"{n} {p}" for p, n in frame["parametrization"].value_counts().items())
+    return Study(frame, [source, f"{len(frame)} with a loss: {found}"], args)
+
+
+def analyse_transfer(study: Study) -> Section:
+    """The optimal learning rate per (parametrization, width) with its near-optimal band, and
+    whether each parametrization's optimum holds across widths within one grid step."""
+    rows = study.points
+    fit = lr_transfer(
+        rows["parametrization"].to_numpy(),
+        rows["width"],
+        rows["lr"],
+        rows["loss"],
+        tolerance=study.args.tolerance,
+    )
+    table = pd.DataFrame(
+        {
+            "parametrization": c["parametrization"],
+            "width": c["width"],
+            "lr_opt": c["lr_opt"],
+            "band_lo": c["lr_band"][0],
+            "band_hi": c["lr_band"][1],
+            "best_lr": c["best_lr"],
+            "best_loss": c["best_loss"],
+            "runs": len(c["lr"]),
+        }
+        for c in fit.extras["cells"]
+    )
+    band = f"within {fit.extras['tolerance']:.0%} of the best loss"
+    return Section(
+        description=f"Per (parametrization, width), lr_opt is the centre of the near-optimal band "
+        f"(the learning rates {band}); the interval is that band, not a bootstrap. "
+        + " ".join(transfer_verdict(fit)),
+        fit=fit,
+        figures={"transfer": plot_transfer(fit)},
+        captions={
+            "transfer": "Final loss against learning rate at each width, one panel per "
+            f"parametrization; the marker and bar: each width's lr_opt and its band ({band})."
+        },
+        tables={"Optimal learning rate per width": table},
+    )
 
 
 # What `report` attempts, in order: (title, command, options).
@@ -423,6 +576,7 @@ ANALYSE: dict[str, Callable[..., Section]] = {
     "isoflop": analyse_isoflop,
     "envelope": analyse_envelope,
     "hparams": analyse_hparams,
+    "transfer": analyse_transfer,
 }
 
 
@@ -615,13 +769,53 @@ def build_parser() -> argparse.ArgumentParser:
         "Figure: hparams.",
     )
     hparams.add_argument(
+        "--law",
+        choices=["compute", "nd"],
+        default="compute",
+        help="compute: lr_opt = k_lr C^e_lr, batch_opt = k_bs C^e_bs, per compute budget; nd: "
+        "lr_opt = k_lr N^alpha_lr D^beta_lr, batch_opt = k_bs N^alpha_bs D^beta_bs, per (N, D) "
+        "cell of runs (parameters and tokens each within --budget-tol) (compute)",
+    )
+    hparams.add_argument("--lr-col", help="CSV column of the peak learning rate (default: lr)")
+    hparams.add_argument(
+        "--batch-col",
+        help="CSV column of the batch size in tokens per step (default: batch_size, in "
+        "sequences, which --rules refuses)",
+    )
+    hparams.add_argument(
         "--rules",
-        help="also write the fitted laws to this YAML file, for scaling-train hparams=fitted",
+        help="also write the fitted laws (either --law) to this YAML file, for scaling-train "
+        "hparams=fitted",
     )
     hparams.add_argument(
         "--untrusted-ok",
         action="store_true",
         help="write --rules even when the fit is not trusted (the file records it)",
+    )
+    transfer = command(
+        "transfer",
+        "optimal lr per width and parametrization: does it transfer?",
+        "From a learning-rate grid at several widths under each parametrization (sweep="
+        "mup_transfer), the optimal learning rate per (parametrization, width): the centre of "
+        "the near-optimal band, the learning rates within --tolerance of the best final loss, "
+        "reported as its interval (not a bootstrap). Says whether each parametrization's optimum "
+        "holds across widths within one grid step. RUNS_OR_CSV: run or sweep directories, or "
+        "one CSV file. Figure: transfer (loss vs lr per width, a panel per parametrization).",
+    )
+    transfer.add_argument(
+        "--parametrization-col",
+        help="column of the parametrization (default: model.parametrization; absent or blank "
+        "means sp)",
+    )
+    transfer.add_argument("--width-col", help="column of the width (default: model.d_model)")
+    transfer.add_argument(
+        "--lr-col", help="column of the peak (base) learning rate (default: optimizer.lr)"
+    )
+    transfer.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.01,
+        help="the near-optimal band: runs within this fraction of the best loss (0.01)",
     )
     report = command(
         "report",
@@ -641,7 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse has printed its message; keep main's int contract
         return int(exit_.code or 0)
     try:
-        study = load_study(args)
+        study = load_transfer(args) if args.command == "transfer" else load_study(args)
         print("\n".join(study.summary))
         if args.command == "report":
             sections = run_report(study)
@@ -654,6 +848,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for section in sections:
             if section.fit is not None:
                 print(format_fit(section.fit, section.title))
+                if section.fit.law == "transfer":  # its intervals are bands: shown as a table
+                    for name, table in section.tables.items():
+                        print(f"{name}:\n{table.to_string(index=False)}")
+                    print("\n".join(transfer_verdict(section.fit)))
             elif section.skipped:
                 print(f"== {section.title} == skipped: {section.skipped}")
         fitted = [s for s in sections if s.fit is not None]
@@ -669,7 +867,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sections[0].fit, sources=args.paths or [args.csv], untrusted_ok=args.untrusted_ok
             )
             Path(args.rules).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.rules).write_text(RULES_HEADER + yaml.safe_dump(document, sort_keys=False))
+            header = RULES_HEADER[sections[0].fit.law]
+            Path(args.rules).write_text(header + yaml.safe_dump(document, sort_keys=False))
             print(f"wrote {args.rules}: use it with scaling-train hparams=fitted hparams_file=...")
         if args.plot:
             for name, figure in (item for s in sections for item in s.figures.items()):

@@ -452,6 +452,82 @@ def plot_hparams(fit: FitResult) -> Figure:
     return fig
 
 
+def plot_hparams_nd(fit: FitResult) -> Figure:
+    """The (N, D) laws of a fit_hparams_nd fit: each cell's optimal learning rate against N and
+    optimal batch size against D, with its near-optimal band as the bar, coloured by the other
+    variable; lines: the fitted law along N at each cell's D (and along D at each cell's N)."""
+    cells = fit.extras["cells"]
+    N, D = np.array([c["N"] for c in cells]), np.array([c["D"] for c in cells])
+    fig = Figure(figsize=(11.5, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    panels = (
+        (axes[0], "lr", "lr_opt", "lr_band", N, D, "tokens", "lr"),
+        (axes[1], "bs", "batch_size_opt", "batch_size_band", D, N, "n_params", "batch_size"),
+    )
+    for ax, suffix, field, band, x, other, other_name, predicted in panels:
+        norm = _log_norm(other)
+        cmap = _colour_scale(fig, ax, norm, AXIS_LABELS[other_name])
+        for cell, x_k, other_k in zip(cells, x, other, strict=True):
+            colour = cmap(norm(other_k))
+            below, above = cell[field] - cell[band][0], cell[band][1] - cell[field]
+            ax.errorbar(x_k, cell[field], yerr=[[below], [above]], fmt="o", color=colour)
+        for level in np.unique(other):
+            line = _span(x[other == level], 0.1, 0.1, 50)
+            n_d = (line, level) if suffix == "lr" else (level, line)
+            ax.plot(line, fit.predict(*n_d)[predicted], color=cmap(norm(level)), lw=1)
+        ax.set(xscale="log", yscale="log")
+        ax.grid(True, which="major", alpha=0.3)
+    unit = fit.extras.get("batch_unit", "sequences")
+    p = fit.params
+    axes[0].set(
+        xlabel=AXIS_LABELS["n_params"],
+        ylabel="optimal " + AXIS_LABELS["lr"],
+        title=f"lr_opt ∝ N^{p['alpha_lr']:.2f} D^{p['beta_lr']:.2f}",
+    )
+    axes[1].set(
+        xlabel=AXIS_LABELS["tokens"],
+        ylabel=f"optimal batch size ({unit} per step)",
+        title=f"batch_opt ∝ N^{p['alpha_bs']:.2f} D^{p['beta_bs']:.2f}",
+    )
+    if not fit.trusted:
+        fig.suptitle("not trusted: " + ", ".join(c["name"] for c in fit.failed_checks), color="C3")
+    return fig
+
+
+def plot_transfer(fit: FitResult) -> Figure:
+    """Learning-rate transfer (an lr_transfer fit): final loss against learning rate, one line per
+    width, one panel per parametrization; each width's lr_opt (marker) with its near-optimal band
+    (bar) drawn at its best loss. A panel title says whether the optimum holds across widths."""
+    cells = fit.extras["cells"]
+    names = list(fit.extras["transfer"])
+    fig = Figure(figsize=(4.6 * len(names) + 1.2, 4.2), layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False, sharey=True)[0]
+    norm = _log_norm([c["width"] for c in cells])
+    cmap = _colour_scale(fig, axes.tolist(), norm, "width (d_model)")
+    colorbar = fig.axes[-1].yaxis
+    colorbar.set_major_formatter("{x:g}")
+    colorbar.set_minor_formatter("{x:g}")
+    for ax, name in zip(axes, names, strict=True):
+        for cell in (c for c in cells if c["parametrization"] == name):
+            colour = cmap(norm(cell["width"]))
+            lr, loss = np.asarray(cell["lr"]), np.asarray(cell["loss"])
+            order = np.argsort(lr)
+            ax.plot(lr[order], loss[order], "o-", color=colour, ms=3, lw=1)
+            low, high = cell["lr_band"]
+            bar = [[cell["lr_opt"] - low], [high - cell["lr_opt"]]]
+            ax.errorbar(cell["lr_opt"], cell["best_loss"], xerr=bar, fmt="v", color=colour, ms=8)
+        verdict = fit.extras["transfer"][name]
+        holds = "holds" if verdict["holds"] else "drifts"
+        ax.set_title(
+            f"{name}: optimum {holds} ({verdict['spread_steps']:.2g} grid steps)",
+            color="k" if verdict["holds"] else "C3",
+        )
+        ax.set(xscale="log", xlabel=AXIS_LABELS["lr"])
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("final " + AXIS_LABELS["loss"])
+    return fig
+
+
 def plot_curves(
     curves: pd.DataFrame,
     *,

@@ -21,7 +21,7 @@ REPR_WIDTH = 100
 class FitResult:
     """A fitted law.
 
-    law:       "power", "chinchilla", "isoflop", "envelope" or "hparams".
+    law:       "power", "chinchilla", "isoflop", "envelope", "hparams", "hparams_nd" or "transfer".
     params:    fitted parameters by name (chinchilla: E, A, B, alpha, beta).
     ci95:      95% bootstrap interval [lo, hi] for every param and derived value that has one.
     derived:   quantities computed from the params (chinchilla/isoflop/envelope: a, b, ...).
@@ -73,7 +73,8 @@ class FitResult:
 
         power: predict(x) -> y; chinchilla: predict(N, D) -> loss (nats/token);
         isoflop, envelope: predict(C) -> {"N_opt", "D_opt"}; hparams: predict(C) -> {"lr",
-        "batch_size"}. C in FLOPs, N in parameters, D in tokens.
+        "batch_size"}; hparams_nd: predict(N, D) -> {"lr", "batch_size"}. C in FLOPs, N in
+        parameters, D in tokens.
         """
         from scalinglab.analysis.laws import chinchilla_loss, power_law  # laws imports this module
 
@@ -82,6 +83,10 @@ class FitResult:
             return power_law(*inputs, p.get("E", 0.0), p["A"], p["alpha"])
         if self.law == "chinchilla":
             return chinchilla_loss(*inputs, **p)
+        if self.law == "hparams_nd":
+            from scalinglab.analysis.hparams import nd_law  # hparams imports this module
+
+            return {"lr": nd_law(p, "lr", *inputs), "batch_size": nd_law(p, "bs", *inputs)}
         (C,) = inputs
         C = np.asarray(C, dtype=float)
         if self.law in ("isoflop", "envelope"):

@@ -607,14 +607,52 @@ def _read_rules(path: str, mtime: float) -> dict[str, Any]:
     return rules
 
 
-def fitted_law(path: str, name: str, x: float | None) -> float:
-    """The law `name` (lr or batch_tokens) that `scaling-fit hparams --rules FILE` wrote, at C=x."""
+def budget_tokens(budget: DictConfig, model: DictConfig, data: DictConfig) -> float | None:
+    """The job's training tokens D from whichever budget is set (budget.flops: over the model's
+    FLOPs per token); None when only trainer.max_steps is. What rules of D read."""
+    kind = _budget(budget)
+    if kind is None:
+        return None
+    if kind == "tokens":
+        return float(budget.tokens)
+    gpt: GPTConfig = build(model)
+    if kind == "tokens_per_param":
+        return float(budget.tokens_per_param * gpt.n_params)
+    return float(budget.flops / gpt.flops_per_token(data.seq_len))
+
+
+def fitted_law(
+    path: str, name: str, x: float | None, n_params: int | None = None, tokens: float | None = None
+) -> float:
+    """The law `name` (lr or batch_tokens) that `scaling-fit hparams --rules FILE` wrote, in the
+    form the file holds: at C=x (form compute, or no form: files written before the nd form), or
+    at N=n_params and D=tokens (form nd). A value outside the fitted range is used, with a
+    warning (an extrapolation)."""
     file = Path(str(path)).expanduser()
     if not file.is_file():
         raise ConfigError(f"hparams_file={path}: no such file (write one with scaling-fit hparams)")
     rules = _read_rules(str(file.resolve()), file.stat().st_mtime)
     if name not in rules:
         raise ConfigError(f"hparams_file={path} has no `{name}` law (it has {sorted(rules)})")
+    law, form = rules[name], rules.get("form", "compute")
+    if form == "nd":
+        if n_params is None:
+            raise ConfigError(f"hparams_file={path} holds laws of N and D: pass N (plan.n_params)")
+        values = {"n_params": float(n_params), "tokens": _of_compute(tokens, f"the {name} rule")}
+        for key, value in values.items():
+            low, high = rules.get("fitted_range", {}).get(key, [value, value])
+            if not low <= value <= high:
+                log.warning(
+                    f"{name} rule of {path}: {key}={value:.3g} is outside the range it was "
+                    f"fitted on [{low:.3g}, {high:.3g}] (an extrapolation)"
+                )
+        return (
+            float(law["coefficient"])
+            * values["n_params"] ** float(law["exponent_n"])
+            * values["tokens"] ** float(law["exponent_d"])
+        )
+    if form != "compute":
+        raise ConfigError(f"hparams_file={path}: unknown form {form!r} (compute or nd)")
     x = _of_compute(x, f"the fitted {name} rule")
     low, high = rules.get("fitted_range", [x, x])
     if not low <= x <= high:
@@ -622,7 +660,6 @@ def fitted_law(path: str, name: str, x: float | None) -> float:
             f"{name} rule of {path}: C={x:.3g} is outside the budgets it was fitted on "
             f"[{low:.3g}, {high:.3g}] (an extrapolation)"
         )
-    law = rules[name]
     return float(law["coefficient"]) * x ** float(law["exponent"])
 
 
@@ -638,6 +675,7 @@ for _name, _resolver in {
     "world_size": world_size,
     "budget_flops": budget_flops,
     "budget_steps": budget_steps,
+    "budget_tokens": budget_tokens,
     "inverse_width_lr": inverse_width_lr,
     "geometric_step": geometric_step,
     "ceil_div": ceil_div,
