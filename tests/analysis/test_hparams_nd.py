@@ -209,3 +209,39 @@ def test_cli_nd_refuses_non_positive_tokens_and_rules_in_sequences(tmp_path: Pat
     assert main(["hparams", "--csv", str(tmp_path / "seq.csv"), *argv, "--rules", str(rules)]) == 2
     assert "needs the batch law in tokens per step" in one_line_error(capsys)
     assert not rules.exists()
+
+
+def test_cli_nd_law_from_run_directories(tmp_path: Path) -> None:
+    """Run records give N (n_params), D (tokens trained, a step apart across batch sizes) and the
+    batch in tokens per step: the rules file is written from them."""
+    from .fake_runs import SEQ_LEN, write_run
+
+    job = 0
+    for N in SIZES[:2] / 100:  # 1e4 and 1e5 parameters: small enough for fake records
+        for D in TOKENS / 100:
+            for lr in lr_opt(N, D) * 2.0 ** np.arange(-2, 3):
+                for sequences in 2 ** np.arange(4, 9):
+                    batch = sequences * SEQ_LEN
+                    loss = 2 + 0.05 * np.log2(lr / lr_opt(N, D)) ** 2
+                    loss += 0.02 * np.log2(batch / batch_opt(N, D)) ** 2
+                    write_run(
+                        tmp_path / "sweep" / str(job),
+                        run_id=f"nd{job:03d}",
+                        sweep_id="nd",
+                        n_params=N,
+                        tokens=D,
+                        lr=float(lr),
+                        batch_size=int(sequences),
+                        loss=float(loss),
+                        overrides=[f"optimizer.lr={lr:.6g}", f"data.batch_size={sequences}"],
+                        n_logged=2,
+                    )
+                    job += 1
+    rules, out = tmp_path / "rules.yaml", tmp_path / "fit.json"
+    argv = ["hparams", str(tmp_path / "sweep"), "--law", "nd", "--bootstrap", "10"]
+    assert main([*argv, "--json", str(out), "--rules", str(rules), "--untrusted-ok"]) == 0
+    fit = json.loads(out.read_text())
+    assert len(fit["extras"]["cells"]) == 6 and fit["extras"]["batch_unit"] == "tokens"
+    assert fit["params"]["alpha_lr"] == pytest.approx(TRUTH["alpha_lr"], abs=0.05)
+    assert fit["params"]["beta_lr"] == pytest.approx(TRUTH["beta_lr"], abs=0.05)
+    assert yaml.safe_load(rules.read_text())["form"] == "nd"
