@@ -13,6 +13,7 @@ pytest.importorskip("transformers")
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 import scalinglab  # noqa: E402
+from scalinglab import export  # noqa: E402
 from scalinglab.callbacks import save_verified  # noqa: E402
 from scalinglab.data.tokenizer import BPETokenizer, ByteTokenizer  # noqa: E402
 from scalinglab.export import (  # noqa: E402
@@ -112,6 +113,15 @@ def test_each_layout_loads_in_transformers_with_the_same_logits_and_generates(
     hf = assert_same_model(model, tmp_path / "hf")
     assert type(hf).__name__ == layout
     assert hf.config.tie_word_embeddings == model.cfg.tie_embeddings
+
+
+def test_an_export_whose_logits_differ_is_refused_and_nothing_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export, "neox_qkv", lambda tensor, n_heads: tensor)  # pairing forgotten
+    with pytest.raises(ExportRefused, match="GPTNeoXForCausalLM export's logits differ"):
+        export_model(random_gpt(positions="rope"), tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
 
 
 def test_what_no_layout_represents_is_refused_in_one_line(tmp_path: Path, capsys) -> None:

@@ -12,22 +12,19 @@ Anything else (SwiGLU, bidirectional attention, fields no layout knows) is refus
 an approximate export would be a different model under the run's name.
 
 Before anything is written the exported model's logits are compared with the model's on random
-token ids (fp32, CPU); a difference above TOLERANCE is an error, and the figure goes in README.md.
+token ids (fp32, CPU); a difference above TOLERANCE is refused, and the figure goes in README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from scalinglab.errors import ConfigError
-
-log = logging.getLogger("scalinglab")
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 TOLERANCE = 1e-4  # largest logit difference an export may have (fp32)
@@ -325,7 +322,9 @@ def hf_tokenizer(data: dict[str, Any]) -> tuple[Any | None, str]:
             "(AutoTokenizer.from_pretrained('gpt2')) reproduces; documents start with "
             f"{EOT} (id 50256)"
         )
-    return None, f"none: the run's data ({data.get('name', 'unknown')}) are token ids, not text"
+    if not data:
+        return None, "none: no run record beside the checkpoint names the run's tokenizer"
+    return None, f"none: the run's data ({data.get('name')}) are token ids, not text"
 
 
 def eot_id(data: dict[str, Any]) -> int | None:
@@ -365,9 +364,9 @@ def export_model(
     hf = hf_model(model, eot)
     difference = max_logit_difference(model, hf)
     if not difference <= TOLERANCE:
-        raise RuntimeError(
-            f"the export's logits differ from the model's by {difference:.3g} (> {TOLERANCE}): "
-            "nothing written"
+        raise ExportRefused(
+            f"the {type(hf).__name__} export's logits differ from the model's by "
+            f"{difference:.3g} (more than {TOLERANCE}): nothing written"
         )
     out = Path(out_dir)
     hf.save_pretrained(out, safe_serialization=True)
@@ -400,7 +399,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         summary = export(args.run, args.out)
     except (ConfigError, OSError) as error:
