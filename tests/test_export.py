@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,3 +210,11 @@ def test_a_trained_run_exports_with_its_tokenizer(trained: Path, tmp_path: Path,
     bpe = BPETokenizer.load(Path(record["data"]["cache_path"]) / "tokenizer.json")
     assert tokenizer(TEXT).input_ids == bpe.encode([TEXT.encode()])[0].tolist()
     assert "tokenizer: bpe" in (out / "README.md").read_text()
+
+
+def test_import_scalinglab_stays_free_of_torch_until_load_model_is_used() -> None:
+    code = (
+        "import sys, scalinglab; assert 'torch' not in sys.modules; "
+        "assert callable(scalinglab.load_model); assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
