@@ -150,6 +150,7 @@ def load_study(args: argparse.Namespace) -> Study:
         points["loss"] = points[args.loss]
         sweeps = sorted(points["sweep_id"].dropna().unique())
         summary.append(f"loss: {args.loss} (nats/token); sweeps: {', '.join(sweeps) or 'none'}")
+        summary += objectives_line(points, args.mix_objectives)
     else:
         raise ValueError("give run or sweep directories, or --csv FILE")
     missing_loss = int(points["loss"].isna().sum())
@@ -178,6 +179,22 @@ def load_study(args: argparse.Namespace) -> Study:
             lo, hi = points[column].min(), points[column].max()
             summary.append(f"{column}: {lo:.3g} to {hi:.3g} {unit}")
     return Study(points, summary, args)
+
+
+def objectives_line(points: pd.DataFrame, mix: bool) -> list[str]:
+    """Runs of one objective, or a refusal: a masked-token loss (mlm) and a next-token loss (clm)
+    are different quantities, and one law through both fits neither. `mix` (--mix-objectives)
+    fits them together anyway, and says so."""
+    counts = points["objective"].value_counts().sort_index()
+    if len(counts) < 2:
+        return [f"objective: {counts.index[0]}"] if len(counts) and counts.index[0] != "clm" else []
+    found = ", ".join(f"{n} {objective}" for objective, n in counts.items())
+    if not mix:
+        raise ValueError(
+            f"the runs mix training objectives ({found}): their losses are different "
+            "quantities; fit each objective's runs apart, or pass --mix-objectives"
+        )
+    return [f"objectives mixed in one law (--mix-objectives): {found}"]
 
 
 def _rows(study: Study, columns: Sequence[str], what: str) -> pd.DataFrame:
@@ -689,6 +706,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=BUDGET_RTOL,
         help=f"runs whose sorted FLOPs step by at most this fraction share a budget, in every "
         f"fit ({BUDGET_RTOL})",
+    )
+    data.add_argument(
+        "--mix-objectives",
+        action="store_true",
+        help="fit runs of different objectives (clm and mlm) in one law; refused otherwise",
     )
     fitting = common.add_argument_group("fitting and output")
     fitting.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")

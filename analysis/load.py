@@ -23,6 +23,7 @@ RUN_COLUMNS = [
     "sweep_id",
     "name",
     "status",
+    "objective",
     "n_params",
     "n_params_nonembedding",
     "flops_per_token",
@@ -40,7 +41,7 @@ RUN_COLUMNS = [
     "irreducible_loss",
     "seed",
 ]
-_TEXT_COLUMNS = {"run_id", "sweep_id", "name", "status", "path"}
+_TEXT_COLUMNS = {"run_id", "sweep_id", "name", "status", "objective", "path"}
 _NUMERIC_COLUMNS = [c for c in RUN_COLUMNS if c not in _TEXT_COLUMNS]
 
 # Runs whose FLOPs lie within 5% of each other share a compute budget (see budget_labels).
@@ -97,6 +98,7 @@ def _record_row(
     config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     row = {column: record.get(column) for column in RUN_COLUMNS}
+    row["objective"] = run_objective(record, config or {})
     row["path"] = path
     row |= eval_columns(record.get("evals") or {})
     # Overrides never shadow the record's own figures (e.g. `seed=1`): the record is the truth.
@@ -105,6 +107,14 @@ def _record_row(
     for key, value in flat_config(config or {}).items():  # the overrides' values win
         row.setdefault(key, value)
     return row
+
+
+def run_objective(record: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    """clm or mlm: the record's, else the composed config's data.objective (a W&B run's config),
+    else clm (the only objective before there were two)."""
+    data = config.get("data")
+    from_config = data.get("objective") if isinstance(data, Mapping) else None
+    return record.get("objective") or from_config or "clm"
 
 
 def eval_columns(evals: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -164,7 +174,8 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """One row per run found under `paths` (run directories or sweeps of any depth).
 
     Columns (see RUN_COLUMNS): run_id, sweep_id, name, status ("completed", "running",
-    "failed", "diverged", "oom"); n_params, n_params_nonembedding (parameters);
+    "failed", "diverged", "oom"); objective ("clm", next-token losses in nats/token, or "mlm",
+    nats per masked token; records without one are clm); n_params, n_params_nonembedding (parameters);
     flops_per_token (FLOPs/token); tokens (tokens trained on); flops (training FLOPs);
     steps; lr (peak learning rate); batch_size (sequences/step per device); tokens_per_step
     (tokens/optimizer step, all devices); seq_len (tokens/sequence);

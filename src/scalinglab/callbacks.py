@@ -37,6 +37,7 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from scalinglab.errors import ConfigError
 from scalinglab.records import (
     RUN_FILE,
     DamagedRecord,
@@ -78,6 +79,18 @@ def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
+def training_objective(datamodule: Any, module: pl.LightningModule) -> str:
+    """clm or mlm: what the batches train (the datamodule masks them or not), refused where the
+    model's attention does not match it (objective=mlm sets both)."""
+    objective = getattr(datamodule, "objective", "clm")
+    if (objective == "mlm") == module.config.causal:
+        raise ConfigError(
+            f"data.objective={objective} with model.causal={module.config.causal}: choose both "
+            "with objective=clm or objective=mlm"
+        )
+    return objective
+
+
 class RunRecord(pl.Callback):
     """run.json: `running` from the start of fit, rewritten atomically when the run ends.
 
@@ -101,6 +114,7 @@ class RunRecord(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
+            self.fields["objective"] = training_objective(trainer.datamodule, pl_module)
             self._start()
 
     @rank_zero_only

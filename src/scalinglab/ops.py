@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 DEFAULT_CHUNK_SIZE = 2048  # rows per chunk: 0.4 GB of fp32 logits at V=50304, large enough matmuls
+IGNORE_INDEX = -100  # a target that is not predicted (F.cross_entropy's default): masked LM
 
 
 def chunked_cross_entropy(
@@ -28,7 +29,8 @@ def chunked_cross_entropy(
 
     Under autocast the matmuls run in the autocast dtype (as `nn.Linear` would), the log-sum-exp
     and the softmax in fp32 (fp64 for fp64 inputs), and the weight gradient is accumulated over
-    chunks in fp32. Class indices must lie in [0, V): there is no ignore_index.
+    chunks in fp32. Class indices lie in [0, V), or are IGNORE_INDEX: those rows are left out of
+    the loss and the mean (masked language modelling predicts only the masked positions).
     """
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):
@@ -51,30 +53,32 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         ctx.acc_dtype = acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32, or fp64
         lse = torch.empty(n_rows, dtype=acc, device=hidden.device)
         target_logits = torch.empty_like(lse)
+        kept = targets != IGNORE_INDEX
+        predicted = targets.where(kept, 0)  # any class: the row's loss is multiplied by 0
         for start in range(0, n_rows, chunk_size):
             rows = slice(start, start + chunk_size)
             logits = (hidden[rows] @ weight.T).to(acc)
             lse[rows] = torch.logsumexp(logits, dim=-1)
-            target_logits[rows] = logits.gather(1, targets[rows, None]).squeeze(1)
+            target_logits[rows] = logits.gather(1, predicted[rows, None]).squeeze(1)
         ctx.chunk_size = chunk_size
-        ctx.save_for_backward(hidden, weight, targets, lse)
-        return (lse - target_logits).mean()
+        ctx.save_for_backward(hidden, weight, predicted, kept.to(acc), lse)
+        return ((lse - target_logits) * kept).sum() / kept.sum()
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
-        hidden, weight, targets, lse = ctx.saved_tensors
+        hidden, weight, targets, kept, lse = ctx.saved_tensors
         n_rows, chunk_size = hidden.shape[0], ctx.chunk_size
         grad_hidden = torch.empty_like(hidden)
         acc = ctx.acc_dtype
         grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device)
-        scale = grad_loss.to(acc) / n_rows  # d(mean)/d(row loss)
+        scale = kept * (grad_loss.to(acc) / kept.sum())  # d(mean)/d(row loss); 0 if ignored
         for start in range(0, n_rows, chunk_size):
             rows = slice(start, start + chunk_size)
             h = hidden[rows]
             # d(loss)/d(logits) = (softmax - onehot) / N, formed in place in the fp32 logits.
             grad_logits = (h @ weight.T).to(acc).sub_(lse[rows, None]).exp_()
             grad_logits[torch.arange(h.shape[0], device=h.device), targets[rows]] -= 1.0
-            grad_logits = grad_logits.mul_(scale).to(hidden.dtype)
+            grad_logits = grad_logits.mul_(scale[rows, None]).to(hidden.dtype)
             grad_hidden[rows] = grad_logits @ weight
             grad_weight += grad_logits.T @ h
         return grad_hidden, grad_weight.to(weight.dtype), None, None

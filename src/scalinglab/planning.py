@@ -317,7 +317,12 @@ def check_keys(cfg: DictConfig) -> None:
 
 def vocab_size(data: DictConfig) -> int:
     """The vocabulary a data config produces, known before any data is read: the model's
-    vocabulary (a tokenizer may use fewer ids, e.g. BPE on a small corpus; never more)."""
+    vocabulary (a tokenizer may use fewer ids, e.g. BPE on a small corpus; never more), with the
+    mask token after the data's tokens under data.objective=mlm."""
+    return data_vocab_size(data) + (data.get("objective", "clm") == "mlm")
+
+
+def data_vocab_size(data: DictConfig) -> int:
     from scalinglab.data.datamodule import META_FILE, resolve_files
     from scalinglab.data.tokenizer import FIXED_VOCAB_SIZES
 

@@ -7,6 +7,14 @@
   global_step k sees exactly the batches an uninterrupted run would.
 
 A batch is (x, y), int64 tensors of shape (batch_size, seq_len), y being x shifted by one.
+
+Under `objective="mlm"` (masked language modelling, BERT's recipe) x is a window's first seq_len
+tokens with 15% of its positions chosen (round(0.15 seq_len), at least one, the same count in every
+window) and, of those, 80% replaced by the mask token (id: the data's vocabulary size), 10% by a
+random token, 10% left unchanged; y holds the original token at the chosen positions and
+IGNORE_INDEX elsewhere, so the loss is in nats per masked token. A training batch's masks are a pure
+function of (seed, batch index), like its windows; a validation window's masks of its index alone,
+so every job of a sweep, whatever its seed or batch size, scores the same masked positions.
 """
 
 from __future__ import annotations
@@ -40,8 +48,41 @@ from scalinglab.data.shards import MAX_VOCAB, read_shard
 from scalinglab.data.synthetic import MarkovChain
 from scalinglab.data.tokenizer import FIXED_VOCAB_SIZES, Tokenizer, check_tokenizer_config
 from scalinglab.errors import ConfigError
+from scalinglab.ops import IGNORE_INDEX
 
 DEFAULT_CACHE_DIR = "~/.cache/scalinglab"
+OBJECTIVES = ("clm", "mlm")  # causal (next-token) or masked language modelling
+MASK_FRACTION = 0.15  # BERT (Devlin et al. 2019): the positions of a window that are predicted
+MASK_TOKEN_SHARE, RANDOM_TOKEN_SHARE = 0.8, 0.1  # of those; the remaining 10% stay unchanged
+# Keys of the masks' seeds: (seed, TRAIN_MASKS, batch) and (VAL_MASKS, window), streams that the
+# windows' permutations (seed, epoch) never share.
+TRAIN_MASKS, VAL_MASKS = 1, 2
+
+
+def masking_generator(*key: int) -> torch.Generator:
+    """A torch generator seeded by a tuple of integers (numpy's SeedSequence mixes them)."""
+    seed = np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(seed))
+
+
+def mask_tokens(
+    tokens: torch.Tensor, mask_token_id: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking of (n, T) windows: (inputs, targets), targets IGNORE_INDEX where unmasked.
+
+    Random replacements are drawn from the data's tokens [0, mask_token_id).
+    """
+    n, length = tokens.shape
+    n_chosen = max(1, round(MASK_FRACTION * length))
+    order = torch.rand(n, length, generator=generator).argsort(dim=1)
+    chosen = torch.zeros(n, length, dtype=torch.bool).scatter_(1, order[:, :n_chosen], True)
+    action = torch.rand(n, length, generator=generator)
+    random_tokens = torch.randint(mask_token_id, (n, length), generator=generator)
+    inputs = torch.where(chosen & (action < MASK_TOKEN_SHARE), mask_token_id, tokens)
+    randomised = chosen & (action >= MASK_TOKEN_SHARE)
+    randomised &= action < MASK_TOKEN_SHARE + RANDOM_TOKEN_SHARE
+    inputs = torch.where(randomised, random_tokens, inputs)
+    return inputs, torch.where(chosen, tokens, IGNORE_INDEX)
 
 
 class TokenSequence:
@@ -125,9 +166,11 @@ class TrainBatches(IterableDataset):
         seed: int,
         first_batch: int = 0,
         stride: int = 1,
+        mask_token_id: int | None = None,
     ) -> None:
         self.tokens, self.batch_size, self.seq_len, self.seed = tokens, batch_size, seq_len, seed
         self.first_batch, self.stride = first_batch, stride
+        self.mask_token_id = mask_token_id  # None: next-token batches; else masked (mlm)
         self.n_windows = len(tokens) // (seq_len + 1)
         self._permutations: dict[int, np.ndarray] = {}
 
@@ -137,7 +180,11 @@ class TrainBatches(IterableDataset):
         return np.array([self._permutation(e)[p] for e, p in zip(epochs, positions, strict=True)])
 
     def batch(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.tokens.windows(self.window_indices(batch), self.seq_len)
+        x, y = self.tokens.windows(self.window_indices(batch), self.seq_len)
+        if self.mask_token_id is None:
+            return x, y
+        generator = masking_generator(self.seed, TRAIN_MASKS, batch)
+        return mask_tokens(x, self.mask_token_id, generator)
 
     def __iter__(self):
         worker = get_worker_info()
@@ -158,9 +205,16 @@ class ValBatches(Dataset):
     """The validation windows in order, batch_size at a time (the last batch may be smaller, so the
     set of windows does not depend on batch_size)."""
 
-    def __init__(self, tokens: TokenSequence, batch_size: int, seq_len: int) -> None:
+    def __init__(
+        self,
+        tokens: TokenSequence,
+        batch_size: int,
+        seq_len: int,
+        mask_token_id: int | None = None,
+    ) -> None:
         self.tokens, self.batch_size, self.seq_len = tokens, batch_size, seq_len
         self.n_windows = len(tokens) // (seq_len + 1)
+        self.mask_token_id = mask_token_id  # None: next-token batches; else masked (mlm)
 
     def __len__(self) -> int:
         return math.ceil(self.n_windows / self.batch_size)
@@ -168,8 +222,15 @@ class ValBatches(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        stop = min((index + 1) * self.batch_size, self.n_windows)
-        return self.tokens.windows(range(index * self.batch_size, stop), self.seq_len)
+        windows = range(index * self.batch_size, min((index + 1) * self.batch_size, self.n_windows))
+        x, y = self.tokens.windows(windows, self.seq_len)
+        if self.mask_token_id is None:
+            return x, y
+        masked = [
+            mask_tokens(row[None], self.mask_token_id, masking_generator(VAL_MASKS, window))
+            for row, window in zip(x, windows, strict=True)
+        ]
+        return torch.cat([m[0] for m in masked]), torch.cat([m[1] for m in masked])
 
 
 class TokenDataModule(pl.LightningDataModule):
@@ -185,8 +246,13 @@ class TokenDataModule(pl.LightningDataModule):
         val_tokens: int = 65_536,
         seed: int = 0,
         num_workers: int = 0,
+        objective: str = "clm",
     ) -> None:
         super().__init__()
+        if objective not in OBJECTIVES:
+            raise ConfigError(
+                f"data.objective={objective!r} must be one of {', '.join(OBJECTIVES)}"
+            )
         for key, value in [
             ("batch_size", batch_size),
             ("seq_len", seq_len),
@@ -203,7 +269,7 @@ class TokenDataModule(pl.LightningDataModule):
         if num_workers < 0:
             raise ConfigError(f"data.num_workers={num_workers} must be >= 0")
         self.batch_size, self.seq_len, self.val_tokens = batch_size, seq_len, val_tokens
-        self.seed, self.num_workers = seed, num_workers
+        self.seed, self.num_workers, self.objective = seed, num_workers, objective
         self.train_split: TokenSequence | None = None
         self.val_split: TokenSequence | None = None
         self.info: dict = {}
@@ -231,15 +297,21 @@ class TokenDataModule(pl.LightningDataModule):
 
     @property
     def vocab_size(self) -> int:
+        """The token ids its batches may hold: the data's, and the mask token under mlm."""
         if not self.info:
             raise RuntimeError("vocab_size is known after setup()")
-        return self.info["vocab_size"]
+        return self.info["vocab_size"] + (self.objective == "mlm")
+
+    @property
+    def mask_token_id(self) -> int | None:
+        """The mask token (mlm): the id after the data's tokens; None for next-token batches."""
+        return self.info["vocab_size"] if self.objective == "mlm" else None
 
     def metadata(self) -> dict:
         """What run.json records about the data (JSON-serialisable)."""
         if self.train_split is None:
             raise RuntimeError("metadata() is known after setup()")
-        return {
+        metadata = {
             "name": self.name,
             "bytes_per_token": None,
             "irreducible_loss": None,
@@ -248,6 +320,9 @@ class TokenDataModule(pl.LightningDataModule):
             "n_val_tokens": len(self.val_split),
             "n_val_windows": len(self.val_split) // (self.seq_len + 1),
         }
+        if self.objective == "mlm":  # a data's known floor is a next-token one
+            metadata |= {"mask_token_id": self.mask_token_id, "irreducible_loss": None}
+        return metadata
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_split is not None, "call setup() first"
@@ -261,7 +336,13 @@ class TokenDataModule(pl.LightningDataModule):
             first_batch = micro_step * trainer.world_size + trainer.global_rank
             stride = trainer.world_size
         batches = TrainBatches(
-            self.train_split, self.batch_size, self.seq_len, self.seed, first_batch, stride
+            self.train_split,
+            self.batch_size,
+            self.seq_len,
+            self.seed,
+            first_batch,
+            stride,
+            self.mask_token_id,
         )
         return DataLoader(
             batches,
@@ -273,7 +354,7 @@ class TokenDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_split is not None, "call setup() first"
-        val_batches = ValBatches(self.val_split, self.batch_size, self.seq_len)
+        val_batches = ValBatches(self.val_split, self.batch_size, self.seq_len, self.mask_token_id)
         return DataLoader(
             val_batches, batch_size=None, collate_fn=_unchanged, pin_memory=self._on_gpu()
         )
