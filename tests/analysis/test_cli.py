@@ -430,6 +430,7 @@ def test_every_subcommand_and_option_says_what_it_does() -> None:
             "isoflop",
             "envelope",
             "hparams",
+            "transfer",
             "report",
         }
     )
