@@ -502,20 +502,22 @@ def plot_transfer(fit: FitResult) -> Figure:
     names = list(fit.extras["transfer"])
     fig = Figure(figsize=(4.6 * len(names) + 1.2, 4.2), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False, sharey=True)[0]
-    norm = _log_norm([c["width"] for c in cells])
-    cmap = _colour_scale(fig, axes.tolist(), norm, "width (d_model)")
-    colorbar = fig.axes[-1].yaxis
-    colorbar.set_major_formatter("{x:g}")
-    colorbar.set_minor_formatter("{x:g}")
+    widths = sorted({c["width"] for c in cells})
+    colours = dict(zip(widths, colormaps["viridis"](np.linspace(0, 0.9, len(widths))), strict=True))
     for ax, name in zip(axes, names, strict=True):
-        for cell in (c for c in cells if c["parametrization"] == name):
-            colour = cmap(norm(cell["width"]))
+        for cell in sorted(
+            (c for c in cells if c["parametrization"] == name), key=lambda c: c["width"]
+        ):
+            colour = colours[cell["width"]]
             lr, loss = np.asarray(cell["lr"]), np.asarray(cell["loss"])
             order = np.argsort(lr)
             ax.plot(lr[order], loss[order], "o-", color=colour, ms=3, lw=1)
             low, high = cell["lr_band"]
             bar = [[cell["lr_opt"] - low], [high - cell["lr_opt"]]]
-            ax.errorbar(cell["lr_opt"], cell["best_loss"], xerr=bar, fmt="v", color=colour, ms=8)
+            ax.errorbar(
+                cell["lr_opt"], cell["best_loss"], xerr=bar, fmt="v", color=colour, ms=8,
+                label=f"d_model {cell['width']:g}",
+            )  # fmt: skip
         verdict = fit.extras["transfer"][name]
         holds = "holds" if verdict["holds"] else "drifts"
         ax.set_title(
@@ -525,6 +527,11 @@ def plot_transfer(fit: FitResult) -> Figure:
         ax.set(xscale="log", xlabel=AXIS_LABELS["lr"])
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("final " + AXIS_LABELS["loss"])
+    axes[0].legend(title="width: lr_opt and band", fontsize="small")
+    # Diverged runs would squash the bowls near the optimum: show up to 40% above the best loss.
+    best = min(c["best_loss"] for c in cells)
+    top = max(max(c["loss"]) for c in cells)
+    axes[0].set_ylim(best - 0.03 * best, min(top, 1.4 * best) + 0.03 * best)
     return fig
 
 

@@ -87,10 +87,12 @@ def test_transfer_checks_design_and_centering() -> None:
 
 def test_transfer_figure_has_a_panel_per_parametrization() -> None:
     fit = lr_transfer(*transfer_sweep())
-    mup, sp, _colorbar = plot_transfer(fit).axes
+    mup, sp = plot_transfer(fit).axes
     assert mup.get_title().startswith("mup: optimum holds")
     assert sp.get_title().startswith("sp: optimum drifts")
     assert len(sp.get_lines()) >= len(WIDTHS) and len(sp.containers) == len(WIDTHS)
+    labels = [t.get_text() for t in mup.get_legend().get_texts()]
+    assert labels == [f"d_model {w:g}" for w in sorted(WIDTHS)]
 
 
 def write_sweep(root: Path) -> Path:
