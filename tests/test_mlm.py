@@ -172,8 +172,11 @@ def test_the_mask_token_is_in_the_vocabulary_and_the_parameter_count() -> None:
     clm, mlm = compose_train(*setting), compose_train(*setting, *MLM)
     assert mlm.model.vocab_size == clm.model.vocab_size + 1 == mlm.data.vocab_size + 1
     assert mlm.model.causal is False
-    # Tied embeddings: the mask token is one more row, d_model more parameters.
-    assert mlm.plan.n_params == clm.plan.n_params + clm.model.d_model
+    assert mlm.model.embedding_norm is True and mlm.model.head_transform is True
+    # Tied embeddings: the mask token is one more row, d more parameters; BERT's shape (no biases)
+    # adds the embedding norm's d and the head transform's dense d^2 and LayerNorm d.
+    d = clm.model.d_model
+    assert mlm.plan.n_params == clm.plan.n_params + d + d + d * d + d
     model = GPT(build(mlm.model))
     assert sum(p.numel() for p in model.parameters()) == mlm.plan.n_params
     dm = build(OmegaConf.merge(mlm.data, {"n_train_tokens": 16384, "val_tokens": 2048}))
@@ -187,6 +190,7 @@ def test_objective_clm_is_todays_config() -> None:
     assert compose_train("objective=clm") == default
     # The model's and data's own defaults: the composed config is the one before objectives.
     assert "causal" not in default.model and "objective" not in default.data
+    assert "embedding_norm" not in default.model and "head_transform" not in default.model
 
 
 # ---- training and the record -------------------------------------------------------------------

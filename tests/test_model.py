@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from scalinglab.errors import ConfigError
@@ -16,13 +17,21 @@ MODEL_DIR = Path(__file__).parents[1] / "conf" / "model"
 
 
 @pytest.mark.parametrize(
-    "mlp,positions,tie,bias",
-    list(itertools.product(["gelu", "swiglu"], ["learned", "rope"], [True, False], [False, True])),
+    "mlp,positions,tie,bias,bert",
+    list(
+        itertools.product(
+            ["gelu", "swiglu"], ["learned", "rope"], [True, False], [False, True], [False, True]
+        )
+    ),
 )
-def test_parameter_counts_match_the_module(mlp: str, positions: str, tie: bool, bias: bool) -> None:
+def test_parameter_counts_match_the_module(
+    mlp: str, positions: str, tie: bool, bias: bool, bert: bool
+) -> None:
+    """bert: the embedding norm and the head transform (objective=mlm's shape)."""
     cfg = GPTConfig(
         vocab_size=97, max_seq_len=48, d_model=64, n_layers=3, n_heads=4,
         mlp=mlp, positions=positions, tie_embeddings=tie, bias=bias,
+        embedding_norm=bert, head_transform=bert,
     )  # fmt: skip
     model = GPT(cfg)
     params = dict(model.named_parameters())  # tied weights appear once
@@ -32,11 +41,14 @@ def test_parameter_counts_match_the_module(mlp: str, positions: str, tie: bool, 
     assert nonembedding == cfg.n_params_nonembedding
 
 
-def test_flops_per_token_counts_every_matmul() -> None:
-    """6 x (multiply-adds per token of every Linear, logits included) + the attention term."""
+@pytest.mark.parametrize("head_transform", [False, True])
+def test_flops_per_token_counts_every_matmul(head_transform: bool) -> None:
+    """6 x (multiply-adds per token of every Linear, logits and head transform included) + the
+    attention term."""
     cfg = GPTConfig(
-        vocab_size=101, max_seq_len=64, d_model=128, n_layers=2, n_heads=2, mlp="swiglu"
-    )
+        vocab_size=101, max_seq_len=64, d_model=128, n_layers=2, n_heads=2, mlp="swiglu",
+        head_transform=head_transform,
+    )  # fmt: skip
     model = GPT(cfg)
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     attention = 2 * cfg.n_layers * 64 * cfg.d_model  # QK^T and AV multiply-adds per token
@@ -119,3 +131,51 @@ def test_chunked_loss_matches_the_plain_loss() -> None:
     assert b.item() == pytest.approx(a.item(), abs=1e-5)
     for (name, p), q in zip(plain.named_parameters(), chunked.parameters(), strict=True):
         assert torch.allclose(p.grad, q.grad, atol=1e-5), name
+
+
+def test_bert_shape_is_embedding_norm_and_head_transform() -> None:
+    """The embedding LayerNorm normalises token + position embeddings before the blocks, and the
+    head transform (dense, exact GELU, LayerNorm) sits between the final norm and the head."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(
+        vocab_size=40, max_seq_len=16, d_model=32, n_layers=1, n_heads=2, causal=False,
+        embedding_norm=True, head_transform=True, bias=True,
+    )  # fmt: skip
+    model = GPT(cfg).eval()
+    x = torch.randint(0, 40, (2, 16))
+    with torch.no_grad():
+        for p in model.parameters():  # norms away from the identity, so leaving one out shows
+            p.add_(0.1 * torch.randn_like(p))
+        h = model.embed_norm(model.embed(x) + model.pos_embed.weight)
+        for block in model.blocks:
+            h = block(h, None)
+        t = model.head_transform
+        h = F.gelu(model.norm(h) @ t.dense.weight.T + t.dense.bias)
+        assert torch.allclose(model(x), t.norm(h) @ model.head.weight.T, atol=1e-5)
+
+
+def test_clm_has_neither_bert_module() -> None:
+    model = GPT(GPTConfig(vocab_size=10, max_seq_len=8, d_model=32, n_layers=1, n_heads=1))
+    assert model.embed_norm is None and model.head_transform is None
+
+
+def test_head_transform_is_a_hidden_matrix_under_mup_and_feeds_the_logit_multiplier() -> None:
+    """Its dense maps width to width: muP's hidden init and lr; the 1/m logit multiplier scales
+    the transform's output (the head's input), not its input, which its LayerNorm would undo."""
+    from scalinglab.module import parameter_groups
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(
+        vocab_size=40, max_seq_len=16, d_model=256, n_layers=1, n_heads=4, causal=False,
+        embedding_norm=True, head_transform=True, parametrization="mup", base_width=64,
+    )  # fmt: skip
+    model = GPT(cfg)
+    dense = model.head_transform.dense.weight
+    assert dense.std().item() == pytest.approx(cfg.hidden_init_std, rel=0.05)
+    groups = parameter_groups(model, cfg, {"lr": 1e-2})
+    hidden = next(g for g in groups if g.get("lr") == 1e-2 * cfg.hidden_lr_multiplier)
+    assert any(p is dense for p in hidden["params"])
+    x = torch.randint(0, 40, (1, 16))
+    with torch.no_grad():
+        transformed = model.head_transform(model.hidden_states(x))
+        assert torch.allclose(model.head_input(x), transformed / 4, atol=1e-6)

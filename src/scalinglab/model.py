@@ -3,6 +3,14 @@
 Pre-norm Transformer blocks, causal self-attention through `scaled_dot_product_attention`, GELU or
 SwiGLU MLP, learned or rotary positions, tied or untied embeddings, no biases by default.
 
+Masked language modelling (objective=mlm) makes it BERT-shaped (RoBERTa with pre-norm blocks, as
+`RobertaPreLayerNormForMaskedLM`): bidirectional attention (`causal=False`), a LayerNorm over the
+token + position embeddings (`embedding_norm`), and BERT's head transform (`head_transform`):
+dense d -> d, exact GELU, LayerNorm, before the (tied) decoder, which has no bias (RoBERTa's is
+exported as zeros). Both count as non-embedding parameters; the transform's dense is a matmul of
+the FLOP count and a hidden matrix under muP (a d -> d map like the blocks'), and muP's logit
+multiplier scales its output, the decoder's input.
+
 Shape and cost are computed from the config alone (`GPTConfig.n_params`, `.flops_per_token`), so a
 sweep can size models and budgets before building them; a test checks the formulas against the
 module's own parameters.
@@ -75,6 +83,10 @@ class GPTConfig:
     activation_checkpointing: bool = False
     # False: bidirectional attention, for masked language modelling (objective=mlm).
     causal: bool = True
+    # BERT's shape (objective=mlm): a LayerNorm after the token (+ position) embeddings, and a
+    # dense -> GELU -> LayerNorm transform between the final norm and the output head.
+    embedding_norm: bool = False
+    head_transform: bool = False
     # sp | mup | completep (module docstring). The widths and depth the base hyperparameters are
     # tuned at: 64 and 2 are the smallest shapes of the size rule, the cheap proxy a sweep tunes.
     parametrization: str = "sp"
@@ -195,12 +207,14 @@ class GPTConfig:
 
     @property
     def n_params_nonembedding(self) -> int:
-        """Kaplan et al.'s N: every parameter of the blocks and the final norm."""
+        """Kaplan et al.'s N: every parameter of the blocks, the final norm, and the embedding
+        norm and head transform where the model has them (norms and a matmul, not lookups)."""
         d, f, b = self.d_model, self.d_ff, int(self.bias)
         norm = d * (1 + b)
         attn = 4 * d * d + b * 4 * d
         mlp = 3 * d * f + b * (2 * f + d) if self.mlp == "swiglu" else 2 * d * f + b * (f + d)
-        return self.n_layers * (2 * norm + attn + mlp) + norm
+        extra = norm * self.embedding_norm + (d * d + b * d + norm) * self.head_transform
+        return self.n_layers * (2 * norm + attn + mlp) + norm + extra
 
     @property
     def n_params(self) -> int:
@@ -222,7 +236,8 @@ class GPTConfig:
         seq_len = self.max_seq_len if seq_len is None else seq_len
         mlp_matrices = 3 if self.mlp == "swiglu" else 2
         block_weights = 4 * self.d_model**2 + mlp_matrices * self.d_model * self.d_ff
-        matmul_weights = self.n_layers * block_weights + self.vocab_size * self.d_model
+        head_weights = (self.vocab_size + self.d_model * self.head_transform) * self.d_model
+        matmul_weights = self.n_layers * block_weights + head_weights
         return 6 * matmul_weights + 12 * self.n_layers * seq_len * self.d_model
 
     def to_dict(self) -> dict:
@@ -272,9 +287,9 @@ def shape_for_params(target: int, mlp: str = "gelu", bias: bool = False) -> tupl
 
 
 def is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
-    """The blocks' Linear weights: muP's hidden matrices, whose init and Adam lr scale with width
-    (embeddings, norms, biases and the readout are not hidden)."""
-    return name.startswith("blocks.") and p.dim() >= 2
+    """The blocks' and the head transform's Linear weights: muP's hidden matrices (width to width),
+    whose init and Adam lr scale with width (embeddings, norms, biases, the readout are not)."""
+    return name.startswith(("blocks.", "head_transform.")) and p.dim() >= 2
 
 
 def rotary_tables(seq_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, ...]:
@@ -340,6 +355,18 @@ class Block(nn.Module):
         return x + self.residual * self.drop(self.mlp(self.norm2(x)))
 
 
+class HeadTransform(nn.Module):
+    """BERT's transform before the output head: dense d -> d, exact GELU, LayerNorm."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.norm = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.gelu(self.dense(x)))
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -352,9 +379,11 @@ class GPT(nn.Module):
             cos, sin = rotary_tables(cfg.max_seq_len, cfg.d_model // cfg.n_heads)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        self.embed_norm = nn.LayerNorm(cfg.d_model, bias=cfg.bias) if cfg.embedding_norm else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.head_transform = HeadTransform(cfg) if cfg.head_transform else None
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
@@ -381,9 +410,13 @@ class GPT(nn.Module):
         return self.head(self.head_input(idx))
 
     def head_input(self, idx: torch.Tensor) -> torch.Tensor:
-        """The final hidden states times muP's output multiplier: scaling the head's input rather
-        than its logits gives the chunked loss, which takes the head's weight, the same logits."""
-        return self.hidden_states(idx) * self.cfg.output_multiplier
+        """The final hidden states (through the head transform, if any) times muP's output
+        multiplier: scaling the head's input rather than its logits gives the chunked loss, which
+        takes the head's weight, the same logits."""
+        x = self.hidden_states(idx)
+        if self.head_transform is not None:
+            x = self.head_transform(x)
+        return x * self.cfg.output_multiplier
 
     def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) -> the final normalised hidden states (B, T, d_model)."""
@@ -393,6 +426,8 @@ class GPT(nn.Module):
         x = self.embed(idx)
         if self.pos_embed is not None:
             x = x + self.pos_embed(torch.arange(T, device=idx.device))
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
         rotary = (self.rope_cos, self.rope_sin) if self.cfg.positions == "rope" else None
         x = self.drop(x)
         recompute = self.cfg.activation_checkpointing and torch.is_grad_enabled()
