@@ -222,6 +222,7 @@ def test_a_short_mlm_run_learns_and_records_its_objective(tmp_path: Path) -> Non
 def test_masked_batches_need_bidirectional_attention(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.objective=mlm with model.causal=True"):
         train(compose_train(*TINY, "+data.objective=mlm", output_dir=tmp_path / "half"))
+    assert not (tmp_path / "half").exists()  # refused by the plan: no directory, no record
 
 
 # ---- analysis ----------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from scalinglab.errors import ConfigError
+from scalinglab.planning import objective
 from scalinglab.records import (
     RUN_FILE,
     DamagedRecord,
@@ -80,15 +80,8 @@ def describe(err: BaseException) -> str:
 
 
 def training_objective(datamodule: Any, module: pl.LightningModule) -> str:
-    """clm or mlm: what the batches train (the datamodule masks them or not), refused where the
-    model's attention does not match it (objective=mlm sets both)."""
-    objective = getattr(datamodule, "objective", "clm")
-    if (objective == "mlm") == module.config.causal:
-        raise ConfigError(
-            f"data.objective={objective} with model.causal={module.config.causal}: choose both "
-            "with objective=clm or objective=mlm"
-        )
-    return objective
+    """clm or mlm: what the batches train (the datamodule masks them or not)."""
+    return objective(getattr(datamodule, "objective", "clm"), module.config.causal)
 
 
 class RunRecord(pl.Callback):

@@ -401,16 +401,30 @@ def _budget(budget: DictConfig) -> str | None:
     return chosen[0] if chosen else None
 
 
-def budget_flops(budget: DictConfig, model: DictConfig, data: DictConfig) -> float | None:
-    """The job's compute budget C in FLOPs (scalinglab's count: 6N plus attention per token), from
-    whichever budget is set; None when only trainer.max_steps is. What rules of C read."""
+def budget_tokens(budget: DictConfig, model: DictConfig, data: DictConfig) -> float | None:
+    """The job's training tokens D, from whichever budget is set (budget.flops: over the model's
+    FLOPs per token); None when only trainer.max_steps is. What rules of D read; the budget's
+    FLOPs and steps follow from it."""
     kind = _budget(budget)
     if kind is None:
         return None
-    if kind == "flops":
-        return float(budget.flops)
+    if kind == "tokens":
+        return float(budget.tokens)
     gpt: GPTConfig = build(model)
-    tokens = budget.tokens if kind == "tokens" else budget.tokens_per_param * gpt.n_params
+    if kind == "tokens_per_param":
+        return float(budget.tokens_per_param * gpt.n_params)
+    return float(budget.flops / gpt.flops_per_token(data.seq_len))
+
+
+def budget_flops(budget: DictConfig, model: DictConfig, data: DictConfig) -> float | None:
+    """The job's compute budget C in FLOPs (scalinglab's count: 6N plus attention per token), from
+    whichever budget is set; None when only trainer.max_steps is. What rules of C read."""
+    if _budget(budget) == "flops":
+        return float(budget.flops)
+    tokens = budget_tokens(budget, model, data)
+    if tokens is None:
+        return None
+    gpt: GPTConfig = build(model)
     return float(tokens * gpt.flops_per_token(data.seq_len))
 
 
@@ -427,16 +441,11 @@ def budget_steps(
         return steps
     gpt: GPTConfig = build(model)
     per_step = tokens_per_step(data, trainer)
-    if kind == "tokens":
-        steps, what = budget.tokens / per_step, f"budget.tokens={budget.tokens:g}"
-    elif kind == "tokens_per_param":
-        tokens = budget.tokens_per_param * gpt.n_params
-        steps = tokens / per_step
-        what = f"budget.tokens_per_param={budget.tokens_per_param:g} ({tokens:.3g} tokens)"
-    else:
-        steps = budget.flops / (per_step * gpt.flops_per_token(data.seq_len))
-        what = f"budget.flops={budget.flops:g}"
-    steps = round(steps)
+    tokens = budget_tokens(budget, model, data)
+    what = f"budget.{kind}={budget[kind]:g}" + (
+        f" ({tokens:.3g} tokens)" if kind == "tokens_per_param" else ""
+    )
+    steps = round(tokens / per_step)
     if steps < max(1, budget.min_steps):
         raise ConfigError(
             f"{what} gives {steps} steps of {per_step} tokens for a model of "
@@ -469,9 +478,21 @@ def plan(cfg: DictConfig) -> tuple[GPTConfig, int, int]:
             raise ConfigError(
                 f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={model.max_seq_len}"
             )
+        objective(cfg.data.get("objective", "clm"), model.causal)
         steps = int(cfg.plan.steps)
         check_warmup(cfg.scheduler, steps)
         return model, tokens_per_step(cfg.data, cfg.trainer), steps
+
+
+def objective(data_objective: str, causal: bool) -> str:
+    """The job's training objective, clm or mlm: the data's (masked batches or not), refused
+    where the model's attention does not match it (`objective=mlm` sets both)."""
+    if (data_objective == "mlm") == causal:
+        raise ConfigError(
+            f"data.objective={data_objective} with model.causal={causal}: choose both "
+            "with objective=clm or objective=mlm"
+        )
+    return data_objective
 
 
 def check_set(cfg: DictConfig) -> None:
@@ -610,20 +631,6 @@ def _read_rules(path: str, mtime: float) -> dict[str, Any]:
             f"hparams_file={path}: not a rules file from `scaling-fit hparams --rules`"
         )
     return rules
-
-
-def budget_tokens(budget: DictConfig, model: DictConfig, data: DictConfig) -> float | None:
-    """The job's training tokens D from whichever budget is set (budget.flops: over the model's
-    FLOPs per token); None when only trainer.max_steps is. What rules of D read."""
-    kind = _budget(budget)
-    if kind is None:
-        return None
-    if kind == "tokens":
-        return float(budget.tokens)
-    gpt: GPTConfig = build(model)
-    if kind == "tokens_per_param":
-        return float(budget.tokens_per_param * gpt.n_params)
-    return float(budget.flops / gpt.flops_per_token(data.seq_len))
 
 
 def fitted_law(
