@@ -49,6 +49,7 @@ TRAINING = [
     # Accepted silently before.
     (["optimizer.lr=inf"], r"^optimizer\.lr must be a positive number, got inf$"),
     (["divergence_threshold=-1"], r"^divergence_threshold must be a positive number, got -1$"),
+    (["model.parametrization=mup", "optimizer.lr='${{inverse_width_lr:3e-3,64,${{model.d_model}}}}'"], r"^optimizer\.lr=\$\{inverse_width_lr:.*model\.parametrization=mup: the parametrization scales the hidden learning rates with width already"),
     (["model.target_params=10"], r"^model\.target_params=10 is out of the size rule's reach: its nearest shape \(d_model=32, n_layers=2\) has 24,736 non-embedding parameters \(\+247260%\), beyond 10%"),
     (["scheduler.warmup_steps=100"], r"^scheduler\.warmup_steps=100 is not shorter than the run's 6 steps"),
     (["scheduler.warmup_steps=6"], r"^scheduler\.warmup_steps=6 is not shorter than the run's 6 steps"),

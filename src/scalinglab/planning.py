@@ -479,6 +479,7 @@ def plan(cfg: DictConfig) -> tuple[GPTConfig, int, int]:
                 f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={model.max_seq_len}"
             )
         objective(cfg.data.get("objective", "clm"), model.causal)
+        check_lr_scaling(cfg.optimizer, model)
         steps = int(cfg.plan.steps)
         check_warmup(cfg.scheduler, steps)
         return model, tokens_per_step(cfg.data, cfg.trainer), steps
@@ -557,6 +558,18 @@ def check_optimizer(optimizer: DictConfig) -> None:
         cls([torch.nn.Parameter(torch.zeros(1))], **kwargs)
     except (ValueError, TypeError, RuntimeError) as err:
         raise ConfigError(f"optimizer ({cls.__name__}): {' '.join(str(err).split())}") from None
+
+
+def check_lr_scaling(optimizer: DictConfig, model: GPTConfig) -> None:
+    """muP and CompleteP scale the hidden matrices' learning rate with width themselves: an
+    optimizer.lr already scaled by inverse_width_lr would be scaled twice."""
+    written = OmegaConf.to_container(optimizer, resolve=False).get("lr")
+    if model.parametrization != "sp" and "inverse_width_lr" in str(written):
+        raise ConfigError(
+            f"optimizer.lr={written} with model.parametrization={model.parametrization}: the "
+            "parametrization scales the hidden learning rates with width already; give the "
+            "base width's lr"
+        )
 
 
 def check_target_params(model: GPTConfig) -> None:
