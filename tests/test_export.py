@@ -12,7 +12,12 @@ import torch
 
 pytest.importorskip("transformers")
 
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    pipeline,
+)
 
 import scalinglab  # noqa: E402
 from scalinglab import export  # noqa: E402
@@ -117,6 +122,51 @@ def test_each_layout_loads_in_transformers_with_the_same_logits_and_generates(
     assert hf.config.tie_word_embeddings == model.cfg.tie_embeddings
 
 
+MLM_SHAPE = {"causal": False, "embedding_norm": True, "head_transform": True}
+
+
+def assert_same_masked_lm(model: GPT, out: Path, mask_token_id: int) -> torch.nn.Module:
+    """The export in `out` loads with AutoModelForMaskedLM and has scalinglab's logits (within
+    1e-4, fp32) on random ids, a row of mask tokens among them: RoBERTa numbers positions around
+    its pad id, and no id may shift them."""
+    hf = AutoModelForMaskedLM.from_pretrained(out).eval()
+    cfg = model.cfg
+    ids = torch.randint(
+        cfg.vocab_size, (3, cfg.max_seq_len), generator=torch.Generator().manual_seed(1)
+    )
+    ids[0, ::2] = mask_token_id
+    with torch.no_grad():
+        difference = (hf(ids).logits - model(ids)).abs().max().item()
+    assert difference <= TOLERANCE, difference
+    assert hf.config.mask_token_id == mask_token_id and not hf.config.is_decoder
+    return hf
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {},
+        {"tie_embeddings": False},
+        {"bias": True},
+        {"tie_embeddings": False, "bias": True},
+        # muP's attention scale, the logit multiplier after the head transform, CompleteP's
+        # branch multiplier: folded in.
+        {"parametrization": "mup", "base_width": 16},
+        {"parametrization": "completep", "base_width": 32, "base_depth": 1, "bias": True},
+    ],
+)
+def test_masked_lm_exports_to_roberta_prelayernorm_with_the_same_logits(
+    tmp_path: Path, shape: dict
+) -> None:
+    model = random_gpt(**MLM_SHAPE, **shape)
+    summary = export_model(model, tmp_path / "hf")
+    assert summary["layout"] == "RobertaPreLayerNormForMaskedLM"
+    assert summary["max_logit_difference"] <= TOLERANCE
+    assert "AutoModelForMaskedLM" in (tmp_path / "hf" / "README.md").read_text()
+    hf = assert_same_masked_lm(model, tmp_path / "hf", model.cfg.vocab_size - 1)
+    assert hf.config.tie_word_embeddings == model.cfg.tie_embeddings
+
+
 def test_an_export_whose_logits_differ_is_refused_and_nothing_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -130,9 +180,17 @@ def test_what_no_layout_represents_is_refused_in_one_line(tmp_path: Path, capsys
     base = GPTConfig(d_model=64, n_heads=2).to_dict()
     assert refusal(base) is None
     assert "model.mlp=swiglu" in refusal({**base, "mlp": "swiglu"})
+    # mlm from before BERT's shape; rotary mlm; BERT's modules in a causal model.
     assert refusal({**base, "causal": False}) == NO_MLM_LAYOUT
     with pytest.raises(ExportRefused, match="bidirectional"):
         export_model(GPT(GPTConfig(d_model=64, n_heads=2, causal=False)), tmp_path / "mlm")
+    bert = {**base, "causal": False, "embedding_norm": True, "head_transform": True}
+    assert refusal(bert) is None
+    assert refusal({**bert, "positions": "rope"}) == (
+        "model.positions=rope under mlm: RobertaPreLayerNorm has learned positions only"
+    )
+    assert "GPT-2 and GPT-NeoX have neither" in refusal({**base, "head_transform": True})
+    assert "GPT-2 and GPT-NeoX have neither" in refusal({**base, "embedding_norm": True})
     # A field added later, until export knows what it does.
     assert refusal({**base, "new_field": 1}) == (
         "model.new_field=1: no exported layout is known to represent it exactly"
@@ -163,6 +221,12 @@ def test_byte_tokenizer_gives_scalinglab_byte_ids(tmp_path: Path) -> None:
     ids = loaded(text).input_ids
     assert ids == ByteTokenizer().encode([text.encode()])[0].tolist()
     assert loaded.decode(ids) == text
+    # An mlm run's: <mask> after the bytes, at the mask token's id; refused where ids have a gap.
+    masked, note = hf_tokenizer({"tokenizer": "bytes", "mask_token_id": 256})
+    assert masked("a<mask>b").input_ids == [97, 256, 98] and masked.mask_token_id == 256
+    assert note.endswith("<mask> is the mask token (id 256)")
+    gap, note = hf_tokenizer({"tokenizer": "bytes", "mask_token_id": 300})
+    assert "<mask>" not in gap.get_vocab() and "no <mask> token" in note
     assert hf_tokenizer({"name": "synthetic"}) == (
         None,
         "none: the run's data (synthetic) are token ids, not text",
@@ -210,6 +274,36 @@ def test_a_trained_run_exports_with_its_tokenizer(trained: Path, tmp_path: Path,
     bpe = BPETokenizer.load(Path(record["data"]["cache_path"]) / "tokenizer.json")
     assert tokenizer(TEXT).input_ids == bpe.encode([TEXT.encode()])[0].tolist()
     assert "tokenizer: bpe" in (out / "README.md").read_text()
+
+
+def test_a_trained_mlm_run_exports_with_its_mask_token(tmp_path: Path, capsys) -> None:
+    """A tiny objective=mlm run on text (bytes): scaling-export gives RobertaPreLayerNorm with the
+    model's logits on a masked validation batch, and a tokenizer whose <mask> is the mask id."""
+    (tmp_path / "train.txt").write_text(TEXT * 400)
+    cfg = compose_train(
+        *TINY_TRAINING,
+        "objective=mlm",
+        "data=text",
+        f"data.path={tmp_path / 'train.txt'}",
+        "data.val_tokens=512",
+        output_dir=tmp_path / "run",
+    )
+    record = train(cfg)
+    assert record["status"] == "completed"
+    mask_token_id = record["data"]["mask_token_id"]
+    out = tmp_path / "hf"
+    assert main([str(tmp_path / "run"), "--out", str(out)]) == 0
+    assert "RobertaPreLayerNormForMaskedLM" in capsys.readouterr().out
+    model = scalinglab.load_model(tmp_path / "run")
+    hf = assert_same_masked_lm(model, out, mask_token_id)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.mask_token == "<mask>" and tokenizer.mask_token_id == mask_token_id == 256
+    ids = tokenizer("the quick <mask>rown fox", return_tensors="pt").input_ids
+    assert ids[0].tolist() == [*b"the quick ", mask_token_id, *b"rown fox"]
+    with torch.no_grad():
+        assert (hf(ids).logits - model(ids)).abs().max().item() <= TOLERANCE
+    filled = pipeline("fill-mask", model=str(out), top_k=1)("the quick <mask>rown fox")
+    assert len(filled) == 1 and 0 < filled[0]["score"] <= 1
 
 
 def test_import_scalinglab_stays_free_of_torch_until_load_model_is_used() -> None:

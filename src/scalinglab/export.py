@@ -7,9 +7,18 @@ The layout is the one `transformers` class that computes exactly what the model 
   whole head). Its query_key_value is laid out [heads, 3, head_dim] where scalinglab's qkv is
   [3, heads, head_dim], and it rotates the two halves of a head where scalinglab rotates
   consecutive pairs: the q and k rows of each head are reordered (even dimensions, then odd), which
-  leaves every attention score unchanged.
-Anything else (SwiGLU, bidirectional attention, fields no layout knows) is refused in one line:
-an approximate export would be a different model under the run's name.
+  leaves every attention score unchanged;
+- masked LM (objective=mlm: bidirectional, embedding_norm, head_transform, learned positions):
+  RoBERTa-PreLayerNorm (`RobertaPreLayerNormForMaskedLM`): embeddings LayerNorm, pre-norm blocks,
+  the encoder's final LayerNorm, the LM head's dense -> GELU -> LayerNorm and decoder. Its
+  token-type embedding (one type) and the biases the model lacks are zeros. RoBERTa numbers
+  positions from pad_token_id + 1 and skips each occurrence of the pad id; every scalinglab id is a
+  real token (bpe's <|endoftext|> starts every document), so pad_token_id is -1, no id is padding
+  and positions run 0..T-1 over the model's own table (transformers warns that -1 is outside the
+  vocabulary, as it does for Hub configs that do the same; nn.Embedding reads padding_idx -1 as
+  the last row, the mask token, whose lookup gets no gradient if the export is fine-tuned).
+Anything else (SwiGLU, rotary or pre-BERT-shape mlm models, fields no layout knows) is refused in
+one line: an approximate export would be a different model under the run's name.
 
 Before anything is written the exported model's logits are compared with the model's on random
 token ids (fp32, CPU); a difference above TOLERANCE is refused, and the figure goes in README.md.
@@ -29,13 +38,14 @@ from scalinglab.errors import ConfigError
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 TOLERANCE = 1e-4  # largest logit difference an export may have (fp32)
 EOT = "<|endoftext|>"  # the bpe tokenizer's id 0, which starts every document
-# The encoders with a masked-LM head in transformers, and why none computes what a bidirectional
-# GPT computes (checked against transformers 5.24).
+NO_PAD_ID = -1  # RoBERTa's pad_token_id: no token id is padding (module docstring)
+MASK = "<mask>"  # the mask token's text in an mlm export's tokenizer (RoBERTa's)
+# Why a bidirectional model without BERT's shape has no layout (checked on transformers 5.24).
 NO_MLM_LAYOUT = (
-    "bidirectional (mlm) models have no exact layout in transformers: the pre-norm encoders with a "
-    "masked-LM head (RobertaPreLayerNorm, XLM-RoBERTa-XL, Megatron-BERT, ESM) put a "
-    "dense+GELU+LayerNorm transform before the decoder that a bare linear head has no counterpart "
-    "for, and RobertaPreLayerNorm also normalises the embeddings"
+    "a bidirectional model without model.embedding_norm and model.head_transform (an mlm run from "
+    "before objective=mlm set them) has no exact layout: every masked-LM head in transformers "
+    "(RobertaPreLayerNorm, XLM-RoBERTa-XL, Megatron-BERT, ESM) has a dense+GELU+LayerNorm "
+    "transform before its decoder, and RobertaPreLayerNorm normalises the embeddings"
 )
 
 
@@ -68,12 +78,21 @@ def refusal(config: dict[str, Any]) -> str | None:
     """Why a model config (GPTConfig.to_dict()) has no exact layout; None when it has one."""
     from scalinglab.model import GPTConfig
 
-    if not config["causal"]:
-        return NO_MLM_LAYOUT
     if config["mlp"] != "gelu":
         return (
-            f"model.mlp={config['mlp']}: the exported layouts (GPT-2, GPT-NeoX) have a GELU MLP, "
-            "and the gated-MLP ones (Llama and its kind) normalise with RMSNorm, not LayerNorm"
+            f"model.mlp={config['mlp']}: the exported layouts (GPT-2, GPT-NeoX, "
+            "RobertaPreLayerNorm) have a GELU MLP, and the gated-MLP ones (Llama and its kind) "
+            "normalise with RMSNorm, not LayerNorm"
+        )
+    bert_shape = config.get("embedding_norm") and config.get("head_transform")
+    if not config["causal"] and not bert_shape:
+        return NO_MLM_LAYOUT
+    if not config["causal"] and config["positions"] != "learned":
+        return "model.positions=rope under mlm: RobertaPreLayerNorm has learned positions only"
+    if config["causal"] and (config.get("embedding_norm") or config.get("head_transform")):
+        return (
+            "model.embedding_norm or model.head_transform in a causal model: GPT-2 and GPT-NeoX "
+            "have neither"
         )
     # A field added after this module may change what the model computes: refused unless it has
     # its default value.
@@ -92,7 +111,9 @@ def refusal(config: dict[str, Any]) -> str | None:
         "target_params",
         "loss_chunk_size",
         "activation_checkpointing",
-        "causal",  # False refused above
+        "causal",  # False: the RobertaPreLayerNorm layout
+        "embedding_norm",  # its embeddings LayerNorm
+        "head_transform",  # its LM head's dense -> GELU -> LayerNorm
         "parametrization",  # its multipliers folded into the weights (folded_state_dict)
         "base_width",
         "base_depth",
@@ -105,9 +126,11 @@ def refusal(config: dict[str, Any]) -> str | None:
 
 
 def layout(config: dict[str, Any]) -> str:
-    """'gpt2' or 'neox'; ExportRefused when neither computes what the model computes."""
+    """'gpt2', 'neox' or 'roberta'; ExportRefused when none computes what the model computes."""
     if why := refusal(config):
         raise ExportRefused(why)
+    if not config["causal"]:
+        return "roberta"
     return "gpt2" if config["positions"] == "learned" else "neox"
 
 
@@ -121,8 +144,9 @@ def folded_state_dict(model: Any) -> dict[str, Any]:
     - muP's attention scale 1/head_dim: the q rows of qkv times sqrt(head_dim)/head_dim (rotary
       rotation is linear, so scaling q before it is scaling it after);
     - CompleteP's residual multiplier: each branch's output projection (weight and bias);
-    - muP's logit multiplier 1/m: the final LayerNorm's weight and bias, whose output feeds the head
-      alone (the head itself may be tied to the embedding)."""
+    - muP's logit multiplier 1/m: the weight and bias of the LayerNorm whose output feeds the head
+      alone (the head itself may be tied to the embedding): the head transform's, else the final
+      one."""
     import math
 
     cfg = model.cfg
@@ -137,7 +161,7 @@ def folded_state_dict(model: Any) -> dict[str, Any]:
         f"blocks.{i}.{branch}.": cfg.residual_multiplier
         for i in range(cfg.n_layers)
         for branch in ("attn.proj", "mlp.down")
-    } | {"norm.": cfg.output_multiplier}
+    } | {("head_transform.norm." if cfg.head_transform else "norm."): cfg.output_multiplier}
     for prefix, scale in scales.items():
         for kind in ("weight", "bias"):
             if prefix + kind in state:
@@ -215,14 +239,87 @@ def neox_state_dict(state: dict[str, Any], cfg: Any) -> dict[str, Any]:
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def hf_model(model: Any, eot_id: int | None = None) -> Any:
-    """The model as a transformers model of its layout, in eval mode (fp32, CPU)."""
+def roberta_state_dict(state: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    """RobertaPreLayerNormForMaskedLM's state dict from scalinglab's (folded)."""
+    import torch
+
+    d = cfg.d_model
+    base = "roberta_prelayernorm."
+    out = {
+        base + "embeddings.word_embeddings.weight": state["embed.weight"],
+        # pad_token_id -1: position t is row t, the model's table as it is (module docstring).
+        base + "embeddings.position_embeddings.weight": state["pos_embed.weight"],
+        base + "embeddings.token_type_embeddings.weight": torch.zeros(1, d),
+    }
+    norms = {"embeddings.LayerNorm": "embed_norm", "LayerNorm": "norm"}
+    for i in range(cfg.n_layers):
+        ours, theirs = f"blocks.{i}.", f"encoder.layer.{i}."
+        norms |= {theirs + "attention.LayerNorm": ours + "norm1"}
+        norms |= {theirs + "intermediate.LayerNorm": ours + "norm2"}
+        qkv_bias = _bias(state, ours + "attn.qkv", 3 * d)
+        for name, weight, bias in zip(
+            ("query", "key", "value"),
+            state[ours + "attn.qkv.weight"].chunk(3),
+            qkv_bias.chunk(3),
+            strict=True,
+        ):
+            out[base + theirs + f"attention.self.{name}.weight"] = weight
+            out[base + theirs + f"attention.self.{name}.bias"] = bias
+        linears = {
+            "attention.output.dense": "attn.proj",
+            "intermediate.dense": "mlp.up",
+            "output.dense": "mlp.down",
+        }
+        for name, linear in linears.items():
+            weight = state[ours + linear + ".weight"]
+            out[base + theirs + name + ".weight"] = weight
+            out[base + theirs + name + ".bias"] = _bias(state, ours + linear, weight.shape[0])
+    for name, norm in norms.items():
+        out[base + name + ".weight"] = state[norm + ".weight"]
+        out[base + name + ".bias"] = _bias(state, norm, d)
+    out["lm_head.dense.weight"] = state["head_transform.dense.weight"]
+    out["lm_head.dense.bias"] = _bias(state, "head_transform.dense", d)
+    out["lm_head.layer_norm.weight"] = state["head_transform.norm.weight"]
+    out["lm_head.layer_norm.bias"] = _bias(state, "head_transform.norm", d)
+    out["lm_head.decoder.weight"] = state["head.weight"]
+    # scalinglab's head has no bias; RoBERTa's decoder bias is lm_head.bias, tied.
+    out["lm_head.decoder.bias"] = out["lm_head.bias"] = torch.zeros(cfg.vocab_size)
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def hf_model(model: Any, eot_id: int | None = None, mask_token_id: int | None = None) -> Any:
+    """The model as a transformers model of its layout, in eval mode (fp32, CPU). mask_token_id:
+    an mlm model's mask token (run.json data.mask_token_id; the model's last id if not given)."""
     from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
     cfg = model.cfg
     chosen = layout(cfg.to_dict())
     special = {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": None}
-    if chosen == "gpt2":
+    if chosen == "roberta":
+        from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM
+
+        config = RobertaPreLayerNormConfig(
+            vocab_size=cfg.vocab_size,
+            hidden_size=cfg.d_model,
+            num_hidden_layers=cfg.n_layers,
+            num_attention_heads=cfg.n_heads,
+            intermediate_size=cfg.d_ff,
+            hidden_act="gelu",  # erf GELU, as F.gelu (the LM head's gelu is the same)
+            hidden_dropout_prob=cfg.dropout,
+            attention_probs_dropout_prob=cfg.dropout,
+            max_position_embeddings=cfg.max_seq_len,
+            type_vocab_size=1,
+            layer_norm_eps=1e-5,  # nn.LayerNorm's
+            tie_word_embeddings=cfg.tie_embeddings,
+            is_decoder=False,  # bidirectional attention
+            bos_token_id=eot_id,
+            eos_token_id=eot_id,
+            pad_token_id=NO_PAD_ID,
+            mask_token_id=cfg.vocab_size - 1 if mask_token_id is None else mask_token_id,
+        )
+        hf = RobertaPreLayerNormForMaskedLM(config)
+        state = roberta_state_dict(folded_state_dict(model), cfg)
+    elif chosen == "gpt2":
         config = GPT2Config(
             vocab_size=cfg.vocab_size,
             n_positions=cfg.max_seq_len,
@@ -278,6 +375,19 @@ def max_logit_difference(model: Any, hf: Any, seed: int = 0) -> float:
 # ---- tokenizer ---------------------------------------------------------------------------------
 
 
+def mask_token(tokenizer: Any, mask_token_id: int | None) -> tuple[dict[str, str], str]:
+    """PreTrainedTokenizerFast's mask_token keyword for a `tokenizers` tokenizer (it adds <mask> at
+    the next id) where that id is mask_token_id (None: not an mlm run), and a note saying so."""
+    if mask_token_id is None:
+        return {}, ""
+    if tokenizer.get_vocab_size() != mask_token_id:
+        return {}, (
+            f"; no {MASK} token: the tokenizer has {tokenizer.get_vocab_size()} ids, the mask "
+            f"token's id is {mask_token_id} (config.json mask_token_id)"
+        )
+    return {"mask_token": MASK}, f"; {MASK} is the mask token (id {mask_token_id})"
+
+
 def byte_tokenizer() -> Any:
     """scalinglab's `bytes` tokenizer as a `tokenizers` one: token id = byte value.
 
@@ -301,9 +411,12 @@ def hf_tokenizer(data: dict[str, Any]) -> tuple[Any | None, str]:
     from transformers import PreTrainedTokenizerFast
 
     name = data.get("tokenizer")
+    mask_token_id = data.get("mask_token_id")
     if name == "bytes":
-        return PreTrainedTokenizerFast(tokenizer_object=byte_tokenizer()), (
-            "bytes: token id = byte value (a byte-level tokenizer with no merges)"
+        tokenizer = byte_tokenizer()
+        mask, mask_note = mask_token(tokenizer, mask_token_id)
+        return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **mask), (
+            f"bytes: token id = byte value (a byte-level tokenizer with no merges){mask_note}"
         )
     if name == "bpe":
         path = Path(data.get("cache_path", "")) / "tokenizer.json"
@@ -314,8 +427,14 @@ def hf_tokenizer(data: dict[str, Any]) -> tuple[Any | None, str]:
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{EOT} $A", special_tokens=[(EOT, tokenizer.token_to_id(EOT))]
         )
-        wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=EOT, eos_token=EOT)
-        return wrapped, f"bpe: the run's own tokenizer.json; {EOT} (id 0) starts each text"
+        mask, mask_note = mask_token(tokenizer, mask_token_id)
+        wrapped = PreTrainedTokenizerFast(
+            tokenizer_object=tokenizer, bos_token=EOT, eos_token=EOT, **mask
+        )
+        return (
+            wrapped,
+            f"bpe: the run's own tokenizer.json; {EOT} (id 0) starts each text{mask_note}",
+        )
     if name == "gpt2":
         return None, (
             "none written: the run used tiktoken's gpt2 encoding, which GPT-2's own tokenizer "
@@ -349,7 +468,15 @@ def export(run_dir_or_ckpt: str | Path, out_dir: str | Path) -> dict[str, Any]:
     layout(model.cfg.to_dict())  # refuse before reading anything else
     data = run_data(checkpoint)
     tokenizer, tokenizer_note = hf_tokenizer(data)
-    return export_model(model, out_dir, tokenizer, tokenizer_note, eot_id(data), str(checkpoint))
+    return export_model(
+        model,
+        out_dir,
+        tokenizer,
+        tokenizer_note,
+        eot_id(data),
+        str(checkpoint),
+        data.get("mask_token_id"),
+    )
 
 
 def export_model(
@@ -359,9 +486,10 @@ def export_model(
     tokenizer_note: str = "none given",
     eot: int | None = None,
     source: str = "a GPT module",
+    mask_token_id: int | None = None,
 ) -> dict[str, Any]:
     """Export a GPT module (fp32, on the CPU, as load_model gives it); see `export`."""
-    hf = hf_model(model, eot)
+    hf = hf_model(model, eot, mask_token_id)
     difference = max_logit_difference(model, hf)
     if not difference <= TOLERANCE:
         raise ExportRefused(
@@ -377,9 +505,10 @@ def export_model(
         "max_logit_difference": difference,
         "tokenizer": tokenizer_note,
     }
+    auto = "AutoModelForCausalLM" if model.cfg.causal else "AutoModelForMaskedLM"
     (out / "README.md").write_text(
         f"# {out.name}\n\nExported by `scaling-export` from {source}.\n\n"
-        f"- layout: `{summary['layout']}` (`AutoModelForCausalLM.from_pretrained`)\n"
+        f"- layout: `{summary['layout']}` (`{auto}.from_pretrained`)\n"
         f"- largest logit difference from scalinglab's model (fp32, random ids): {difference:.3g}\n"
         f"- tokenizer: {tokenizer_note}\n"
     )
