@@ -108,3 +108,63 @@ def test_text_run_scored_on_a_second_corpus_in_bits_per_byte(tmp_path: Path) -> 
     # Byte tokens: bits per byte is the loss in bits.
     assert figures["bits_per_byte"] == pytest.approx(figures["val_loss"] / math.log(2))
     assert load_runs(run_dir)["eval/held_out/bits_per_byte"][0] == figures["bits_per_byte"]
+
+
+@pytest.fixture(scope="module")
+def trained_mlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny objective=mlm run on text (bytes: the data knows its bytes per token) by
+    scaling-train; its corpus lies beside it."""
+    root = tmp_path_factory.mktemp("evaluated_mlm")
+    (root / "train.txt").write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    text = ["data=text", f"data.path={root / 'train.txt'}", "data.val_tokens=2048"]
+    result = run_cli(*TINY[:7], *text, "objective=mlm", f"hydra.run.dir={root / 'run'}", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "run"
+
+
+def test_an_mlm_run_is_scored_by_the_masked_loss_on_the_validation_masks(
+    trained_mlm: Path,
+) -> None:
+    """Its own data: the validation loss it recorded (the same deterministic masks), the masked
+    positions counted, no bits per byte; data=NAME (composed without an objective): masked too."""
+    from scalinglab.data.datamodule import MASK_FRACTION
+
+    record = json.loads((trained_mlm / "run.json").read_text())
+    assert record["objective"] == "mlm"
+    masked_per_window = round(MASK_FRACTION * 32)
+    assert main([str(trained_mlm)]) == 0
+    figures = evals(trained_mlm)["text"]
+    assert figures["val_loss"] == pytest.approx(record["val_loss"], rel=1e-5)
+    assert figures["tokens"] == (2048 // 33) * masked_per_window
+    assert "bits_per_byte" not in figures and "irreducible_loss" not in figures
+    corpus = trained_mlm.parent / "train.txt"
+    again = ["data=text", f"data.path={corpus}", "data.val_tokens=4096", "--name", "more"]
+    assert main([str(trained_mlm), *again]) == 0
+    more = evals(trained_mlm)["more"]
+    assert more["tokens"] == (4096 // 33) * masked_per_window
+    # The same text and masking recipe: near the recorded loss (a next-token loss read by a
+    # bidirectional model, which sees the answer, would be far below it).
+    assert abs(more["val_loss"] - record["val_loss"]) < 0.1
+
+
+def test_an_objective_or_mask_token_other_than_the_runs_is_refused_in_one_line(
+    trained_mlm: Path, trained: Path, capsys: pytest.CaptureFixture
+) -> None:
+    cases = [
+        (trained_mlm, ["data.objective=clm"], "trained for mlm"),
+        (trained, ["data.objective=mlm"], "trained for clm"),
+    ]
+    for run_dir, overrides, message in cases:
+        before = (run_dir / "run.json").read_text()
+        assert main([str(run_dir), *overrides]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("scaling-eval: error:") and message in err and "\n" not in err
+        assert (run_dir / "run.json").read_text() == before
+    # Data whose tokens the model reads but whose mask token is another id (fewer token ids).
+    from scalinglab.errors import ConfigError
+    from scalinglab.evaluate import check_vocab
+
+    synthetic = {"vocab_size": 64, "tokenizer": None, "mask_token_id": 64}
+    with pytest.raises(ConfigError, match="would mask with id 64, the run's mask token is 128"):
+        check_vocab(synthetic, {"mask_token_id": 128}, 129, "synthetic")
+    check_vocab(synthetic, {"mask_token_id": 64}, 65, "synthetic")

@@ -9,6 +9,12 @@ run's record under the data's name (run.json "evals": {NAME: {...}}), which `loa
 The data config is the run's own (`.hydra/config.yaml`): `data.*` overrides change it; `data=NAME`
 composes another from conf/data/ (with `data.*` overrides on it), at the run's sequence length (the
 model's context) unless `data.seq_len` is given.
+
+A run is scored by its own objective, whatever the data: a masked-LM (objective=mlm) run by the
+masked loss (nats per masked token, `tokens` counting the masked positions) on the data's
+deterministic validation masks, the same for every run, with no bits per byte (a masked-token loss
+is not a code length of the text). A next-token loss would let a bidirectional model read the
+answer. Data whose mask token would be another id than the run's are refused.
 """
 
 from __future__ import annotations
@@ -66,6 +72,20 @@ def eval_config(run_dir: Path, overrides: list[str]) -> tuple[DictConfig, str]:
     return cfg, choice
 
 
+def run_objective(causal: bool, overrides: list[str]) -> str:
+    """The objective a run is scored by: its model's (a bidirectional model is a masked LM);
+    another one asked for with data.objective is refused."""
+    objective = "clm" if causal else "mlm"
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") == "data.objective" and value != objective:
+            raise ConfigError(
+                f"data.objective={value}: the run's model was trained for {objective}, and is "
+                "scored by its own objective"
+            )
+    return objective
+
+
 def load_model(checkpoint: Path) -> tuple[Any, int]:
     """The run's model from a verified checkpoint, and the step it was saved at."""
     import torch
@@ -104,12 +124,21 @@ def check_vocab(
             f"data={name} is tokenized by a {data_info.get('tokenizer')} tokenizer trained on "
             "other text than the run's (their tokenizer.json differ): the same ids are other tokens"
         )
+    ours, theirs = data_info.get("mask_token_id"), run_data.get("mask_token_id")
+    if theirs is not None and ours != theirs:
+        raise ConfigError(
+            f"data={name} would mask with id {ours}, the run's mask token is {theirs}: the model "
+            "would read its masked positions as another token"
+        )
 
 
 def mean_loss(model: Any, batches: Any) -> tuple[float, int]:
-    """(mean next-token loss in nats, tokens scored) over the batches, as validation computes it
-    in training: on a GPU under bf16 autocast (training's default precision there)."""
+    """(mean loss in nats per scored token, tokens scored) over the batches, as validation computes
+    it in training: on a GPU under bf16 autocast (training's default precision there). Targets of
+    IGNORE_INDEX (the unmasked positions of mlm batches) are not scored."""
     import torch
+
+    from scalinglab.ops import IGNORE_INDEX
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
@@ -120,8 +149,9 @@ def mean_loss(model: Any, batches: Any) -> tuple[float, int]:
     ):
         for x, y in batches:
             loss = model.loss(x.to(device), y.to(device))
-            total += float(loss) * y.numel()
-            tokens += y.numel()
+            scored = int((y != IGNORE_INDEX).sum())
+            total += float(loss) * scored
+            tokens += scored
     return total / tokens, tokens
 
 
@@ -138,6 +168,9 @@ def evaluate(run_dir: str | Path, overrides: list[str], name: str | None = None)
     if record is None:
         raise ConfigError(f"{run_dir}: no {RUN_FILE}")
     model, step = load_model(run_dir / "checkpoints" / "last.ckpt")
+    objective = run_objective(model.cfg.causal, overrides)
+    with open_dict(cfg):
+        cfg.data.objective = objective  # data=NAME composes a config without the run's
     datamodule = build(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("validate")
@@ -145,7 +178,7 @@ def evaluate(run_dir: str | Path, overrides: list[str], name: str | None = None)
     check_vocab(info, record.get("data") or {}, model.cfg.vocab_size, name)
     val_loss, tokens = mean_loss(model, datamodule.val_dataloader())
     figures: dict[str, Any] = {"val_loss": val_loss, "tokens": tokens, "step": step}
-    if info.get("bytes_per_token"):
+    if info.get("bytes_per_token") and objective == "clm":
         figures["bits_per_byte"] = val_loss / math.log(2) / info["bytes_per_token"]
     if info.get("irreducible_loss") is not None:
         figures["irreducible_loss"] = info["irreducible_loss"]
