@@ -649,8 +649,8 @@ def log_to_wandb(sections: list[Section], study: Study, report: list[Path] = ())
         config={
             "command": study.args.command,
             "loss": study.args.loss,
-            "n_bootstrap": study.args.bootstrap,
-            "seed": study.args.seed,
+            "n_bootstrap": getattr(study.args, "bootstrap", None),  # transfer: none
+            "seed": getattr(study.args, "seed", None),
         },
     )
     try:
@@ -680,13 +680,12 @@ def log_to_wandb(sections: list[Section], study: Study, report: list[Path] = ())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    data = common.add_argument_group("data")
+    # Option groups as parents: every fit takes all four; `transfer` (no scale columns, no
+    # bootstrap) only the inputs and the outputs, so its help lists only what it reads.
+    inputs = argparse.ArgumentParser(add_help=False)
+    data = inputs.add_argument_group("data")
     data.add_argument("paths", nargs="*", help="run or sweep directories (searched at any depth)")
     data.add_argument("--csv", help="a table of points instead of run directories")
-    data.add_argument("--n-col", help="CSV column of parameters N")
-    data.add_argument("--d-col", help="CSV column of training tokens D")
-    data.add_argument("--c-col", help="CSV column of compute C (FLOPs); default 6·N·D")
     data.add_argument("--loss-col", help="CSV column of the loss (default: loss)")
     data.add_argument(
         "--loss",
@@ -694,6 +693,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="val_loss",
         help="which loss of a run to fit (default: val_loss, the final one)",
     )
+    scale = argparse.ArgumentParser(add_help=False)
+    data = scale.add_argument_group("scale: parameters, tokens, compute")
+    data.add_argument("--n-col", help="CSV column of parameters N")
+    data.add_argument("--d-col", help="CSV column of training tokens D")
+    data.add_argument("--c-col", help="CSV column of compute C (FLOPs); default 6·N·D")
     data.add_argument(
         "--budget-col",
         help="column holding each run's compute budget (FLOPs); default: the budget.flops "
@@ -712,7 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fit runs of different objectives (clm and mlm) in one law; refused otherwise",
     )
-    fitting = common.add_argument_group("fitting and output")
+    resampling = argparse.ArgumentParser(add_help=False)
+    fitting = resampling.add_argument_group("intervals")
     fitting.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")
     fitting.add_argument(
         "--seed",
@@ -720,6 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="seed of the bootstrap resamples (0): same seed, same fit",
     )
+    outputs = argparse.ArgumentParser(add_help=False)
+    fitting = outputs.add_argument_group("output")
     fitting.add_argument(
         "--json", help="write the fit as JSON (report: the report.json document, here too)"
     )
@@ -744,8 +751,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, parents=[common], help=help, description=description)
+    def command(
+        name: str, help: str, description: str, fits: bool = True
+    ) -> argparse.ArgumentParser:
+        parents = [inputs, scale, resampling, outputs] if fits else [inputs, outputs]
+        return commands.add_parser(name, parents=parents, help=help, description=description)
 
     power = command(
         "power",
@@ -821,8 +831,9 @@ def build_parser() -> argparse.ArgumentParser:
         "mup_transfer), the optimal learning rate per (parametrization, width): the centre of "
         "the near-optimal band, the learning rates within --tolerance of the best final loss, "
         "reported as its interval (not a bootstrap). Says whether each parametrization's optimum "
-        "holds across widths within one grid step. RUNS_OR_CSV: run or sweep directories, or "
+        "holds across widths within one grid step. paths: run or sweep directories, or "
         "one CSV file. Figure: transfer (loss vs lr per width, a panel per parametrization).",
+        fits=False,
     )
     transfer.add_argument(
         "--parametrization-col",
