@@ -3,7 +3,8 @@
 Models are trained on the synthetic language whose loss floor is known exactly
 (data=synthetic_powerlaw, sweeps/known_floor.yaml), then fitted the way `scaling-fit report`
 fits them. The L(N, D) fit's E must land within E_TOLERANCE of the floor that every run records.
-The full study (README, "A language with a known floor") takes 18 CPU-minutes; this one about 4.
+The full study (README, "A language with a known floor") takes about 20 CPU-minutes; this one,
+3 of its widths at 3 of its token counts, about 5.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from scalinglab.analysis.cli import main as scaling_fit
 
 pytestmark = pytest.mark.slow
 
-# The full study's E lands within 0.1% of the floor (its fit not yet trusted: B's interval is too
-# wide); from 3 sizes and 3 budgets the fit has less to go on (-1.5% when measured), so the
-# reduced one is held to 5% on E, an interval holding it, and exponents that exclude 0.
+# The full study's trusted fit lands 0.3% above the floor; 9 points for 5 parameters are too few
+# for the fit to be trusted (its design check asks for 10), and measured they gave E = 2.458
+# [2.434, 2.465] (+0.4%). The reduced one is held to the issue's 5% on E, an interval that holds
+# the floor, and exponents that exclude 0.
 E_TOLERANCE = 0.05
-REDUCED = ["model.d_model=32,16,8", "wsd_branches=[5.0e5,1.0e6,2.0e6]"]
+REDUCED = ["model.d_model=64,32,16", "wsd_branches=[5.0e5,1.0e6,2.0e6]"]
 
 
 def test_a_reduced_known_floor_study_recovers_the_floor(tmp_path: Path) -> None:
@@ -46,7 +48,7 @@ def test_a_reduced_known_floor_study_recovers_the_floor(tmp_path: Path) -> None:
     (floor,) = floors  # every run of the sweep records the same floor
     E, (lo, hi) = fit["params"]["E"], fit["ci95"]["E"]
     assert abs(E / floor - 1) <= E_TOLERANCE, (E, floor)
-    assert lo <= E <= hi
+    assert lo <= floor <= hi, (lo, floor, hi)
     for exponent in ("alpha", "beta"):
         assert fit["ci95"][exponent][0] > 0, (exponent, fit["ci95"][exponent])
     text = out.read_text()
