@@ -448,10 +448,13 @@ def test_a_job_completed_at_another_commit_is_named_and_rerun_on_request(
     # Completed at this commit: skipped, even with rerun_stale.
     again = train(compose_train(*TINY, "rerun_stale=true", output_dir=tmp_path))
     assert again["wall_time_s"] == rerun["wall_time_s"]
-    # The sweep's closing lines name the jobs it skipped as stale.
+    # The sweep's closing lines name the jobs it skipped as stale: completed before the launch,
+    # at another commit; not a job it trained while a commit was made (its record has the new one).
     rows = [{"job": "a", "status": "completed", "path": str(tmp_path)}]
-    assert stale_jobs(rows, now) == [] and stale_jobs(rows, then) == ["a"]
-    assert stale_jobs([{**rows[0], "status": "failed"}], then) == []
+    after, before = "2999-01-01T00:00:00+00:00", "2000-01-01T00:00:00+00:00"
+    assert stale_jobs(rows, now, after) == [] and stale_jobs(rows, then, after) == ["a"]
+    assert stale_jobs(rows, then, before) == []  # trained by this launch
+    assert stale_jobs([{**rows[0], "status": "failed"}], then, after) == []
 
 
 def test_progress_bar_settings() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +73,22 @@ def stale(then: str | None, now: str | None) -> bool:
     return then is not None and now is not None and then != now
 
 
-def stale_jobs(rows: list[dict[str, Any]], now: str | None) -> list[str]:
-    """The completed jobs of a sweep whose records were trained at another commit than `now`."""
+def stale_jobs(rows: list[dict[str, Any]], now: str | None, launched_at: str) -> list[str]:
+    """The completed jobs that a launch at commit `now`, started at `launched_at` (ISO time),
+    skipped: completed before it at another commit. A job it trained may record a later commit,
+    made while the sweep ran; it was not skipped."""
     from scalinglab.records import read_run
 
+    def before_launch(record: dict[str, Any]) -> bool:
+        when = record.get("ended_at") or record.get("started_at")
+        return when is None or datetime.fromisoformat(when) < datetime.fromisoformat(launched_at)
+
+    completed = [row for row in rows if row["status"] == "completed"]
+    records = [read_run(Path(row["path"])) or {} for row in completed]
     return [
         row["job"]
-        for row in rows
-        if row["status"] == "completed"
-        and stale((read_run(Path(row["path"])) or {}).get("git_commit"), now)
+        for row, record in zip(completed, records, strict=True)
+        if stale(record.get("git_commit"), now) and before_launch(record)
     ]
 
 
@@ -140,6 +148,11 @@ def update_summary(
 
 
 class SweepSummary(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from scalinglab.records import git_state, now_iso
+
+        self.launch = (git_state()[0], now_iso())  # what "skipped as stale" is measured against
+
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode.name != "MULTIRUN":
             return
@@ -163,9 +176,7 @@ class SweepSummary(Callback):
                 f"{spent:.3g} FLOPs for what straight runs would train with {spent + shared:.3g} "
                 f"({shared / (spent + shared):.0%} saved)"
             )
-        from scalinglab.records import git_state
-
-        if old := stale_jobs(rows, git_state()[0]):
+        if old := stale_jobs(rows, *self.launch):
             log.warning(
                 f"{len(old)} jobs were completed at another git commit and skipped: "
                 f"{', '.join(old)} (rerun_stale=true retrains them)"
