@@ -90,6 +90,7 @@ def test_each_block_is_a_unit_of_its_own(one_rank_mesh: Any) -> None:
     assert module.loss_fn(x, y).item() == pytest.approx(expected.item(), abs=1e-6)
 
 
+@pytest.mark.faults  # an injected crash or signal: CI's faults step
 def test_fsdp_job_matches_one_process_and_resumes_after_a_crash(tmp_path: Path) -> None:
     one_process = tmp_path / "one_process"
     reference = train(compose_train(*TINY, *SAME_RUN, "data.batch_size=8", output_dir=one_process))

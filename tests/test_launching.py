@@ -158,6 +158,7 @@ def test_slots_group_devices_and_share_gpus(monkeypatch: pytest.MonkeyPatch) -> 
 # ---- local_gpus -----------------------------------------------------------------------------------
 
 
+@pytest.mark.faults  # an injected crash or signal: CI's faults step
 def test_pool_runs_each_job_in_its_own_process_and_records_a_failure(tmp_path: Path) -> None:
     crash = [f"+callbacks.crash._target_={__name__}.CrashOnSeed", "+callbacks.crash.seed=2"]
     hold = "+hydra.callbacks.probe.hold_s=3"
@@ -195,6 +196,7 @@ class ExitOnSeed(pl.Callback):
             os._exit(9)
 
 
+@pytest.mark.faults  # an injected crash or signal: CI's faults step
 def test_pool_reusing_processes_runs_a_slots_jobs_in_one_process(tmp_path: Path) -> None:
     """reuse_processes: each slot's process runs its jobs in turn; a job that fails leaves its
     worker running, a worker that dies takes only its own job with it."""

@@ -90,6 +90,7 @@ def test_summary_of_a_clean_sweep_and_a_zero_exit(tmp_path: Path) -> None:
     assert all(Path(r["path"], "run.json").exists() and r["val_loss"] > 0 for r in rows)
 
 
+@pytest.mark.faults  # an injected crash or signal: CI's faults step
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_stopped_sweep_relaunches_to_each_job_completed_once(
     stop: signal.Signals, tmp_path: Path
