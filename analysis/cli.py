@@ -694,52 +694,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="which loss of a run to fit (default: val_loss, the final one)",
     )
     scale = argparse.ArgumentParser(add_help=False)
-    data = scale.add_argument_group("scale: parameters, tokens, compute")
-    data.add_argument("--n-col", help="CSV column of parameters N")
-    data.add_argument("--d-col", help="CSV column of training tokens D")
-    data.add_argument("--c-col", help="CSV column of compute C (FLOPs); default 6·N·D")
-    data.add_argument(
+    columns = scale.add_argument_group("scale: parameters, tokens, compute")
+    columns.add_argument("--n-col", help="CSV column of parameters N")
+    columns.add_argument("--d-col", help="CSV column of training tokens D")
+    columns.add_argument("--c-col", help="CSV column of compute C (FLOPs); default 6·N·D")
+    columns.add_argument(
         "--budget-col",
         help="column holding each run's compute budget (FLOPs); default: the budget.flops "
         "override when every run has one, else runs whose FLOPs agree within --budget-tol "
         "share a budget",
     )
-    data.add_argument(
+    columns.add_argument(
         "--budget-tol",
         type=float,
         default=BUDGET_RTOL,
         help=f"runs whose sorted FLOPs step by at most this fraction share a budget, in every "
         f"fit ({BUDGET_RTOL})",
     )
-    data.add_argument(
+    columns.add_argument(
         "--mix-objectives",
         action="store_true",
         help="fit runs of different objectives (clm and mlm) in one law; refused otherwise",
     )
     resampling = argparse.ArgumentParser(add_help=False)
-    fitting = resampling.add_argument_group("intervals")
-    fitting.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")
-    fitting.add_argument(
+    intervals = resampling.add_argument_group("intervals")
+    intervals.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")
+    intervals.add_argument(
         "--seed",
         type=int,
         default=0,
         help="seed of the bootstrap resamples (0): same seed, same fit",
     )
     outputs = argparse.ArgumentParser(add_help=False)
-    fitting = outputs.add_argument_group("output")
-    fitting.add_argument(
+    output = outputs.add_argument_group("output")
+    output.add_argument(
         "--json", help="write the fit as JSON (report: the report.json document, here too)"
     )
-    fitting.add_argument("--plot", help="write the figures (PNG and SVG) to this directory")
-    fitting.add_argument(
+    output.add_argument("--plot", help="write the figures (PNG and SVG) to this directory")
+    output.add_argument(
         "--wandb", action="store_true", help="log fits and figures to a W&B run (job_type analysis)"
     )
-    fitting.add_argument(
+    output.add_argument(
         "--wandb-project",
         default="scalinglab",
         help="W&B project of the --wandb run (scalinglab)",
     )
-    fitting.add_argument(
+    output.add_argument(
         "--wandb-entity",
         help="W&B entity (user or team) of the --wandb run; default: your W&B default entity",
     )

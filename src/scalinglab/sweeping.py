@@ -79,17 +79,13 @@ def stale_jobs(rows: list[dict[str, Any]], now: str | None, launched_at: str) ->
     made while the sweep ran; it was not skipped."""
     from scalinglab.records import read_run
 
-    def before_launch(record: dict[str, Any]) -> bool:
+    def skipped(row: dict[str, Any]) -> bool:
+        record = read_run(Path(row["path"])) or {}
         when = record.get("ended_at") or record.get("started_at")
-        return when is None or datetime.fromisoformat(when) < datetime.fromisoformat(launched_at)
+        before = when is None or datetime.fromisoformat(when) < datetime.fromisoformat(launched_at)
+        return before and stale(record.get("git_commit"), now)
 
-    completed = [row for row in rows if row["status"] == "completed"]
-    records = [read_run(Path(row["path"])) or {} for row in completed]
-    return [
-        row["job"]
-        for row, record in zip(completed, records, strict=True)
-        if stale(record.get("git_commit"), now) and before_launch(record)
-    ]
+    return [row["job"] for row in rows if row["status"] == "completed" and skipped(row)]
 
 
 class SweepFailed(CompactHydraException):
