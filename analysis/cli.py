@@ -50,6 +50,7 @@ from scalinglab.analysis.load import (
     load_csv,
     load_curves,
     load_runs,
+    seed_means,
 )
 from scalinglab.analysis.plots import (
     plot_curves,
@@ -225,7 +226,7 @@ def _allocations(fit: FitResult, budgets: Sequence[float]) -> pd.DataFrame:
 def analyse_power(study: Study, x: str = "n_params") -> Section:
     """L(x) = E + A x^-alpha through the lowest loss at each x (flops: at each budget)."""
     column = "budget" if x == "flops" else x
-    rows = _rows(study, [column, "loss"], f"the power law in {x}")
+    rows = seed_means(_rows(study, [column, "loss"], f"the power law in {x}"))
     best = rows.loc[rows.groupby(column)["loss"].idxmin()]
     fit = fit_power_law(best[column], best["loss"], **_fit_options(study))
     has_tokens = x != "tokens" and "tokens" in best and best["tokens"].notna().all()
@@ -244,6 +245,13 @@ def analyse_power(study: Study, x: str = "n_params") -> Section:
         floor=study.known_floor,
     )
     what = f"the lowest loss at each {AXIS_WORDS[x]}"
+    seeds = best["n_seeds"]
+    if seeds.max() > 1:
+        counts = (
+            f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()} to {seeds.max()}"
+        )
+        fit.extras["points_are"] = f"each the mean of {counts} seeds"
+        what += f" (each the mean of its runs that differ in seed alone: {counts} seeds)"
     return Section(
         description=f"L = E + A·{x}^-alpha fitted to {what} ({len(best)} of {len(rows)} points)."
         + study.against_floor(fit),

@@ -223,6 +223,49 @@ def completed(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["status"] == "completed"].reset_index(drop=True)
 
 
+# Columns that name a run or hold what it measured, not what it was set to.
+_NOT_SETTINGS = {
+    *RUN_COLUMNS[:3],
+    "status",
+    "val_loss",
+    "best_val_loss",
+    "train_loss",
+    "wall_time_s",
+    "seed",
+    "path",
+    "loss",
+}
+
+
+def _is_setting(column: str) -> bool:
+    """A column that says how a run was set up: not its identity, outcome or own directories
+    (resolved paths differ per run, and would make every run its own setting)."""
+    leaf = column.rsplit(".", 1)[-1]
+    return (
+        column not in _NOT_SETTINGS
+        and not column.startswith("eval/")
+        and not leaf.endswith(("dir", "dirpath", "path"))
+    )
+
+
+def seed_means(runs: pd.DataFrame, value: str = "loss") -> pd.DataFrame:
+    """One row per setting: runs equal in every setting column (all but their identity, outcomes,
+    directories and `seed`) are replicates, replaced by the first one's row with `value` their
+    mean and `n_seeds` their count (1 for a run without replicates). The best loss over
+    replicates would pick the luckiest data order, biased low by more the more seeds were run.
+    A frame without a `seed` column (a published table) has no replicates."""
+    if "seed" not in runs:
+        return runs.assign(n_seeds=1)
+    keys = [c for c in runs.columns if _is_setting(c)]
+    # Lists (betas, tags) are not hashable, and NaN must equal NaN within a setting.
+    labels = runs[keys].map(repr).agg("\x1f".join, axis=1) if keys else pd.Series("", runs.index)
+    groups = runs.groupby(labels.to_numpy(), sort=False)
+    means = groups[value].transform("mean")
+    counts = groups[value].transform("size")
+    first = ~labels.duplicated().to_numpy()
+    return runs.assign(**{value: means, "n_seeds": counts})[first].reset_index(drop=True)
+
+
 def left_out_message(runs: pd.DataFrame) -> str:
     """What `completed` drops, e.g. "3 runs left out: 2 failed, 1 running"; "" if nothing."""
     left_out = runs.loc[runs["status"] != "completed", "status"].fillna("unknown")

@@ -84,14 +84,16 @@ def trust_lines(fit: FitResult) -> list[str]:
 
 def format_fit(fit: FitResult, title: str = "") -> str:
     """The fit as readable text: title, whether it is trusted (failing checks first), the table
-    of values with 95% intervals, points, status."""
+    of values with 95% intervals, points (and what each is: extras["points_are"]), status."""
     table = fit_table(fit).to_string(index=False, float_format=lambda v: f"{v:.4g}")
     return "\n".join(
         [
             f"== {title or fit.law} ==",
             *trust_lines(fit),
             table,
-            f"points: {fit.n_points}   {fit_status(fit)}",
+            f"points: {fit.n_points}"
+            + (f" ({fit.extras['points_are']})" if "points_are" in fit.extras else "")
+            + f"   {fit_status(fit)}",
         ]
     )
 

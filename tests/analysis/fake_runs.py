@@ -44,6 +44,7 @@ def write_run(
     flops_factor: float = 1.0,
     overrides: list[str] | None = None,
     n_logged: int = 8,
+    seed: int = 0,
 ) -> Path:
     """One job directory: .hydra/, run.json, metrics.csv, checkpoints/."""
     n_params = int(n_params)
@@ -58,7 +59,7 @@ def write_run(
     (job_dir / ".hydra").mkdir(parents=True)
     (job_dir / "checkpoints").mkdir()
     (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    (job_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": 0}))
+    (job_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": seed}))
     record = {
         "run_id": run_id,
         "sweep_id": sweep_id,
@@ -67,7 +68,7 @@ def write_run(
         "overrides": overrides,
         "git_commit": "0" * 40,
         "git_dirty": False,
-        "seed": 0,
+        "seed": seed,
         "started_at": "2026-01-01T00:00:00+00:00",
         "ended_at": "2026-01-01T01:00:00+00:00" if status != "running" else None,
         "hostname": "test",

@@ -28,6 +28,7 @@ from .fake_runs import (
     TOKENS_PER_PARAM,
     TRUTH,
     chinchilla_loss,
+    write_run,
 )
 
 FAST = ["--bootstrap", "8"]
@@ -61,6 +62,29 @@ def test_power_in_params_and_compute(ladder_sweep: Path, tmp_path: Path) -> None
 
     fit = fit_json(tmp_path, ["power", str(ladder_sweep), "--x", "flops"])
     assert fit["params"]["alpha"] == pytest.approx(TRUTH["alpha"] / 2, abs=0.01)
+
+
+def test_power_averages_seeds_before_taking_the_best(tmp_path: Path, capsys) -> None:
+    # Two data orders per size, the truth -+ 0.05: their mean is the truth; the better of the
+    # two would be 0.05 low everywhere, and E with it.
+    for k, n_params in enumerate(LADDER_SIZES):
+        truth = chinchilla_loss(n_params, TOKENS_PER_PARAM * n_params)
+        for seed, shift in ((0, -0.05), (1, 0.05)):
+            write_run(
+                tmp_path / "runs" / f"{k}_{seed}",
+                run_id=f"lad{k}_{seed}",
+                sweep_id="seeds",
+                n_params=n_params,
+                tokens=TOKENS_PER_PARAM * n_params,
+                loss=truth + shift,
+                seed=seed,
+                overrides=[f"model=gpt_{k}", f"seed={seed}"],
+            )
+    fit = fit_json(tmp_path, ["power", str(tmp_path / "runs")])
+    assert "points: 8 (each the mean of 2 seeds)" in capsys.readouterr().out
+    assert fit["n_points"] == len(LADDER_SIZES)
+    assert fit["params"]["E"] == pytest.approx(TRUTH["E"], abs=0.02)
+    assert fit["params"]["alpha"] == pytest.approx(TRUTH["alpha"], abs=0.01)
 
 
 def test_power_in_compute_from_a_table(tmp_path: Path) -> None:

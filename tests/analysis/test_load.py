@@ -18,9 +18,10 @@ from scalinglab.analysis.load import (
     load_wandb,
     load_wandb_curves,
     parse_overrides,
+    seed_means,
 )
 
-from .fake_runs import BUDGETS, chinchilla_loss
+from .fake_runs import BUDGETS, chinchilla_loss, write_run
 
 
 def test_load_runs_schema_and_statuses(isoflop_sweep: Path) -> None:
@@ -110,6 +111,32 @@ def test_completed_and_left_out_message(isoflop_sweep: Path) -> None:
     assert len(completed(runs)) == 15
     assert left_out_message(runs) == "2 runs left out: 1 failed, 1 lost"
     assert left_out_message(completed(runs)) == ""
+
+
+def test_seed_means_average_runs_that_differ_in_seed_alone(tmp_path: Path) -> None:
+    # Two data orders at lr 3e-3 (one relaunched in a sweep of its own), one run at lr 1e-2.
+    for job, (sweep, seed, lr, loss) in enumerate(
+        [("a", 0, 3e-3, 2.0), ("b", 1, 3e-3, 2.2), ("a", 0, 1e-2, 2.5)]
+    ):
+        write_run(
+            tmp_path / sweep / str(job),
+            run_id=f"r{job}",
+            sweep_id=sweep,
+            n_params=1e5,
+            tokens=2e6,
+            lr=lr,
+            loss=loss,
+            seed=seed,
+            overrides=[f"optimizer.lr={lr}", f"seed={seed}"],
+        )
+    runs = load_runs(tmp_path).rename(columns={"val_loss": "loss"})
+    means = seed_means(runs).sort_values("lr")
+    assert means["lr"].tolist() == [3e-3, 1e-2]
+    assert means["loss"].tolist() == pytest.approx([2.1, 2.5])
+    assert means["n_seeds"].tolist() == [2, 1]
+    # A table without seeds has no replicates, even where its rows look alike.
+    table = runs.drop(columns="seed")
+    assert seed_means(table)["n_seeds"].tolist() == [1, 1, 1]
 
 
 def test_no_runs_is_a_clear_error(tmp_path: Path) -> None:
