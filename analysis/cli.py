@@ -51,6 +51,7 @@ from scalinglab.analysis.load import (
     load_curves,
     load_runs,
     seed_means,
+    settings,
 )
 from scalinglab.analysis.plots import (
     plot_curves,
@@ -226,8 +227,12 @@ def _allocations(fit: FitResult, budgets: Sequence[float]) -> pd.DataFrame:
 def analyse_power(study: Study, x: str = "n_params") -> Section:
     """L(x) = E + A x^-alpha through the lowest loss at each x (flops: at each budget)."""
     column = "budget" if x == "flops" else x
-    rows = seed_means(_rows(study, [column, "loss"], f"the power law in {x}"))
+    runs = _rows(study, [column, "loss"], f"the power law in {x}")
+    runs = runs.assign(setting=settings(runs))
+    rows = seed_means(runs)
     best = rows.loc[rows.groupby(column)["loss"].idxmin()]
+    averaged = best["n_seeds"].max() > 1
+    singles = runs[runs["setting"].isin(best["setting"])]
     fit = fit_power_law(best[column], best["loss"], **_fit_options(study))
     has_tokens = x != "tokens" and "tokens" in best and best["tokens"].notna().all()
     if x == "flops":
@@ -243,10 +248,11 @@ def analyse_power(study: Study, x: str = "n_params") -> Section:
         x_name=x,
         tokens=best["tokens"] if has_tokens else None,
         floor=study.known_floor,
+        seeds=(singles[column], singles["loss"]) if averaged else None,
     )
     what = f"the lowest loss at each {AXIS_WORDS[x]}"
     seeds = best["n_seeds"]
-    if seeds.max() > 1:
+    if averaged:
         counts = (
             f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()} to {seeds.max()}"
         )

@@ -248,22 +248,28 @@ def _is_setting(column: str) -> bool:
     )
 
 
-def seed_means(runs: pd.DataFrame, value: str = "loss") -> pd.DataFrame:
-    """One row per setting: runs equal in every setting column (all but their identity, outcomes,
-    directories and `seed`) are replicates, replaced by the first one's row with `value` their
-    mean and `n_seeds` their count (1 for a run without replicates). The best loss over
-    replicates would pick the luckiest data order, biased low by more the more seeds were run.
-    A frame without a `seed` column (a published table) has no replicates."""
+def settings(runs: pd.DataFrame) -> np.ndarray:
+    """Each run's setting, numbered from 0 in order of first appearance: runs equal in every
+    setting column (all but their identity, outcomes, directories and `seed`) share one, as
+    replicates under other data orders. A frame without a `seed` column (a published table) has
+    no replicates: every row is its own setting."""
     if "seed" not in runs:
-        return runs.assign(n_seeds=1)
+        return np.arange(len(runs))
     keys = [c for c in runs.columns if _is_setting(c)]
     # Lists (betas, tags) are not hashable, and NaN must equal NaN within a setting.
     labels = runs[keys].map(repr).agg("\x1f".join, axis=1) if keys else pd.Series("", runs.index)
-    groups = runs.groupby(labels.to_numpy(), sort=False)
-    means = groups[value].transform("mean")
-    counts = groups[value].transform("size")
-    first = ~labels.duplicated().to_numpy()
-    return runs.assign(**{value: means, "n_seeds": counts})[first].reset_index(drop=True)
+    return pd.factorize(labels)[0]
+
+
+def seed_means(runs: pd.DataFrame, value: str = "loss") -> pd.DataFrame:
+    """One row per setting (see `settings`, which numbers them in the `setting` column): the
+    first run's row, with `value` the mean over its replicates and `n_seeds` their count. The
+    best loss over replicates would pick the luckiest data order, biased low by more the more
+    seeds were run."""
+    runs = runs.assign(setting=settings(runs))
+    groups = runs.groupby("setting", sort=False)[value]
+    means = runs.assign(**{value: groups.transform("mean"), "n_seeds": groups.transform("size")})
+    return means.drop_duplicates("setting").reset_index(drop=True)
 
 
 def left_out_message(runs: pd.DataFrame) -> str:

@@ -147,10 +147,13 @@ def plot_loss(
     tokens: Sequence[float] | None = None,
     n_params: Sequence[float] | None = None,
     floor: float | None = None,
+    seeds: tuple[Sequence[float], Sequence[float]] | None = None,
     ax: Axes | None = None,
 ) -> Figure:
     """Loss against x (x_name: n_params, tokens, flops, or x for any other), log-log, with the
     fitted law and its 95% bootstrap band (loss_band; the legend says when there is none).
+    seeds: (x, loss) of the single runs when each point is a mean over seeds, drawn hollow
+    behind them, so the spread between data orders shows beside the fit's band.
 
     tokens: colours the points by training tokens; a chinchilla fit (x_name="n_params") is
     then drawn as L(N) at a few token counts spanning the data, in the same colours, each with
@@ -169,20 +172,24 @@ def plot_loss(
         ax.xaxis.set_major_formatter(_short_number)
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
     curves = []  # the law's losses drawn (and E near them): the y range holds them and the data
+    if seeds is not None:
+        ax.scatter(*seeds, s=14, facecolors="none", edgecolors="0.4", lw=0.8, label="single seeds")
+        curves.append(np.asarray(seeds[1], float))
     # The points are coloured by the other variable of L(N, D): tokens, or sizes for L(D).
     other_name = "n_params" if x_name == "tokens" and n_params is not None else "tokens"
     other = n_params if other_name == "n_params" else tokens
     one_level = other is not None and np.nanmin(other) == np.nanmax(other)
+    points = "means over seeds" if seeds is not None else "runs"
     if other is None or (one_level and (fit is None or fit.law == "power")):
         symbol = SYMBOLS[other_name]
-        label = f"runs ({symbol} = {np.nanmin(other):.3g})" if one_level else "runs"
+        label = f"{points} ({symbol} = {np.nanmin(other):.3g})" if one_level else points
         ax.scatter(x, loss, color="C0", zorder=3, label=label)
     else:
         other = np.asarray(other, float)
         norm = _log_norm(other)
         cmap = _colour_scale(fig, ax, norm, AXIS_LABELS[other_name])
         ax.scatter(x, loss, color=cmap(norm(other)), zorder=3)
-        ax.scatter([], [], color="0.5", label=f"runs (coloured by {SYMBOLS[other_name]})")
+        ax.scatter([], [], color="0.5", label=f"{points} (coloured by {SYMBOLS[other_name]})")
     if fit is not None and fit.law == "power":
         symbol = SYMBOLS.get(x_name, "x")
         label = f"fit L = E + A·{symbol}^-alpha\n" + ", ".join(

@@ -284,3 +284,14 @@ def test_plot_loss_draws_on_a_given_axes() -> None:
     assert plot_loss(x, power_law(x, 2.0, 40.0, 0.3), fit, ax=ax) is ax.figure
     assert len(ax.figure.axes) == 1 and ax.get_xscale() == "log"
     assert [line.get_label() for line in ax.get_lines()][0].startswith("fit L")
+
+
+def test_plot_loss_shows_the_seeds_behind_each_mean() -> None:
+    x = np.geomspace(1e4, 1e8, 8)
+    y = power_law(x, 2.0, 40.0, 0.3)
+    fit = fit_power_law(x, y, n_bootstrap=0)
+    singles = np.repeat(x, 2), np.repeat(y, 2) * np.tile([0.9, 1.1], 8)
+    ax = plot_loss(x, y, fit, seeds=singles).axes[0]
+    assert {"single seeds", "means over seeds"} <= set(legend(ax))
+    # The y range holds every single run, not only the means.
+    assert ax.get_ylim()[0] <= singles[1].min() and ax.get_ylim()[1] >= singles[1].max()
