@@ -55,7 +55,22 @@ def _plain_log_labels(axis: object) -> None:
     """Label a log axis spanning less than a decade or two (losses) with plain numbers, 2.4,
     not 2.4×10^0, minor ticks included."""
     axis.set_major_formatter(LogFormatter(labelOnlyBase=False))
-    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    axis.set_minor_locator(_LossLocator(subs="auto"))
+    thresholds = (2, _LABEL_EVERY_TICK)  # fewer labels beyond, none beyond 2 decades
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=thresholds))
+
+
+_LABEL_EVERY_TICK = 0.6  # decades: a narrower log axis labels every minor tick
+
+
+class _LossLocator(LogLocator):
+    """Minor ticks of a loss axis. Matplotlib's are 2..9 x 10^k, none between 1 and 2 where most
+    losses in nats lie; on an axis narrow enough to label every tick, fifths there too."""
+
+    def tick_values(self, vmin: float, vmax: float) -> np.ndarray:
+        narrow = abs(np.log10(vmax / vmin)) < _LABEL_EVERY_TICK
+        self.set_params(subs=(1.2, 1.4, 1.6, 1.8, *range(2, 10)) if narrow else "auto")
+        return super().tick_values(vmin, vmax)
 
 
 def _colour_scale(fig: Figure, ax: Axes, norm: Normalize, label: str) -> Colormap:
