@@ -151,7 +151,9 @@ def load_study(args: argparse.Namespace) -> Study:
         summary += [left_out_message(runs)] if left_out_message(runs) else []
         points["loss"] = points[args.loss]
         sweeps = sorted(points["sweep_id"].dropna().unique())
-        summary.append(f"loss: {args.loss} (nats/token); sweeps: {', '.join(sweeps) or 'none'}")
+        masked = points["objective"].eq("mlm").all()
+        unit = "nats per masked token" if masked else "nats/token"
+        summary.append(f"loss: {args.loss} ({unit}); sweeps: {', '.join(sweeps) or 'none'}")
         summary += objectives_line(points, args.mix_objectives)
     else:
         raise ValueError("give run or sweep directories, or --csv FILE")

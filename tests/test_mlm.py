@@ -245,6 +245,10 @@ def test_fits_refuse_to_mix_objectives_unless_asked(tmp_path: Path, capsys) -> N
     old_and_clm = ladder(tmp_path / "clm", [None, "clm", None, "clm", None, "clm"])
     assert load_runs(old_and_clm)["objective"].tolist() == ["clm"] * 6  # absent: clm
     assert scaling_fit(["power", str(old_and_clm), *fast]) == 0
+    assert "loss: val_loss (nats/token)" in capsys.readouterr().out
+    masked = ladder(tmp_path / "mlm", ["mlm"] * 6)
+    assert scaling_fit(["power", str(masked), *fast]) == 0
+    assert "loss: val_loss (nats per masked token)" in capsys.readouterr().out
 
     mixed = ladder(tmp_path / "mixed", [None, "mlm", "clm", "mlm", "clm", "mlm"])
     capsys.readouterr()
