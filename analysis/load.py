@@ -238,13 +238,15 @@ _NOT_SETTINGS = {
 
 
 def _is_setting(column: str) -> bool:
-    """A column that says how a run was set up: not its identity, outcome or own directories
-    (resolved paths differ per run, and would make every run its own setting)."""
+    """A column that says how a run was set up: not its identity, outcome, own directories or
+    W&B group (resolved, as in a W&B run's config, paths differ per run and the group is the
+    sweep id: a seed relaunched in a sweep of its own would stand apart)."""
     leaf = column.rsplit(".", 1)[-1]
     return (
         column not in _NOT_SETTINGS
         and not column.startswith("eval/")
         and not leaf.endswith(("dir", "dirpath", "path"))
+        and leaf != "group"
     )
 
 

@@ -130,10 +130,15 @@ def test_seed_means_average_runs_that_differ_in_seed_alone(tmp_path: Path) -> No
             overrides=[f"optimizer.lr={lr}", f"seed={seed}"],
         )
     runs = load_runs(tmp_path).rename(columns={"val_loss": "loss"})
-    means = seed_means(runs).sort_values("lr")
-    assert means["lr"].tolist() == [3e-3, 1e-2]
-    assert means["loss"].tolist() == pytest.approx([2.1, 2.5])
-    assert means["n_seeds"].tolist() == [2, 1]
+    # As a W&B run's resolved config has them: its own directory, its sweep as the group.
+    resolved = runs.assign(
+        **{"paths.output_dir": runs["path"], "logger.wandb.group": runs["sweep_id"]}
+    )
+    for frame in (runs, resolved):
+        means = seed_means(frame).sort_values("lr")
+        assert means["lr"].tolist() == [3e-3, 1e-2]
+        assert means["loss"].tolist() == pytest.approx([2.1, 2.5])
+        assert means["n_seeds"].tolist() == [2, 1]
     # A table without seeds has no replicates, even where its rows look alike.
     table = runs.drop(columns="seed")
     assert seed_means(table)["n_seeds"].tolist() == [1, 1, 1]
