@@ -227,7 +227,8 @@ def _allocations(fit: FitResult, budgets: Sequence[float]) -> pd.DataFrame:
 
 
 def analyse_power(study: Study, x: str = "n_params") -> Section:
-    """L(x) = E + A x^-alpha through the lowest loss at each x (flops: at each budget)."""
+    """L(x) = E + A x^-alpha through the lowest loss at each x (flops: at each budget), runs that
+    differ in seed alone averaged first (load.seed_means)."""
     column = "budget" if x == "flops" else x
     runs = _rows(study, [column, "loss"], f"the power law in {x}")
     runs = runs.assign(setting=settings(runs))
@@ -777,8 +778,9 @@ def build_parser() -> argparse.ArgumentParser:
         "power",
         "L(x) = E + A x^-alpha through the best loss at each x",
         "Fit L(x) = E + A x^-alpha by least squares on log L through the lowest loss at each x "
-        "(parameters, tokens, or each compute budget), with 95% bootstrap intervals and the "
-        "fit's checks. Figure: loss_vs_<x>.",
+        "(parameters, tokens, or each compute budget; runs that differ in seed alone are "
+        "averaged first), with 95% bootstrap intervals and the fit's checks. Figure: "
+        "loss_vs_<x>, with the single seeds behind their means.",
     )
     power.add_argument(
         "--x",
