@@ -231,11 +231,12 @@ def analyse_power(study: Study, x: str = "n_params") -> Section:
     differ in seed alone averaged first (load.seed_means)."""
     column = "budget" if x == "flops" else x
     runs = _rows(study, [column, "loss"], f"the power law in {x}")
-    runs = runs.assign(setting=settings(runs))
-    rows = seed_means(runs)
+    setting = settings(runs)
+    rows = seed_means(runs, setting=setting)
     best = rows.loc[rows.groupby(column)["loss"].idxmin()]
-    averaged = best["n_seeds"].max() > 1
-    singles = runs[runs["setting"].isin(best["setting"])]
+    seeds = best["n_seeds"]
+    averaged = seeds.max() > 1
+    singles = runs[np.isin(setting, best["setting"])]
     fit = fit_power_law(best[column], best["loss"], **_fit_options(study))
     has_tokens = x != "tokens" and "tokens" in best and best["tokens"].notna().all()
     if x == "flops":
@@ -254,13 +255,12 @@ def analyse_power(study: Study, x: str = "n_params") -> Section:
         seeds=(singles[column], singles["loss"]) if averaged else None,
     )
     what = f"the lowest loss at each {AXIS_WORDS[x]}"
-    seeds = best["n_seeds"]
     if averaged:
         counts = (
             f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()} to {seeds.max()}"
         )
         fit.extras["points_are"] = f"each the mean of {counts} seeds"
-        what += f" (each the mean of its runs that differ in seed alone: {counts} seeds)"
+        what += f" ({fit.extras['points_are']}: runs that differ in seed alone)"
     return Section(
         description=f"L = E + A·{x}^-alpha fitted to {what} ({len(best)} of {len(rows)} points)."
         + study.against_floor(fit),

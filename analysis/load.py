@@ -263,12 +263,14 @@ def settings(runs: pd.DataFrame) -> np.ndarray:
     return pd.factorize(labels)[0]
 
 
-def seed_means(runs: pd.DataFrame, value: str = "loss") -> pd.DataFrame:
-    """One row per setting (see `settings`, which numbers them in the `setting` column): the
-    first run's row, with `value` the mean over its replicates and `n_seeds` their count. The
-    best loss over replicates would pick the luckiest data order, biased low by more the more
-    seeds were run."""
-    runs = runs.assign(setting=settings(runs))
+def seed_means(
+    runs: pd.DataFrame, value: str = "loss", setting: np.ndarray | None = None
+) -> pd.DataFrame:
+    """One row per setting (`setting`: settings(runs), unless the caller has them already; kept
+    as a column): the first run's row, with `value` the mean over its replicates and `n_seeds`
+    their count. The best loss over replicates would pick the luckiest data order, biased low by
+    more the more seeds were run."""
+    runs = runs.assign(setting=settings(runs) if setting is None else setting)
     groups = runs.groupby("setting", sort=False)[value]
     means = runs.assign(**{value: groups.transform("mean"), "n_seeds": groups.transform("size")})
     return means.drop_duplicates("setting").reset_index(drop=True)

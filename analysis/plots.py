@@ -51,6 +51,9 @@ def _figure(
     return fig, ax
 
 
+_LABEL_EVERY_TICK = 0.6  # decades: a narrower log axis labels every minor tick
+
+
 def _plain_log_labels(axis: object) -> None:
     """Label a log axis spanning less than a decade or two (losses) with plain numbers, 2.4,
     not 2.4×10^0, minor ticks included."""
@@ -58,9 +61,6 @@ def _plain_log_labels(axis: object) -> None:
     axis.set_minor_locator(_LossLocator(subs="auto"))
     thresholds = (2, _LABEL_EVERY_TICK)  # fewer labels beyond, none beyond 2 decades
     axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=thresholds))
-
-
-_LABEL_EVERY_TICK = 0.6  # decades: a narrower log axis labels every minor tick
 
 
 class _LossLocator(LogLocator):
