@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from scalinglab.analysis.load import BUDGET_RTOL, budget_labels
+from scalinglab.analysis.budgets import BUDGET_RTOL, budget_labels
 from scalinglab.analysis.result import FitResult
 
 # design
@@ -46,15 +46,6 @@ MAX_LOSS_ERROR = 0.02  # mean |relative error| of the held-out losses
 MAX_N_OPT_ERROR = 0.35  # |relative error| of the held-out budget's N_opt
 MAX_LR_ERROR = 0.5  # |relative error| of the held-out budget's lr_opt
 
-# Derived values that rest on each parameter: not identified when it is not.
-DEPENDS = {
-    "chinchilla": {
-        "a": ("alpha", "beta"),
-        "b": ("alpha", "beta"),
-        "G": ("alpha", "beta", "A", "B"),
-    },
-}
-
 
 def check(name: str, passed: bool, detail: str, params: Sequence[str] = ()) -> dict[str, Any]:
     """One check; `params` (not identified) is kept only when it failed."""
@@ -66,9 +57,12 @@ def check(name: str, passed: bool, detail: str, params: Sequence[str] = ()) -> d
     }
 
 
-def _with_dependents(law: str, names: Sequence[str]) -> list[str]:
+def _with_dependents(
+    names: Sequence[str], depends: Mapping[str, Sequence[str]] | None
+) -> list[str]:
+    """`names` and the derived values resting on any of them (depends: derived -> its params)."""
     out = list(dict.fromkeys(names))
-    for derived, base in DEPENDS.get(law, {}).items():
+    for derived, base in (depends or {}).items():
         if derived not in out and set(base) & set(names):
             out.append(derived)
     return out
@@ -196,10 +190,16 @@ def grid_varies(values: np.ndarray, labels: np.ndarray, what: str, params: Seque
 # bounds
 
 
-def within_bounds(fit: FitResult, bounds: Mapping[str, Sequence[float]], loss_scale: float) -> dict:
+def within_bounds(
+    fit: FitResult,
+    bounds: Mapping[str, Sequence[float]],
+    loss_scale: float,
+    depends: Mapping[str, Sequence[str]] | None = None,
+) -> dict:
     """bounds: no parameter, nor either end of its 95% interval, within a tolerance of a finite
     bound of the fit (exponents: EXPONENT_TOL; E: OFFSET_RTOL x the smallest loss `loss_scale`;
-    others: OTHER_RTOL x the bound). At a bound the optimum is the box, not the data."""
+    others: OTHER_RTOL x the bound). At a bound the optimum is the box, not the data.
+    depends: derived values -> the parameters they rest on, named with them when those fail."""
     problems, names = [], []
     for name, (lower, upper) in bounds.items():
         if name not in fit.params:
@@ -229,7 +229,7 @@ def within_bounds(fit: FitResult, bounds: Mapping[str, Sequence[float]], loss_sc
                 )
                 names.append(name)
     if problems:
-        return check("bounds", False, "; ".join(problems), _with_dependents(fit.law, names))
+        return check("bounds", False, "; ".join(problems), _with_dependents(names, depends))
     listed = ", ".join(
         f"{n} in [{_g(lo)}, {_g(hi)}]" for n, (lo, hi) in bounds.items() if n in fit.params
     )
@@ -250,6 +250,7 @@ def intervals(
     exponents: Sequence[str] = (),
     coefficients: Sequence[str] = (),
     predictions: Mapping[str, tuple[float, float, float, Sequence[str]]] | None = None,
+    depends: Mapping[str, Sequence[str]] | None = None,
 ) -> dict:
     """intervals: every exponent's 95% interval excludes zero (neither crosses nor touches it);
     every coefficient's spans at most MAX_COEFFICIENT_FACTOR; every prediction's, {label: (value,
@@ -300,7 +301,7 @@ def intervals(
         else:
             found.append(f"{label} x{_g(factor)}")
     if problems:
-        return check("intervals", False, "; ".join(problems), _with_dependents(fit.law, names))
+        return check("intervals", False, "; ".join(problems), _with_dependents(names, depends))
     rules = []
     if exponents:
         rules.append("exponents' intervals exclude 0")
@@ -371,31 +372,25 @@ def optimum_inside_grid(budgets: Sequence[Mapping[str, Any]]) -> dict:
 
 
 def extrapolation(
-    fit_fn: Callable[..., FitResult],
-    arrays: Sequence[np.ndarray],
+    leave_out: Callable[[], Mapping[str, Any]] | None,
     *,
     quantity: str,
     statistic: str,
     threshold: float,
     held_out: str,
-    run: bool = True,
-    **kw: Any,
 ) -> dict:
-    """extrapolation: refit without the largest scale (validate.leave_largest_out, kw passed on)
-    and compare its prediction of `quantity` there with what was measured: errors[quantity]
-    [statistic] at most `threshold`. Too little data to hold anything out fails, with the reason.
-    held_out: what is held out, in words ("the largest budget"). run=False (a fit's
-    check_extrapolation=False, as in leave_largest_out's own refits): fails as not run."""
-    if not run:
+    """extrapolation: `leave_out()` refits without the largest scale and reports its errors there
+    (validate.leave_largest_out's report): errors[quantity][statistic] at most `threshold`. Too
+    little data to hold anything out (a ValueError) fails, with the reason. held_out: what is held
+    out, in words ("the largest budget"). leave_out None (a fit's check_extrapolation=False, as in
+    leave_largest_out's own refits): fails as not run."""
+    if leave_out is None:
         return check("extrapolation", False, "not run (check_extrapolation=False)")
-    from scalinglab.analysis.validate import leave_largest_out  # validate calls the fit functions
-
     try:
-        report = leave_largest_out(fit_fn, *arrays, **kw)
+        report = leave_out()
     except ValueError as error:
         return check("extrapolation", False, f"cannot refit without {held_out}: {error}")
-    errors = report["errors"][quantity]
-    error = errors[statistic]
+    error = report["errors"][quantity][statistic]
     what = "mean |relative error|" if statistic.startswith("mean") else "|relative error|"
     detail = (
         f"fitted without {held_out} ({report['n_held_out']} of "

@@ -1,5 +1,6 @@
-"""Fit tables (for the terminal, Markdown and W&B) and the report of a study: report.md, with a
-summary of the trusted results, and report.json beside it.
+"""Fit tables (for the terminal, Markdown and W&B) and the report of a study: the text of
+report.md, with a summary of the trusted results, and the report.json document (writers.py
+writes them).
 
 A fit that is not trusted (FitResult.trusted) is shown as such, with its failing checks, before
 any number, and is left out of the summary; parameters a failing check finds not identified are
@@ -8,52 +9,27 @@ marked, and quantities derived from an untrusted fit (allocation tables) are not
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass, field
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from scalinglab.analysis import checks
-from scalinglab.analysis.bootstrap import percentile_interval
-from scalinglab.analysis.laws import optimal_allocation
-from scalinglab.analysis.plots import save
+import scalinglab.analysis.checks as checks
+from scalinglab.analysis.registry import get as get_law
 from scalinglab.analysis.result import FitResult
+from scalinglab.analysis.section import Section
 
 # Bootstrap draws per quantity written to JSON (see capped_draws).
 MAX_JSON_DRAWS = 1000
-# Chinchilla's three approaches to the compute-optimal frontier, by law.
-APPROACH = {"envelope": 1, "isoflop": 2, "chinchilla": 3}
 
 
 def fit_table(fit: FitResult) -> pd.DataFrame:
-    """One row per fitted parameter and derived quantity: name, kind ("param"/"derived"),
-    value, ci95_lo, ci95_hi (NaN where the fit has no interval), identified ("no" where a failing
-    check finds it not identified)."""
-    rows = []
-    not_identified = fit.not_identified
-    for kind, values in (("param", fit.params), ("derived", fit.derived)):
-        for name, value in values.items():
-            if kind == "derived" and name in fit.params:
-                continue  # isoflop/envelope/hparams report their coefficients in both
-            lo, hi = fit.ci95.get(name, (math.nan, math.nan))
-            rows.append(
-                {
-                    "name": name,
-                    "kind": kind,
-                    "value": value,
-                    "ci95_lo": lo,
-                    "ci95_hi": hi,
-                    "identified": "no" if name in not_identified else "yes",
-                }
-            )
+    """One row per fitted parameter and derived quantity (FitResult.rows): name, kind
+    ("param"/"derived"), value, ci95_lo, ci95_hi (NaN where the fit has no interval), identified
+    ("no" where a failing check finds it not identified)."""
     columns = ["name", "kind", "value", "ci95_lo", "ci95_hi", "identified"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(fit.rows(), columns=columns)
 
 
 def checks_table(fit: FitResult) -> pd.DataFrame:
@@ -112,52 +88,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-@dataclass
-class Section:
-    """One analysis: its fit, figures (by file name) with a one-line caption each, and extra
-    tables, or why it was skipped. law: the command that made it (power, isoflop, ...)."""
-
-    title: str = ""
-    description: str = ""
-    fit: FitResult | None = None
-    figures: dict[str, Figure] = field(default_factory=dict)
-    captions: dict[str, str] = field(default_factory=dict)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    skipped: str = ""
-    law: str = ""
-
-
 # --------------------------------------------------------------------------------------------
 # The summary: trusted results only, and whether the approaches agree
-
-
-def largest_budget(fit: FitResult) -> float:
-    """The largest compute budget (FLOPs) a compute-optimal fit measured: the largest IsoFLOP
-    budget or envelope point used, or the largest 6ND of a chinchilla fit's runs."""
-    if fit.law == "isoflop":
-        return max(b["C"] for b in fit.extras["budgets"] if b["in_range"])
-    if fit.law == "envelope":
-        return max(p["C"] for p in fit.extras["envelope"] if p["in_range"])
-    return float(fit.extras["compute_range"][1])
-
-
-def tokens_per_param(fit: FitResult, C: float) -> tuple[float, float, float]:
-    """D_opt / N_opt at budget C (FLOPs) of a compute-optimal fit, and its 95% bootstrap interval
-    (each resample's law evaluated at C; NaN without draws)."""
-    n_opt, d_opt = optimal_allocation(fit.law, fit.derived, C)
-    draws = {k: np.asarray(v, float) for k, v in fit.extras.get("bootstrap", {}).items()}
-    if draws:
-        n_draw, d_draw = optimal_allocation(fit.law, draws, C)
-        lo, hi = percentile_interval(d_draw / n_draw)
-    else:
-        lo = hi = math.nan
-    return float(d_opt / n_opt), lo, hi
-
-
-def _value(fit: FitResult, name: str) -> tuple[float, float, float]:
-    value = fit.params.get(name, fit.derived.get(name, math.nan))
-    lo, hi = fit.ci95.get(name, (math.nan, math.nan))
-    return float(value), float(lo), float(hi)
 
 
 def _interval(value: float, lo: float, hi: float) -> str:
@@ -165,42 +97,28 @@ def _interval(value: float, lo: float, hi: float) -> str:
 
 
 def headline_results(section: Section) -> list[dict[str, Any]]:
-    """The results a trusted fit stands for: {title, law, approach, quantity, value, ci95, at
-    (FLOPs, for tokens_per_param), text}."""
+    """The results a trusted fit stands for (its law's headline): {title, law, approach,
+    quantity, value, ci95, at (FLOPs, for tokens_per_param), text}."""
     fit = section.fit
-    base = {"title": section.title, "law": fit.law, "approach": APPROACH.get(fit.law)}
-    results = []
-
-    def add(quantity: str, text: str, value: float, lo: float, hi: float, at=None) -> None:
-        results.append(
-            base
-            | {"quantity": quantity, "value": value, "ci95": [lo, hi], "at": at}
-            | {"text": text.format(_interval(value, lo, hi))}
-        )
-
-    if fit.law in APPROACH:
-        add("a", "Compute-optimal exponent a = {}", *_value(fit, "a"))
-        C = largest_budget(fit)
-        text = f"{{}} tokens per parameter at C = {C:.3g} FLOPs, the largest budget measured"
-        add("tokens_per_param", text, *tokens_per_param(fit, C), at=C)
-    elif fit.law == "power":
-        for name in ("alpha", "E"):
-            if name in fit.params:
-                add(name, f"{name} = {{}}", *_value(fit, name))
-    elif fit.law == "hparams":
-        add("e_lr", "lr_opt ∝ C^e_lr with e_lr = {}", *_value(fit, "e_lr"))
-        add("e_bs", "batch_opt ∝ C^e_bs with e_bs = {}", *_value(fit, "e_bs"))
-    return results
+    law = get_law(fit.law)
+    base = {"title": section.title, "law": fit.law, "approach": law.approach}
+    return [
+        base
+        | {"quantity": r["quantity"], "value": r["value"], "ci95": [r["lo"], r["hi"]]}
+        | {"at": r["at"], "text": r["text"].format(_interval(r["value"], r["lo"], r["hi"]))}
+        for r in law.headline(fit)
+    ]
 
 
 def agreements(sections: list[Section]) -> list[dict[str, Any]]:
     """The agreement check of every pair of compute-optimal approaches fitted to the runs
     (checks.agreement), with "fits": the two section titles."""
-    fitted = [s for s in sections if s.fit is not None and s.fit.law in APPROACH]
-    fitted.sort(key=lambda s: APPROACH[s.fit.law])
+    approach = {id(s): get_law(s.fit.law).approach for s in sections if s.fit is not None}
+    fitted = [s for s in sections if s.fit is not None and approach[id(s)] is not None]
+    fitted.sort(key=lambda s: approach[id(s)])
     out = []
     for first, second in combinations(fitted, 2):
-        labels = [f"Approach {APPROACH[s.fit.law]}" for s in (first, second)]
+        labels = [f"Approach {approach[id(s)]}" for s in (first, second)]
         result = checks.agreement((labels[0], first.fit), (labels[1], second.fit))
         out.append(result | {"fits": [first.title, second.title]})
     return out
@@ -275,14 +193,6 @@ def strict_json(value: object) -> object:
     return value
 
 
-def write_json(document: object, path: str | Path) -> Path:
-    """`document` as strict JSON (strict_json) at `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(strict_json(document), indent=2) + "\n")
-    return path
-
-
 def report_document(
     sections: list[Section], data: list[str], agreement: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -309,13 +219,14 @@ def report_document(
 # Markdown
 
 
-def _section_lines(section: Section, out_dir: Path) -> list[str]:
+def section_lines(section: Section, figure_lines: list[str]) -> list[str]:
+    """The section in Markdown; figure_lines: its figures' (the writers saved them)."""
     lines = ["", f"## {section.title}", ""]
     fit = section.fit
     if fit is None and section.skipped:
         return lines + [section.description, "", f"Skipped: {section.skipped}"]
     if fit is None:  # figures of the data, no fit
-        return lines + [section.description] + _figure_lines(section, out_dir)
+        return lines + [section.description] + figure_lines
     if fit.trusted:
         lines += ["Trusted: every check passed.", ""]
     else:
@@ -333,35 +244,4 @@ def _section_lines(section: Section, out_dir: Path) -> list[str]:
             lines += ["", f"{caption}:", "", markdown_table(table)]
         else:
             lines += ["", f"{caption}: not a result, the fit is not trusted (not shown)."]
-    return lines + _figure_lines(section, out_dir)
-
-
-def _figure_lines(section: Section, out_dir: Path) -> list[str]:
-    """Each figure saved as PNG (what the report shows; `--plot DIR` writes SVG too) and linked,
-    its caption in italics below it."""
-    lines = []
-    for name, figure in section.figures.items():
-        (png,) = save(figure, out_dir, name, formats=("png",))
-        lines += ["", f"![{name}]({png.name})"]
-        if section.captions.get(name):
-            lines += ["", f"*{section.captions[name]}*"]
-    return lines
-
-
-def write_report(sections: list[Section], out: str | Path, *, summary: list[str]) -> Path:
-    """Write the Markdown report to `out`, report.json beside it (same stem, .json; see
-    report_document) and the figures (PNG). `summary`: lines describing the data, shown
-    first; then the Summary of trusted results and agreement, then one section per analysis."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    agreement = agreements(sections)
-    document = report_document(sections, summary, agreement)
-    lines = ["# Scaling-law report", "", "## Data", ""]
-    lines += [f"- {line}" for line in summary]
-    lines += ["", "## Summary", ""]
-    lines += [f"- {line}" for line in document["summary"]["lines"]]
-    for section in sections:
-        lines += _section_lines(section, out.parent)
-    out.write_text("\n".join(lines) + "\n")
-    write_json(document, out.with_suffix(".json"))
-    return out
+    return lines + figure_lines

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from scalinglab.analysis.registry import get as get_law
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,7 +29,7 @@ class FitResult:
     converged: whether the optimiser reported success; `message` says why not.
     objective: final value of the fit's objective (lower is better).
     extras:    law-specific data for plots and reports (per-budget parabolas, residuals...);
-               JSON-serialisable. extras["bootstrap"] holds each resample's refitted values,
+               JSON-serialisable, typed per law (each law module's *Extras TypedDict). extras["bootstrap"] holds each resample's refitted values,
                {name: [draw, ...]}, for frontier_band and loss_band; extras["data"], the points
                a power ({x, y}) or chinchilla ({N, D, loss}) fit was fitted to, for plot().
     checks:    what the fit checked about itself (analysis/checks.py): {name, passed, detail,
@@ -76,43 +76,44 @@ class FitResult:
         "batch_size"}; hparams_nd: predict(N, D) -> {"lr", "batch_size"}. C in FLOPs, N in
         parameters, D in tokens.
         """
-        from scalinglab.analysis.laws import chinchilla_loss, power_law  # laws imports this module
+        return get_law(self.law).predict(self, *inputs)
 
-        p = self.params
-        if self.law == "power":
-            return power_law(*inputs, p.get("E", 0.0), p["A"], p["alpha"])
-        if self.law == "chinchilla":
-            return chinchilla_loss(*inputs, **p)
-        if self.law == "hparams_nd":
-            from scalinglab.analysis.hparams import nd_law  # hparams imports this module
-
-            return {"lr": nd_law(p, "lr", *inputs), "batch_size": nd_law(p, "bs", *inputs)}
-        (C,) = inputs
-        C = np.asarray(C, dtype=float)
-        if self.law in ("isoflop", "envelope"):
-            return {"N_opt": p["k_N"] * C ** p["a"], "D_opt": p["k_D"] * C ** p["b"]}
-        if self.law == "hparams":
-            return {"lr": p["k_lr"] * C ** p["e_lr"], "batch_size": p["k_bs"] * C ** p["e_bs"]}
-        raise ValueError(f"no prediction for law {self.law!r}")
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per fitted parameter and derived quantity: name, kind ("param"/"derived"),
+        value, ci95_lo, ci95_hi (NaN where the fit has no interval), identified ("no" where a
+        failing check finds it not identified)."""
+        rows = []
+        not_identified = self.not_identified
+        for kind, values in (("param", self.params), ("derived", self.derived)):
+            for name, value in values.items():
+                if kind == "derived" and name in self.params:
+                    continue  # isoflop/envelope/hparams report their coefficients in both
+                lo, hi = self.ci95.get(name, (math.nan, math.nan))
+                identified = "no" if name in not_identified else "yes"
+                rows.append(
+                    {"name": name, "kind": kind, "value": value}
+                    | {"ci95_lo": lo, "ci95_hi": hi, "identified": identified}
+                )
+        return rows
 
     def __repr__(self) -> str:
         """A screenful: law, points, trusted or not with each failing check (its detail cut to
         one line), then every parameter and derived value with its 95% interval. Never the
         bootstrap draws or the data (extras)."""
-        from scalinglab.analysis.report import fit_table  # report imports this module
-
         failed = self.failed_checks
         trust = "trusted" if not failed else "NOT TRUSTED"
         lines = [f"FitResult({self.law}, {self.n_points} points, {trust})"]
         for check in failed:  # indented under the header, cut to the width
             lines.append("  " + _one_line(f"failed {check['name']}: {check['detail']}", REPR_WIDTH))
-        for row in fit_table(self).itertuples(index=False):
-            has_interval = not math.isnan(row.ci95_lo)
-            interval = f"[{row.ci95_lo:.4g}, {row.ci95_hi:.4g}]" if has_interval else ""
-            notes = [] if row.kind == "param" else ["derived"]
-            notes += ["not identified"] if row.identified == "no" else []
+        for row in self.rows():
+            has_interval = not math.isnan(row["ci95_lo"])
+            interval = f"[{row['ci95_lo']:.4g}, {row['ci95_hi']:.4g}]" if has_interval else ""
+            notes = [] if row["kind"] == "param" else ["derived"]
+            notes += ["not identified"] if row["identified"] == "no" else []
             note = f"  ({', '.join(notes)})" if notes else ""
-            lines.append(f"  {row.name:<6} = {row.value:<10.4g} {interval:<24}{note}".rstrip())
+            lines.append(
+                f"  {row['name']:<6} = {row['value']:<10.4g} {interval:<24}{note}".rstrip()
+            )
         return "\n".join(lines)
 
     def summary(self) -> pd.DataFrame:
@@ -120,9 +121,10 @@ class FitResult:
         (the 95% interval, NaN without one), identified, and failed_checks: the failing checks
         that concern it (those naming it, and those about the whole fit), comma-separated, or
         "none". attrs: law, n_points, trusted."""
-        from scalinglab.analysis.report import fit_table  # report imports this module
+        from pandas import DataFrame  # only here: a FitResult is plain data
 
-        table = fit_table(self).set_index("name")
+        columns = ["name", "kind", "value", "ci95_lo", "ci95_hi", "identified"]
+        table = DataFrame(self.rows(), columns=columns).set_index("name")
         failed = self.failed_checks
 
         def concerning(name: str) -> str:
@@ -145,41 +147,7 @@ class FitResult:
         hparams:            a ValueError: its figure has a panel per budget (plot_hparams).
         `options` go to that function.
         """
-        from scalinglab.analysis import plots  # plots imports this module
-
-        data = self.extras.get("data")
-        if self.law == "hparams":
-            raise ValueError(
-                "a hparams fit is drawn one panel per compute budget, not on one Axes: call "
-                "scalinglab.analysis.plot_hparams(fit), which returns the Figure"
-            )
-        if self.law in ("power", "chinchilla") and data is None:
-            call = (
-                "plot_loss(x, y, fit)"
-                if self.law == "power"
-                else "plot_loss(N, loss, fit, tokens=D)"
-            )
-            raise ValueError(
-                f"this {self.law} fit carries no data (extras['data']; read from an older JSON?): "
-                f"call scalinglab.analysis.{call}"
-            )
-        if self.law not in ("power", "chinchilla", "isoflop", "envelope"):
-            raise ValueError(f"no drawing for law {self.law!r}")
-        if ax is None:
-            import matplotlib.pyplot as plt  # only here: a notebook shows pyplot's figures
-
-            _, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
-        if self.law == "power":
-            options = {"x_name": "x"} | options
-            plots.plot_loss(data["x"], data["y"], self, ax=ax, **options)
-        elif self.law == "chinchilla":
-            plots.plot_loss(data["N"], data["loss"], self, tokens=data["D"], ax=ax, **options)
-        else:
-            points = self.extras.get("budgets") or [
-                p for p in self.extras["envelope"] if p["in_range"]
-            ]
-            plots.plot_frontier(self, [p["C"] for p in points], ax=ax, **options)
-        return ax
+        return get_law(self.law).plot(self, ax, **options)
 
     def to_dict(self) -> dict[str, Any]:
         return {

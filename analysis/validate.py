@@ -1,4 +1,5 @@
-"""Checks of a fit beyond its own objective: extrapolation to the largest scale, and residuals."""
+"""Checks of a fit beyond its own objective: extrapolation to the largest scale, and residuals.
+Each law says what it compares (registry.Law.held_out, Law.residuals); this is the one procedure."""
 
 from __future__ import annotations
 
@@ -8,19 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from scalinglab.analysis.laws import _positive_1d
-from scalinglab.analysis.load import BUDGET_RTOL, budget_labels
+from scalinglab.analysis.budgets import BUDGET_RTOL, budget_labels
+from scalinglab.analysis.inputs import positive_1d
+from scalinglab.analysis.registry import get as get_law
 from scalinglab.analysis.result import FitResult
 
 # Keyword arrays of a fit function that hold one value per row.
 PER_ROW_KEYWORDS = ("tokens",)
-
-# Per-budget optima each optimum law reports in extras, and the predict() key for each.
-_OPTIMA = {
-    "isoflop": ("budgets", {"N_opt": "N_opt", "D_opt": "D_opt"}),
-    "envelope": ("envelope", {"N_opt": "N"}),
-    "hparams": ("budgets", {"lr": "lr_opt", "batch_size": "batch_size_opt"}),
-}
 
 
 def _summary(predicted: np.ndarray, observed: np.ndarray) -> dict[str, Any]:
@@ -36,14 +31,6 @@ def _summary(predicted: np.ndarray, observed: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _observed_optima(result: FitResult) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """C and the per-budget (or per-envelope-point) optima a fit used for its laws."""
-    key, names = _OPTIMA[result.law]
-    rows = [row for row in result.extras[key] if row.get("in_range", True)]
-    c = np.array([row["C"] for row in rows])
-    return c, {q: np.array([row[field] for row in rows]) for q, field in names.items()}
-
-
 def residual_summary(result: FitResult, *arrays: np.ndarray) -> dict[str, dict[str, Any]]:
     """Log residuals of a fit, per predicted quantity: {quantity: {n, rmse, mean_abs, max_abs,
     bias, residuals}}, in natural-log units (0.01 is about 1%).
@@ -52,20 +39,8 @@ def residual_summary(result: FitResult, *arrays: np.ndarray) -> dict[str, dict[s
     isoflop, envelope, hparams: no arrays needed, the per-budget optima in result.extras are
     compared with the fitted laws -> {"N_opt", "D_opt"} / {"N_opt"} / {"lr", "batch_size"}.
     """
-    if result.law in ("power", "chinchilla"):
-        if len(arrays) != (2 if result.law == "power" else 3):
-            raise ValueError(
-                f"residual_summary of a {result.law} fit needs its inputs and "
-                f"targets: {'(x, y)' if result.law == 'power' else '(N, D, loss)'}"
-            )
-        *inputs, target = arrays
-        name = "y" if result.law == "power" else "loss"
-        return {name: _summary(result.predict(*inputs), target)}
-    if result.law not in _OPTIMA:
-        raise ValueError(f"no residuals for law {result.law!r}")
-    c, observed = _observed_optima(result)
-    predicted = result.predict(c)
-    return {q: _summary(predicted[q], observed[q]) for q in observed}
+    pairs = get_law(result.law).residuals(result, *arrays)
+    return {q: _summary(predicted, observed) for q, (predicted, observed) in pairs.items()}
 
 
 def leave_largest_out(
@@ -74,6 +49,7 @@ def leave_largest_out(
     key: np.ndarray | None = None,
     n_out: int = 1,
     rtol: float | None = None,
+    full: FitResult | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
     """Refit without the rows at the `n_out` largest values of `key` (default arrays[0]), then
@@ -82,19 +58,20 @@ def leave_largest_out(
     power (x, y) and chinchilla (N, D, loss): the held-out rows' targets are predicted from their
     inputs (key None holds out the largest x or N; key=6*N*D the largest compute budget).
     isoflop (C, N, loss) and hparams (C, lr, batch_size, loss): the held-out budgets' own optima
-    (from a fit on all data) are compared with the laws fitted on the smaller budgets.
+    (from `full`, the fit on all data; refitted here only when not given) are compared with the
+    laws fitted on the smaller budgets.
     rtol: key values within rtol (relative, budget_labels) count as one; default: for a fit that
     groups runs into budgets (isoflop, hparams) its own budget_tol, else 0 (each distinct value).
     kw go to fit_fn; those with one value per row (PER_ROW_KEYWORDS: isoflop's tokens) are split
-    with the rows. n_bootstrap defaults to 0 here since only point estimates are compared, and the refits
-    skip their own extrapolation check.
+    with the rows. n_bootstrap defaults to 0 here since only point estimates are compared, and the
+    refits skip their own extrapolation check.
     Returns {law, key_threshold, n_train, n_held_out, errors: {quantity: {predicted, observed,
     relative_error, mean_abs_relative_error, max_abs_relative_error}}, fit: the reduced fit's dict}.
     """
     arrays = tuple(np.asarray(a) for a in arrays)
     if not arrays:
         raise ValueError("leave_largest_out needs the fit's arrays")
-    key = _positive_1d("key", arrays[0] if key is None else key)
+    key = positive_1d("key", arrays[0] if key is None else key)
     accepts = inspect.signature(fit_fn).parameters
     if rtol is None:
         rtol = kw.get("budget_tol", BUDGET_RTOL) if "budget_tol" in accepts else 0.0
@@ -106,42 +83,23 @@ def leave_largest_out(
             f"got {n_out}"
         )
     held = labels >= n_distinct - n_out
-    threshold = key[held].min()
     kw.setdefault("n_bootstrap", 0)
     if "check_extrapolation" in accepts:
         kw.setdefault("check_extrapolation", False)
+    per_row = {name: np.asarray(kw[name]) for name in PER_ROW_KEYWORDS if kw.get(name) is not None}
+    train_kw = kw | {name: values[~held] for name, values in per_row.items()}
+    train = fit_fn(*(a[~held] for a in arrays), **train_kw)
 
-    def rows(mask: np.ndarray) -> tuple[tuple[np.ndarray, ...], dict[str, Any]]:
-        per_row = {
-            name: np.asarray(kw[name])[mask]
-            for name in PER_ROW_KEYWORDS
-            if kw.get(name) is not None
-        }
-        return tuple(a[mask] for a in arrays), kw | per_row
+    def on_all_data() -> FitResult:
+        return full if full is not None else fit_fn(*arrays, **kw)
 
-    train_arrays, train_kw = rows(~held)
-    train = fit_fn(*train_arrays, **train_kw)
-
-    if train.law in ("power", "chinchilla"):
-        *inputs, target = (a[held] for a in arrays)
-        name = "y" if train.law == "power" else "loss"
-        predicted, observed = {name: train.predict(*inputs)}, {name: target.astype(float)}
-    elif train.law in ("isoflop", "hparams"):
-        full = fit_fn(*arrays, **kw)
-        c, optima = _observed_optima(full)
-        outside = c > key[~held].max()  # a budget's C is its runs' geometric mean
-        if not outside.any():
-            raise ValueError("the held-out budgets have no optimum inside their sampled range")
-        predicted = train.predict(c[outside])
-        observed = {q: v[outside] for q, v in optima.items()}
-    else:
-        raise ValueError(f"leave_largest_out does not support law {train.law!r}")
-
+    predicted, observed = get_law(train.law).held_out(on_all_data, train, arrays, held, key)
     errors = {}
     for q in observed:
-        rel = np.asarray(predicted[q], dtype=float) / observed[q] - 1.0
+        guess = np.asarray(predicted[q], dtype=float)
+        rel = guess / observed[q] - 1.0
         errors[q] = {
-            "predicted": np.asarray(predicted[q], dtype=float).tolist(),
+            "predicted": guess.tolist(),
             "observed": observed[q].tolist(),
             "relative_error": rel.tolist(),
             "mean_abs_relative_error": float(np.mean(np.abs(rel))),
@@ -149,7 +107,7 @@ def leave_largest_out(
         }
     return {
         "law": train.law,
-        "key_threshold": float(threshold),
+        "key_threshold": float(key[held].min()),
         "n_train": int((~held).sum()),
         "n_held_out": int(held.sum()),
         "errors": errors,

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from scalinglab.analysis import checks
-from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop
-from scalinglab.analysis.hparams import fit_hparams
 from scalinglab.analysis.laws import chinchilla_loss, fit_chinchilla, fit_power_law
-from scalinglab.analysis.report import Section, agreements
+from scalinglab.analysis.laws.envelope import fit_envelope
+from scalinglab.analysis.laws.hparams import fit_hparams
+from scalinglab.analysis.laws.isoflop import fit_isoflop
+from scalinglab.analysis.report import agreements
 from scalinglab.analysis.result import FitResult
+from scalinglab.analysis.section import Section
 
 SURFACE = {"E": 1.7, "A": 400.0, "B": 410.0, "alpha": 0.34, "beta": 0.28}
 NOISE = 0.005  # about 0.5%, multiplicative

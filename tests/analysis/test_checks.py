@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 
 from scalinglab.analysis import checks
-from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop
-from scalinglab.analysis.hparams import fit_hparams
 from scalinglab.analysis.laws import fit_chinchilla, fit_power_law
-from scalinglab.analysis.report import Section, agreements, fit_table
+from scalinglab.analysis.laws.chinchilla import DEPENDS
+from scalinglab.analysis.laws.envelope import fit_envelope
+from scalinglab.analysis.laws.hparams import fit_hparams
+from scalinglab.analysis.laws.isoflop import fit_isoflop
+from scalinglab.analysis.report import agreements, fit_table
 from scalinglab.analysis.result import FitResult
+from scalinglab.analysis.section import Section
 from scalinglab.analysis.validate import leave_largest_out
 
 from .designs import (
@@ -165,7 +168,9 @@ def test_intervals_of_exponents_coefficients_and_predictions() -> None:
         derived={"a": 0.5, "b": 0.5, "G": 1.0},
     )
     fit.ci95["beta"] = (0.2, 0.4)
-    result = checks.intervals(fit, exponents=["alpha", "beta"], coefficients=["E", "A", "B"])
+    result = checks.intervals(
+        fit, exponents=["alpha", "beta"], coefficients=["E", "A", "B"], depends=DEPENDS
+    )
     assert not result["passed"]
     assert "exponent alpha's interval [0, 0.5] reaches 0" in result["detail"]
     assert "A's interval [1, 500] spans a factor 500 (rule: at most 100)" in result["detail"]

@@ -15,10 +15,11 @@ import pytest
 import yaml
 
 from scalinglab.analysis.cli import build_parser, main
-from scalinglab.analysis.compute_optimal import frontier_band
+from scalinglab.analysis.frontier import frontier_band
 from scalinglab.analysis.load import completed, load_runs
-from scalinglab.analysis.report import Section, write_report
 from scalinglab.analysis.result import FitResult
+from scalinglab.analysis.section import Section
+from scalinglab.analysis.writers import write_report
 
 from .fake_runs import (
     HPARAM_BUDGETS,

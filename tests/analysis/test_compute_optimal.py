@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from scalinglab.analysis.bootstrap import percentile_interval
-from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop, frontier_band
+from scalinglab.analysis.frontier import frontier_band
 from scalinglab.analysis.laws import chinchilla_loss, compute_optimal_allocation
+from scalinglab.analysis.laws.envelope import fit_envelope
+from scalinglab.analysis.laws.isoflop import fit_isoflop
 from scalinglab.analysis.result import FitResult
 from scalinglab.analysis.validate import leave_largest_out, residual_summary
 

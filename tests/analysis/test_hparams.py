@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from scalinglab.analysis.hparams import fit_hparams
+from scalinglab.analysis.laws.hparams import fit_hparams
 from scalinglab.analysis.validate import leave_largest_out, residual_summary
 
 BUDGETS = np.geomspace(1e17, 1e21, 5)

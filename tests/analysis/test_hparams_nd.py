@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from scalinglab.analysis.cli import main
-from scalinglab.analysis.hparams import ND_PARAMS, fit_hparams_nd
-from scalinglab.analysis.plots import plot_hparams_nd
+from scalinglab.analysis.laws.hparams_nd import ND_PARAMS, fit_hparams_nd, plot_hparams_nd
 from tests.conftest import compose_train
 
 # Step-Law-like truth: lr_opt falls with N and rises with D; batch_opt depends on D alone.

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from scalinglab.analysis.cli import main
-from scalinglab.analysis.hparams import grid_step, lr_transfer
-from scalinglab.analysis.plots import plot_transfer
+from scalinglab.analysis.laws.transfer import grid_step, lr_transfer, plot_transfer
 
 from .fake_runs import write_run
 

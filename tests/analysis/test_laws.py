@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from scalinglab.analysis.compute_optimal import frontier_band
+from scalinglab.analysis.frontier import frontier_band
 from scalinglab.analysis.laws import (
     chinchilla_loss,
     chinchilla_objective,

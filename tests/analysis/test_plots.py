@@ -10,21 +10,17 @@ from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.figure import Figure
 
 from scalinglab.analysis import laws
-from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop, frontier_band
+from scalinglab.analysis.frontier import frontier_band
 from scalinglab.analysis.laws import (
     compute_optimal_allocation,
     fit_chinchilla,
     fit_power_law,
     power_law,
 )
+from scalinglab.analysis.laws.envelope import fit_envelope
+from scalinglab.analysis.laws.isoflop import fit_isoflop, plot_isoflop
 from scalinglab.analysis.load import budget_flops, budget_labels, completed, load_curves, load_runs
-from scalinglab.analysis.plots import (
-    plot_curves,
-    plot_frontier,
-    plot_isoflop,
-    plot_loss,
-    save,
-)
+from scalinglab.analysis.plotting import plot_curves, plot_frontier, plot_loss, save
 
 from .fake_runs import chinchilla_loss, optimal_n_params
 

@@ -17,8 +17,9 @@ from matplotlib.axes import Axes
 from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.figure import Figure
 
-from scalinglab.analysis.compute_optimal import fit_envelope, fit_isoflop
 from scalinglab.analysis.laws import chinchilla_loss, fit_chinchilla, fit_power_law, power_law
+from scalinglab.analysis.laws.envelope import fit_envelope
+from scalinglab.analysis.laws.isoflop import fit_isoflop
 from scalinglab.analysis.load import completed, load_curves, load_runs
 from scalinglab.analysis.result import FitResult
 

@@ -10,7 +10,7 @@ and return its figure.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,8 @@ from matplotlib.colors import Colormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, LogLocator, NullFormatter
 
-from scalinglab.analysis.compute_optimal import frontier_band
-from scalinglab.analysis.laws import compute_optimal_allocation
+from scalinglab.analysis.frontier import compute_optimal_allocation, frontier_band
+from scalinglab.analysis.registry import get as get_law
 from scalinglab.analysis.result import FitResult
 
 AXIS_LABELS = {
@@ -195,7 +195,9 @@ def plot_loss(
     other = n_params if other_name == "n_params" else tokens
     one_level = other is not None and np.nanmin(other) == np.nanmax(other)
     points = "means over seeds" if seeds is not None else "runs"
-    if other is None or (one_level and (fit is None or fit.law == "power")):
+    law = None if fit is None else get_law(fit.law)
+    scale = None
+    if other is None or (one_level and not getattr(law, "curves_per_level", False)):
         symbol = SYMBOLS[other_name]
         label = f"{points} ({symbol} = {np.nanmin(other):.3g})" if one_level else points
         ax.scatter(x, loss, color="C0", zorder=3, label=label)
@@ -205,47 +207,11 @@ def plot_loss(
         cmap = _colour_scale(fig, ax, norm, AXIS_LABELS[other_name])
         ax.scatter(x, loss, color=cmap(norm(other)), zorder=3)
         ax.scatter([], [], color="0.5", label=f"{points} (coloured by {SYMBOLS[other_name]})")
-    if fit is not None and fit.law == "power":
-        symbol = SYMBOLS.get(x_name, "x")
-        label = f"fit L = E + A·{symbol}^-alpha\n" + ", ".join(
-            _with_ci(fit, k) for k in ("alpha", "E") if k in fit.params
+        scale = LossScale(other_name, other, cmap, norm)
+    if law is not None:
+        curves += law.draw_loss(
+            ax, fit, curve_x, x_name=x_name, loss=loss, curves=curves, scale=scale
         )
-        curves.append(fit.predict(curve_x))
-        ax.plot(curve_x, curves[-1], color="C3", label=label)
-        _draw_band(ax, curve_x, fit, lambda: loss_band(fit, curve_x), color="C3")
-        E = fit.params.get("E", 0.0)
-        if E > 0:
-            # Far below the data (an E the data cannot pin down), it would squash the points.
-            near = np.nanmin(np.concatenate([loss, *curves])) / 2 <= E
-            label = "irreducible loss E" if near else f"irreducible loss E = {E:.3g}, below"
-            ax.axhline(E, color="C3", ls=":", lw=1, label=label)
-            curves.append(np.array([E] if near else []))
-    elif fit is not None and fit.law == "chinchilla":
-        if other is None or x_name not in ("n_params", "tokens"):
-            raise ValueError(
-                "a chinchilla fit is drawn against n_params with tokens given, or against tokens "
-                "with n_params given"
-            )
-        # A curve through each measured level when there are few (every point on its own curve),
-        # else four spanning them.
-        levels = np.unique(other)
-        if len(levels) > 8:
-            levels = np.geomspace(levels[0], levels[-1], 4)
-        for k, level in enumerate(levels):
-            N, D = (curve_x, level) if other_name == "tokens" else (level, curve_x)
-            curves.append(fit.predict(N, D))
-            color = cmap(norm(level))
-            label = f"fit at {SYMBOLS[other_name]} = {level:.2g}"
-            ax.plot(curve_x, curves[-1], color=color, label=label)
-            band = lambda N=N, D=D: loss_band(fit, N, D)  # noqa: E731
-            _draw_band(ax, curve_x, fit, band, color=color, legend=None if k else "bands")
-        ax.set_title(
-            _trust_label("L = E + A/N^α + B/D^β", fit)
-            + f"\n{_with_ci(fit, 'alpha')}, {_with_ci(fit, 'beta')}\n{_with_ci(fit, 'E')}",
-            fontsize=9,
-        )
-    if fit is not None and fit.law == "power" and not fit.trusted:
-        ax.set_title(_trust_label(ax.get_title(), fit))
     if floor is not None:
         ax.axhline(floor, color="k", ls="--", lw=1, label=f"known floor {floor:.4g}")
         curves.append(np.array([floor]))
@@ -256,53 +222,22 @@ def plot_loss(
     return fig
 
 
-def _draw_profiles(fig: Figure, ax: Axes, fit: FitResult) -> tuple[Colormap, LogNorm]:
-    """IsoFLOP profiles on `ax`: loss against N per budget, the parabola in log10 N and its
-    minimum with its 95% interval; a minimum outside the sampled sizes is hollow and labelled.
-    Returns the budgets' colour scale, for other panels to share."""
-    budgets = fit.extras["budgets"]
-    ax.set(xscale="log", xlabel=AXIS_LABELS["n_params"], ylabel=AXIS_LABELS["loss"])
-    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
-    norm = _log_norm([b["C"] for b in budgets])
-    cmap = _colour_scale(fig, ax, norm, AXIS_LABELS["flops"])
-    for budget in budgets:
-        color = cmap(norm(budget["C"]))
-        n_params = np.asarray(budget["N"], float)
-        ax.scatter(n_params, budget["loss"], color=color, zorder=3)
-        if not np.isfinite(budget["N_opt"]):  # < 3 sizes, or a parabola opening downward
-            continue
-        curve_n = _span(np.append(n_params, budget["N_opt"]), 0.1, 0.1)
-        ax.plot(
-            curve_n,
-            np.polyval(budget["coef"], np.log10(curve_n)),
-            color=color,
-            ls="-" if budget["in_range"] else "--",
-        )
-        ax.errorbar(
-            budget["N_opt"],
-            budget["loss_opt"],
-            xerr=_error_bar(budget["N_opt"], budget.get("N_opt_ci95")),
-            color=color,
-            zorder=4,
-            marker="*",
-            ms=12,
-            mfc=color if budget["in_range"] else "white",
-            capsize=3,
-        )
-        if not budget["in_range"]:
-            ax.annotate(
-                "minimum outside\nsampled sizes",
-                (budget["N_opt"], budget["loss_opt"]),
-                textcoords="offset points",
-                xytext=(8, -18),
-                fontsize=7,
-                color="C3",
-            )
-    ax.plot([], [], "k*", ms=10, label="minimum N_opt (95% CI)")
-    if not all(b["in_range"] for b in budgets):
-        ax.plot([], [], "k*", ms=10, mfc="white", label="minimum outside sampled sizes")
-    ax.legend(fontsize=8)
-    return cmap, norm
+@dataclass(frozen=True)
+class LossScale:
+    """How plot_loss coloured its points: by `other` (tokens or n_params, named `name`)."""
+
+    name: str
+    other: np.ndarray
+    cmap: Colormap
+    norm: LogNorm
+
+
+def new_axes() -> Axes:
+    """A one-panel pyplot figure's Axes (FitResult.plot without an ax: a notebook shows it)."""
+    import matplotlib.pyplot as plt  # only here: the report's figures never touch pyplot
+
+    _, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
+    return ax
 
 
 def _draw_frontier(
@@ -328,49 +263,6 @@ def _frontier_axes(ax: Axes, budgets: np.ndarray, beyond_decades: float) -> np.n
 
 def _trust_label(label: str, fit: FitResult) -> str:
     return label if fit.trusted else f"{label} (NOT trusted)"
-
-
-def plot_isoflop(
-    fit: FitResult, chinchilla: FitResult | None = None, *, beyond_decades: float = 1.0
-) -> Figure:
-    """An IsoFLOP study in one figure. Left: loss against N at each compute budget, the parabola
-    fitted in log10 N and its minimum N_opt with its 95% interval (a minimum outside the sampled
-    sizes hollow and labelled; a budget with no minimum shows its points only). Right: those
-    minima against C, the fitted N_opt = k_N C^a with its 95% bootstrap band, from the smallest
-    budget to `beyond_decades` past the largest, and, given a `chinchilla` fit of the same runs,
-    Approach 3's frontier on the same axes."""
-    fig = Figure(figsize=(12.0, 4.8), layout="constrained")
-    ax, ax_frontier = fig.subplots(1, 2)
-    for axis in (ax, ax_frontier):
-        axis.grid(True, which="major", alpha=0.3)
-    ax.set_title("IsoFLOP profiles")
-    cmap, norm = _draw_profiles(fig, ax, fit)
-
-    budgets = fit.extras["budgets"]
-    compute = _frontier_axes(ax_frontier, np.array([b["C"] for b in budgets]), beyond_decades)
-    ax_frontier.set_title("Compute-optimal model size")
-    _draw_frontier(
-        ax_frontier, fit, compute, color="C0", label=_trust_label("IsoFLOP (Approach 2)", fit)
-    )
-    if chinchilla is not None:
-        label = _trust_label("L(N, D) fit (Approach 3)", chinchilla)
-        _draw_frontier(ax_frontier, chinchilla, compute, color="C3", label=label, ls="--")
-    for budget in (b for b in budgets if np.isfinite(b["N_opt"])):
-        color = cmap(norm(budget["C"]))
-        ax_frontier.errorbar(
-            budget["C"],
-            budget["N_opt"],
-            yerr=_error_bar(budget["N_opt"], budget.get("N_opt_ci95")),
-            fmt="*",
-            ms=12,
-            color=color,
-            mfc=color if budget["in_range"] else "white",
-            capsize=3,
-            zorder=4,
-        )
-    ax_frontier.plot([], [], "k*", ms=10, label="IsoFLOP minima (95% CI)")
-    ax_frontier.legend(fontsize=7, loc="upper left")
-    return fig
 
 
 def plot_frontier(
@@ -408,152 +300,6 @@ def plot_frontier(
     if fit.extras.get("budgets") or envelope:
         ax.plot([], [], "o", color="C1", label="measured optima")
     ax.legend(fontsize=8)
-    return fig
-
-
-def plot_hparams(fit: FitResult) -> Figure:
-    """Learning rate x batch size maps, one panel per compute budget: each run coloured by its
-    loss above the budget's best, the best run (star), the near-optimal band's centre (cross)
-    and the fitted lr_opt(C), batch_opt(C) (plus)."""
-    budgets = fit.extras["budgets"]
-    n_cols = min(3, len(budgets))
-    n_rows = -(-len(budgets) // n_cols)
-    fig = Figure(figsize=(4.2 * n_cols + 1, 3.6 * n_rows), layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False, sharex=True, sharey=True).ravel()
-    excess = [np.asarray(b["loss"]) - b["best_loss"] for b in budgets]
-    norm = Normalize(0.0, max(float(np.max(e)) for e in excess))
-    cmap = _colour_scale(fig, axes.tolist(), norm, "loss above the budget's best (nats/token)")
-    for ax, budget, budget_excess in zip(axes, budgets, excess, strict=False):
-        ax.set(xscale="log", yscale="log", title=f"C = {budget['C']:.2g} FLOPs")
-        for axis in (ax.xaxis, ax.yaxis):
-            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            axis.set_major_formatter("{x:g}")
-            axis.set_minor_formatter(NullFormatter())
-        ax.scatter(budget["lr"], budget["batch_size"], c=cmap(norm(budget_excess)), s=60)
-        best = int(np.argmin(budget["loss"]))
-        ax.plot(
-            budget["lr"][best],
-            budget["batch_size"][best],
-            "*",
-            color="C3",
-            ms=14,
-            mfc="none",
-            label="best run",
-        )
-        ax.plot(
-            budget["lr_opt"],
-            budget["batch_size_opt"],
-            "x",
-            color="k",
-            ms=10,
-            label=f"band centre ({fit.extras.get('tolerance', 0):.0%} of best)",
-        )
-        predicted = fit.predict(budget["C"])
-        ax.plot(
-            predicted["lr"],
-            predicted["batch_size"],
-            "+",
-            color="C1",
-            ms=14,
-            mew=2,
-            label="fitted law",
-        )
-        if not budget["in_range"]:
-            ax.set_title(ax.get_title() + " (best on grid edge)", color="C3")
-    for ax in axes[len(budgets) :]:
-        ax.set_visible(False)
-    for ax in axes[(n_rows - 1) * n_cols :]:
-        ax.set_xlabel(AXIS_LABELS["lr"])
-    for ax in axes[::n_cols]:
-        ax.set_ylabel(f"batch size ({fit.extras.get('batch_unit', 'sequences')} per step)")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
-    fig.suptitle(
-        f"Learning rate x batch size: lr_opt ∝ C^{fit.params['e_lr']:.2f}, "
-        f"batch_opt ∝ C^{fit.params['e_bs']:.2f}"
-    )
-    return fig
-
-
-def plot_hparams_nd(fit: FitResult) -> Figure:
-    """The (N, D) laws of a fit_hparams_nd fit: each cell's optimal learning rate against N and
-    optimal batch size against D, with its near-optimal band as the bar, coloured by the other
-    variable; lines: the fitted law along N at each cell's D (and along D at each cell's N)."""
-    cells = fit.extras["cells"]
-    N, D = np.array([c["N"] for c in cells]), np.array([c["D"] for c in cells])
-    fig = Figure(figsize=(11.5, 4.4), layout="constrained")
-    axes = fig.subplots(1, 2)
-    panels = (
-        (axes[0], "lr", "lr_opt", "lr_band", N, D, "tokens", "lr"),
-        (axes[1], "bs", "batch_size_opt", "batch_size_band", D, N, "n_params", "batch_size"),
-    )
-    for ax, suffix, field, band, x, other, other_name, predicted in panels:
-        norm = _log_norm(other)
-        cmap = _colour_scale(fig, ax, norm, AXIS_LABELS[other_name])
-        for cell, x_k, other_k in zip(cells, x, other, strict=True):
-            colour = cmap(norm(other_k))
-            below, above = cell[field] - cell[band][0], cell[band][1] - cell[field]
-            ax.errorbar(x_k, cell[field], yerr=[[below], [above]], fmt="o", color=colour)
-        for level in np.unique(other):
-            line = _span(x[other == level], 0.1, 0.1, 50)
-            n_d = (line, level) if suffix == "lr" else (level, line)
-            ax.plot(line, fit.predict(*n_d)[predicted], color=cmap(norm(level)), lw=1)
-        ax.set(xscale="log", yscale="log")
-        ax.grid(True, which="major", alpha=0.3)
-    unit = fit.extras.get("batch_unit", "sequences")
-    p = fit.params
-    axes[0].set(
-        xlabel=AXIS_LABELS["n_params"],
-        ylabel="optimal " + AXIS_LABELS["lr"],
-        title=f"lr_opt ∝ N^{p['alpha_lr']:.2f} D^{p['beta_lr']:.2f}",
-    )
-    axes[1].set(
-        xlabel=AXIS_LABELS["tokens"],
-        ylabel=f"optimal batch size ({unit} per step)",
-        title=f"batch_opt ∝ N^{p['alpha_bs']:.2f} D^{p['beta_bs']:.2f}",
-    )
-    if not fit.trusted:
-        fig.suptitle("not trusted: " + ", ".join(c["name"] for c in fit.failed_checks), color="C3")
-    return fig
-
-
-def plot_transfer(fit: FitResult) -> Figure:
-    """Learning-rate transfer (an lr_transfer fit): final loss against learning rate, one line per
-    width, one panel per parametrization; each width's lr_opt (marker) with its near-optimal band
-    (bar) drawn at its best loss. A panel title says whether the optimum holds across widths."""
-    cells = fit.extras["cells"]
-    names = list(fit.extras["transfer"])
-    fig = Figure(figsize=(4.6 * len(names) + 1.2, 4.2), layout="constrained")
-    axes = fig.subplots(1, len(names), squeeze=False, sharey=True)[0]
-    widths = sorted({c["width"] for c in cells})
-    colours = dict(zip(widths, colormaps["viridis"](np.linspace(0, 0.9, len(widths))), strict=True))
-    for ax, name in zip(axes, names, strict=True):
-        for cell in sorted(
-            (c for c in cells if c["parametrization"] == name), key=lambda c: c["width"]
-        ):
-            colour = colours[cell["width"]]
-            lr, loss = np.asarray(cell["lr"]), np.asarray(cell["loss"])
-            order = np.argsort(lr)
-            ax.plot(lr[order], loss[order], "o-", color=colour, ms=3, lw=1)
-            low, high = cell["lr_band"]
-            bar = [[cell["lr_opt"] - low], [high - cell["lr_opt"]]]
-            ax.errorbar(
-                cell["lr_opt"], cell["best_loss"], xerr=bar, fmt="v", color=colour, ms=8,
-                label=f"d_model {cell['width']:g}",
-            )  # fmt: skip
-        verdict = fit.extras["transfer"][name]
-        holds = "holds" if verdict["holds"] else "drifts"
-        ax.set_title(
-            f"{name}: optimum {holds} ({verdict['spread_steps']:.2g} grid steps)",
-            color="k" if verdict["holds"] else "C3",
-        )
-        ax.set(xscale="log", xlabel=AXIS_LABELS["lr"])
-        ax.grid(True, which="major", alpha=0.3)
-    axes[0].set_ylabel("final " + AXIS_LABELS["loss"])
-    axes[0].legend(title="width: lr_opt and band", fontsize="small")
-    # Diverged runs would squash the bowls near the optimum: show up to 40% above the best loss.
-    best = min(c["best_loss"] for c in cells)
-    top = max(max(c["loss"]) for c in cells)
-    axes[0].set_ylim(best - 0.03 * best, min(top, 1.4 * best) + 0.03 * best)
     return fig
 
 
