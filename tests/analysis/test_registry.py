@@ -1,0 +1,42 @@
+"""The registry: every law is found in its own module, and the command line is built from them
+without loading any fitting, plotting or table library."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from scalinglab.analysis import registry
+from scalinglab.analysis.result import FitResult
+
+
+def test_every_law_is_found_once_in_its_own_module() -> None:
+    laws = registry.laws()
+    assert set(laws) == {
+        "power", "chinchilla", "isoflop", "envelope", "hparams", "hparams_nd", "transfer",
+    }  # fmt: skip
+    for name, law in laws.items():
+        assert law.name == name
+        assert type(law).__module__.startswith("scalinglab.analysis.laws.")
+    commands = [spec.name for spec, _ in registry.commands()]
+    assert commands == ["power", "chinchilla", "isoflop", "envelope", "hparams", "transfer"]
+    approaches = {law.name: law.approach for law in laws.values() if law.approach}
+    assert approaches == {"envelope": 1, "isoflop": 2, "chinchilla": 3}
+
+
+def test_an_unknown_law_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match="no law 'nope'; known laws: chinchilla, envelope"):
+        FitResult(law="nope", params={}).predict(1.0)
+
+
+def test_the_command_line_loads_no_fitting_plotting_or_table_library() -> None:
+    code = (
+        "import sys\n"
+        "from scalinglab.analysis.cli import build_parser\n"
+        "build_parser().format_help()\n"
+        "print(sorted(m for m in ('scipy', 'matplotlib', 'pandas', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
