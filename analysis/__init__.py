@@ -8,7 +8,7 @@ so `scaling-fit --help` imports no fitting, plotting or table library.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 # Public name -> the module that defines it.
 _WHERE = {
@@ -49,31 +49,6 @@ _WHERE = {
 _MODULES = {"checks", "registry"}  # submodules offered as names
 
 __all__ = sorted([*_WHERE, *_MODULES])
-
-if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on first use
-    from scalinglab.analysis.budgets import budget_flops, budget_labels
-    from scalinglab.analysis.frontier import compute_optimal_allocation, frontier_band
-    from scalinglab.analysis.laws.chinchilla import chinchilla_loss, fit_chinchilla
-    from scalinglab.analysis.laws.envelope import fit_envelope
-    from scalinglab.analysis.laws.hparams import fit_hparams, plot_hparams
-    from scalinglab.analysis.laws.hparams_nd import fit_hparams_nd, plot_hparams_nd
-    from scalinglab.analysis.laws.isoflop import fit_isoflop, plot_isoflop
-    from scalinglab.analysis.laws.power import fit_power_law, power_law
-    from scalinglab.analysis.laws.transfer import lr_transfer, plot_transfer
-    from scalinglab.analysis.load import (
-        completed,
-        left_out_message,
-        load_csv,
-        load_curves,
-        load_runs,
-        load_wandb,
-        load_wandb_curves,
-    )
-    from scalinglab.analysis.plotting import plot_curves, plot_frontier, plot_loss, save
-    from scalinglab.analysis.report import fit_table, format_fit
-    from scalinglab.analysis.result import FitResult
-    from scalinglab.analysis.validate import leave_largest_out, residual_summary
-
 
 def __getattr__(name: str) -> Any:
     if name in _MODULES:
