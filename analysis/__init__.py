@@ -50,6 +50,7 @@ _MODULES = {"checks", "registry"}  # submodules offered as names
 
 __all__ = sorted([*_WHERE, *_MODULES])
 
+
 def __getattr__(name: str) -> Any:
     if name in _MODULES:
         return importlib.import_module(f"{__name__}.{name}")
