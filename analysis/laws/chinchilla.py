@@ -233,6 +233,58 @@ def _message(best, values: dict[str, float], note: str, exp_hi: float) -> str:
     return message
 
 
+def _inputs(N, D, loss, delta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """N, D and loss as positive arrays of one length that can fit the law, or a ValueError."""
+    N, D, loss = positive_1d("N", N), positive_1d("D", D), positive_1d("loss", loss)
+    n = same_length(N=N, D=D, loss=loss)
+    enough_points(n, 5, "the chinchilla law")
+    if np.unique(N).size < 2 or np.unique(D).size < 2:
+        raise ValueError("N and D each need at least two distinct values to fit the chinchilla law")
+    if not delta > 0:
+        raise ValueError(f"delta must be positive, got {delta}")
+    return N, D, loss
+
+
+def _extras(N, D, loss, delta, n_starts, exponent_bounds, boot) -> ChinchillaExtras:
+    exp_lo, exp_hi = (float(v) for v in exponent_bounds)
+    return {
+        "data": {"N": N.tolist(), "D": D.tolist(), "loss": loss.tolist()},
+        "delta": delta,
+        "n_starts": n_starts,
+        "compute_range": [float(np.min(6.0 * N * D)), float(np.max(6.0 * N * D))],
+        "bounds": {"E": [0.0, float("inf")], "alpha": [exp_lo, exp_hi], "beta": [exp_lo, exp_hi]},
+        **boot.extras(),
+    }
+
+
+def _checks(result: FitResult, N, D, loss, *, check_extrapolation: bool, **options) -> list:
+    """The law's checks (fit_chinchilla's docstring); `options`, the fit's own, go to the refits
+    of the extrapolation check."""
+    everything = [*result.params, *result.derived]
+    return [
+        checks.enough(len(N), 10, "runs for 5 parameters", "two per parameter", everything),
+        checks.independent_variation(N, D, everything),
+        checks.within_bounds(result, result.extras["bounds"], float(loss.min()), DEPENDS),
+        checks.intervals(
+            result, exponents=["alpha", "beta"], coefficients=["E", "A", "B"], depends=DEPENDS
+        ),
+        extrapolation(
+            result,
+            fit_chinchilla,
+            (N, D, loss),
+            run=check_extrapolation,
+            quantity="loss",
+            statistic="mean_abs_relative_error",
+            threshold=checks.MAX_LOSS_ERROR,
+            held_out="the largest compute budget",
+            key=6.0 * N * D,
+            rtol=BUDGET_RTOL,
+            delta=result.extras["delta"],
+            **options,
+        ),  # fmt: skip
+    ]
+
+
 def fit_chinchilla(
     N: np.ndarray,
     D: np.ndarray,
@@ -269,13 +321,8 @@ def fit_chinchilla(
         extrapolation (refit without the largest compute budget C = 6ND, runs within 5% of it;
         check_extrapolation=False skips it and the check fails as not run).
     """
-    N, D, loss = positive_1d("N", N), positive_1d("D", D), positive_1d("loss", loss)
-    n = same_length(N=N, D=D, loss=loss)
-    enough_points(n, 5, "the chinchilla law")
-    if np.unique(N).size < 2 or np.unique(D).size < 2:
-        raise ValueError("N and D each need at least two distinct values to fit the chinchilla law")
-    if not delta > 0:
-        raise ValueError(f"delta must be positive, got {delta}")
+    N, D, loss = _inputs(N, D, loss, delta)
+    n = len(N)
     alphas, betas = _exponent_grid(grid)
     logN, logD, logL = np.log(N), np.log(D), np.log(loss)
     mean_n, mean_d = logN.mean(), logD.mean()
@@ -296,15 +343,8 @@ def fit_chinchilla(
 
     boot = bootstrap(fit_resample, n, n_bootstrap=n_bootstrap, seed=seed)
     values = _values(best.x, mean_n, mean_d)
-    exp_lo, exp_hi = (float(v) for v in exponent_bounds)
-    extras: ChinchillaExtras = {
-        "data": {"N": N.tolist(), "D": D.tolist(), "loss": loss.tolist()},
-        "delta": delta,
-        "n_starts": len(starts),
-        "compute_range": [float(np.min(6.0 * N * D)), float(np.max(6.0 * N * D))],
-        "bounds": {"E": [0.0, float("inf")], "alpha": [exp_lo, exp_hi], "beta": [exp_lo, exp_hi]},
-        **boot.extras(),
-    }
+    exp_hi = float(exponent_bounds[1])
+    extras = _extras(N, D, loss, delta, len(starts), exponent_bounds, boot)
     result = FitResult(
         law="chinchilla",
         params={k: values[k] for k in ("E", "A", "B", "alpha", "beta")},
@@ -316,32 +356,10 @@ def fit_chinchilla(
         objective=float(best.fun * n * delta),
         extras=dict(extras),
     )
-    everything = list(values)
-    result.checks = [
-        checks.enough(n, 10, "runs for 5 parameters", "two per parameter", everything),
-        checks.independent_variation(N, D, everything),
-        checks.within_bounds(result, extras["bounds"], float(loss.min()), DEPENDS),
-        checks.intervals(
-            result, exponents=["alpha", "beta"], coefficients=["E", "A", "B"], depends=DEPENDS
-        ),
-        extrapolation(
-            result,
-            fit_chinchilla,
-            (N, D, loss),
-            run=check_extrapolation,
-            quantity="loss",
-            statistic="mean_abs_relative_error",
-            threshold=checks.MAX_LOSS_ERROR,
-            held_out="the largest compute budget",
-            key=6.0 * N * D,
-            rtol=BUDGET_RTOL,
-            delta=delta,
-            grid=grid,
-            n_starts=n_starts,
-            exponent_bounds=exponent_bounds,
-            max_iter=max_iter,
-        ),  # fmt: skip
-    ]
+    result.checks = _checks(
+        result, N, D, loss, grid=grid, n_starts=n_starts, exponent_bounds=exponent_bounds,
+        max_iter=max_iter, check_extrapolation=check_extrapolation,
+    )  # fmt: skip
     return result
 
 

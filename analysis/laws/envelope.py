@@ -38,6 +38,25 @@ def _envelope_points(flops, loss, n_params, edges, smallest, largest):
     return flops[first], loss[first], wins, (wins > smallest) & (wins < largest)
 
 
+def _inputs(flops, loss, n_params, run_id, schedule_end, n_bins: int) -> tuple:
+    """The curves' rows as arrays of one length that can make an envelope, or a ValueError."""
+    flops, loss = positive_1d("flops", flops), positive_1d("loss", loss)
+    n_params = positive_1d("n_params", n_params)
+    arrays = {"flops": flops, "loss": loss, "n_params": n_params}
+    if run_id is not None:
+        arrays["run_id"] = run_id = np.asarray(run_id)
+    if schedule_end is not None:
+        arrays["schedule_end"] = schedule_end = positive_1d("schedule_end", schedule_end)
+    same_length(**arrays)
+    if np.unique(n_params).size < 3:
+        raise ValueError(
+            f"the envelope needs at least three model sizes, got {np.unique(n_params).size}"
+        )
+    if n_bins < 2:
+        raise ValueError(f"n_bins must be at least 2, got {n_bins}")
+    return flops, loss, n_params, run_id, schedule_end
+
+
 def fit_envelope(
     flops: np.ndarray,
     loss: np.ndarray,
@@ -67,20 +86,10 @@ def fit_envelope(
     (a, b exclude 0; N_opt at the largest envelope point used within a factor 10). No
     extrapolation check: leave_largest_out does not refit envelopes.
     """
-    flops, loss = positive_1d("flops", flops), positive_1d("loss", loss)
-    n_params = positive_1d("n_params", n_params)
-    arrays = {"flops": flops, "loss": loss, "n_params": n_params}
-    if run_id is not None:
-        arrays["run_id"] = run_id = np.asarray(run_id)
-    if schedule_end is not None:
-        arrays["schedule_end"] = schedule_end = positive_1d("schedule_end", schedule_end)
-    n = same_length(**arrays)
-    if np.unique(n_params).size < 3:
-        raise ValueError(
-            f"the envelope needs at least three model sizes, got {np.unique(n_params).size}"
-        )
-    if n_bins < 2:
-        raise ValueError(f"n_bins must be at least 2, got {n_bins}")
+    flops, loss, n_params, run_id, schedule_end = _inputs(
+        flops, loss, n_params, run_id, schedule_end, n_bins
+    )
+    n = len(flops)
     edges = np.geomspace(flops.min(), flops.max(), n_bins + 1)
     smallest, largest = n_params.min(), n_params.max()
 

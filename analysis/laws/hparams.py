@@ -139,6 +139,32 @@ def edge_note(flagged: Sequence[str]) -> str:
     )
 
 
+def optima_checks(
+    result: FitResult,
+    rows: list[dict],
+    labels: np.ndarray,
+    lr: np.ndarray,
+    batch_size: np.ndarray,
+    *,
+    design: list[dict],
+    params: tuple[list[str], list[str]],
+    exponents: list[str],
+    predictions: dict,
+    extrapolation: dict,
+) -> list[dict]:
+    """The checks of a law through per-group optima: its `design` checks, then 3 learning rates
+    and 3 batch sizes in every group (params: the lr law's and the batch law's), each group's
+    best run inside its grid, the intervals, and its `extrapolation` check."""
+    return [
+        *design,
+        checks.grid_varies(lr, labels, "learning rate", params[0]),
+        checks.grid_varies(batch_size, labels, "batch size", params[1]),
+        checks.optimum_inside_grid(rows),
+        checks.intervals(result, exponents=exponents, predictions=predictions),
+        extrapolation,
+    ]
+
+
 def fit_hparams(
     C: np.ndarray,
     lr: np.ndarray,
@@ -200,33 +226,19 @@ def fit_hparams(
         converged=True, message=f"{len(rows)} budgets" + boot.note + edge_note(edge),
         objective=objective, extras=dict(extras),
     )  # fmt: skip
-    result.checks = [
-        checks.enough(
-            len(rows),
-            checks.MIN_HPARAM_BUDGETS,
-            "compute budgets",
-            "two parameters per law and a budget to spare",
-            list(values),
-        ),  # fmt: skip
-        checks.grid_varies(lr, labels, "learning rate", ["k_lr", "e_lr"]),
-        checks.grid_varies(batch_size, labels, "batch size", ["k_bs", "e_bs"]),
-        checks.optimum_inside_grid(rows),
-        checks.intervals(
-            result, exponents=["e_lr", "e_bs"], predictions=_at_largest(values, boot, c.max())
-        ),
-        extrapolation(
-            result,
-            fit_hparams,
-            (C, lr, batch_size, loss),
-            run=check_extrapolation,
-            quantity="lr",
-            statistic="max_abs_relative_error",
-            threshold=checks.MAX_LR_ERROR,
-            held_out="the largest budget",
-            tolerance=tolerance,
-            budget_tol=budget_tol,
-        ),  # fmt: skip
-    ]
+    design = checks.enough(
+        len(rows), checks.MIN_HPARAM_BUDGETS, "compute budgets",
+        "two parameters per law and a budget to spare", list(values),
+    )  # fmt: skip
+    held_out = extrapolation(
+        result, fit_hparams, (C, lr, batch_size, loss), run=check_extrapolation, quantity="lr",
+        statistic="max_abs_relative_error", threshold=checks.MAX_LR_ERROR,
+        held_out="the largest budget", tolerance=tolerance, budget_tol=budget_tol,
+    )  # fmt: skip
+    result.checks = optima_checks(
+        result, rows, labels, lr, batch_size, design=[design], params=(["k_lr", "e_lr"], ["k_bs", "e_bs"]),
+        exponents=["e_lr", "e_bs"], predictions=_at_largest(values, boot, c.max()), extrapolation=held_out,
+    )  # fmt: skip
     return result
 
 

@@ -5,6 +5,7 @@ D^beta_bs, from hyperparameter grids per (N, D) cell. The optimum of a cell is h
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
@@ -18,6 +19,7 @@ from scalinglab.analysis.laws.hparams import (
     edge_note,
     fit_optima,
     hparam_points,
+    optima_checks,
     rules_file,
 )
 from scalinglab.analysis.registry import Law
@@ -75,9 +77,21 @@ def nd_law(params: dict[str, float], suffix: str, N, D):
     return params[f"k_{suffix}"] * N ** params[f"alpha_{suffix}"] * D ** params[f"beta_{suffix}"]
 
 
-def _nd_extrapolation(N, D, lr, batch_size, loss, labels, rows, tolerance, budget_tol) -> dict:
+def _cell_coordinates(N, D, idx: np.ndarray, labels: np.ndarray) -> list[dict[str, float]]:
+    """Each cell's N and D (geometric means of its runs `idx`) and C = 6·N·D, a label for the
+    checks that name budgets."""
+    cells = zip(budget_flops(N[idx], labels), budget_flops(D[idx], labels), strict=True)
+    return [{"N": float(a), "D": float(b), "C": 6.0 * a * b} for a, b in cells]
+
+
+def _nd_extrapolation(
+    N, D, lr, batch_size, loss, labels, rows, tolerance, budget_tol, run: bool = True
+) -> dict:
     """extrapolation of the (N, D) laws: refit without the cells of the largest N (tuned small,
-    trained big) and predict those cells' lr_opt; |relative error| at most MAX_LR_ERROR."""
+    trained big) and predict those cells' lr_opt; |relative error| at most MAX_LR_ERROR.
+    run=False (the refit's own check_extrapolation=False): fails as not run."""
+    if not run:
+        return checks.check("extrapolation", False, "not run (check_extrapolation=False)")
     n_cells = np.array([r["N"] for r in rows])
     held_cells = np.flatnonzero(
         budget_labels(n_cells, budget_tol) == budget_labels(n_cells, budget_tol).max()
@@ -161,14 +175,7 @@ def fit_hparams_nd(
             f"the (N, D) laws need at least three (N, D) cells (three parameters each), got "
             f"{labels.max() + 1}"
         )
-
-    def coordinates(idx: np.ndarray, sub: np.ndarray) -> list[dict[str, float]]:
-        # Each cell's N and D (geometric means of its runs') and C = 6·N·D, a label for the
-        # checks that name budgets.
-        cells = zip(budget_flops(N[idx], sub), budget_flops(D[idx], sub), strict=True)
-        return [{"N": float(a), "D": float(b), "C": 6.0 * a * b} for a, b in cells]
-
-    grouping = Grouping(labels, coordinates, _nd_laws)
+    grouping = Grouping(labels, partial(_cell_coordinates, N, D), _nd_laws)
     rows, values, boot = fit_optima(
         grouping, lr, batch_size, loss, tolerance=tolerance, n_bootstrap=n_bootstrap, seed=seed
     )
@@ -187,24 +194,20 @@ def fit_hparams_nd(
         converged=True, message=f"{len(rows)} (N, D) cells" + boot.note + edge_note(edge),
         objective=objective, extras=dict(extras),
     )  # fmt: skip
-    lr_params, bs_params = list(ND_PARAMS[:3]), list(ND_PARAMS[3:])
-    result.checks = [
+    design = [
         checks.enough(
-            len(rows),
-            MIN_ND_CELLS,
-            "(N, D) cells",
-            "three parameters per law and a cell to spare",
-            list(values),
-        ),  # fmt: skip
+            len(rows), MIN_ND_CELLS, "(N, D) cells",
+            "three parameters per law and a cell to spare", list(values),
+        ),
         checks.independent_variation(cell_n, cell_d, list(values)),
-        checks.grid_varies(lr, labels, "learning rate", lr_params),
-        checks.grid_varies(batch_size, labels, "batch size", bs_params),
-        checks.optimum_inside_grid(rows),
-        checks.intervals(result, predictions=_at_largest_cell(values, boot.draws, cell_n, cell_d)),
-        _nd_extrapolation(N, D, lr, batch_size, loss, labels, rows, tolerance, budget_tol)
-        if check_extrapolation
-        else checks.check("extrapolation", False, "not run (check_extrapolation=False)"),
-    ]
+    ]  # fmt: skip
+    arrays = (N, D, lr, batch_size, loss, labels)
+    held_out = _nd_extrapolation(*arrays, rows, tolerance, budget_tol, check_extrapolation)
+    result.checks = optima_checks(
+        result, rows, labels, lr, batch_size, design=design, params=(ND_PARAMS[:3], ND_PARAMS[3:]),
+        exponents=[], predictions=_at_largest_cell(values, boot.draws, cell_n, cell_d),
+        extrapolation=held_out,
+    )  # fmt: skip
     return result
 
 

@@ -143,6 +143,54 @@ def _used_profiles(C, N, loss, tokens, labels) -> tuple[list[dict], list[dict], 
     return profiles, used, flagged
 
 
+def _inputs(C, N, loss, tokens, budget_tol: float) -> tuple:
+    """C, N, loss (and tokens) as positive arrays of one length, and each run's budget."""
+    C, N, loss = positive_1d("C", C), positive_1d("N", N), positive_1d("loss", loss)
+    arrays = {"C": C, "N": N, "loss": loss}
+    if tokens is not None:
+        tokens = arrays["tokens"] = positive_1d("tokens", tokens)
+    n = same_length(**arrays)
+    labels = budget_labels(C, budget_tol)
+    if labels.max() + 1 < 2:
+        raise ValueError(f"IsoFLOP needs at least two compute budgets, got one (C={C[0]:.3g})")
+    enough_points(n, 3 * 2, "IsoFLOP (a parabola per budget, at least two budgets)")
+    return C, N, loss, tokens, labels
+
+
+def _checks(result: FitResult, arrays: tuple, c_max: float, run: bool, tokens) -> list[dict]:
+    """The IsoFLOP checks (fit_isoflop's docstring); arrays: (C, N, loss)."""
+    budgets, budget_tol = result.extras["budgets"], result.extras["budget_tol"]
+    values = result.params
+    sizes = [np.unique(b["N"]).size for b in budgets]
+    well_sampled = sum(
+        b["in_range"] and k >= checks.MIN_ISOFLOP_SIZES for b, k in zip(budgets, sizes, strict=True)
+    )
+    return [
+        checks.enough(
+            well_sampled,
+            checks.MIN_ISOFLOP_BUDGETS,
+            f"budgets with their minimum inside the sampled sizes and at least "
+            f"{checks.MIN_ISOFLOP_SIZES} sizes (sizes per budget: {sizes})",
+            "a line through the minima with a point to spare",
+            list(values),
+        ),
+        checks.centering(budgets),
+        frontier_intervals(result, float(c_max)),
+        extrapolation(
+            result,
+            fit_isoflop,
+            arrays,
+            run=run,
+            quantity="N_opt",
+            statistic="max_abs_relative_error",
+            threshold=checks.MAX_N_OPT_ERROR,
+            held_out="the largest budget",
+            tokens=tokens,
+            budget_tol=budget_tol,
+        ),  # fmt: skip
+    ]
+
+
 def fit_isoflop(
     C: np.ndarray,
     N: np.ndarray,
@@ -177,16 +225,8 @@ def fit_isoflop(
     largest budget used within a factor 10), extrapolation (refit without the largest budget:
     its N_opt within 35%; check_extrapolation=False skips it and the check fails as not run).
     """
-    C, N, loss = positive_1d("C", C), positive_1d("N", N), positive_1d("loss", loss)
-    arrays = {"C": C, "N": N, "loss": loss}
-    if tokens is not None:
-        tokens = arrays["tokens"] = positive_1d("tokens", tokens)
-    n = same_length(**arrays)
-    labels = budget_labels(C, budget_tol)
-    n_budgets = labels.max() + 1
-    if n_budgets < 2:
-        raise ValueError(f"IsoFLOP needs at least two compute budgets, got one (C={C[0]:.3g})")
-    enough_points(n, 3 * 2, "IsoFLOP (a parabola per budget, at least two budgets)")
+    C, N, loss, tokens, labels = _inputs(C, N, loss, tokens, budget_tol)
+    n, n_budgets = len(C), labels.max() + 1
     profiles, used, flagged = _used_profiles(C, N, loss, tokens, labels)
     used_budgets = np.array([p["in_range"] for p in profiles])
     values = _frontier_law(used)
@@ -223,34 +263,7 @@ def fit_isoflop(
         law="isoflop", params=dict(values), ci95=ci95, derived=dict(values), n_points=n,
         converged=True, message=message, objective=objective, extras=dict(extras),
     )  # fmt: skip
-    sizes = [np.unique(b["N"]).size for b in budgets]
-    well_sampled = sum(
-        b["in_range"] and k >= checks.MIN_ISOFLOP_SIZES for b, k in zip(budgets, sizes, strict=True)
-    )
-    result.checks = [
-        checks.enough(
-            well_sampled,
-            checks.MIN_ISOFLOP_BUDGETS,
-            f"budgets with their minimum inside the sampled sizes and at least "
-            f"{checks.MIN_ISOFLOP_SIZES} sizes (sizes per budget: {sizes})",
-            "a line through the minima with a point to spare",
-            list(values),
-        ),
-        checks.centering(budgets),
-        frontier_intervals(result, float(c_used.max())),
-        extrapolation(
-            result,
-            fit_isoflop,
-            (C, N, loss),
-            run=check_extrapolation,
-            quantity="N_opt",
-            statistic="max_abs_relative_error",
-            threshold=checks.MAX_N_OPT_ERROR,
-            held_out="the largest budget",
-            tokens=tokens,
-            budget_tol=budget_tol,
-        ),  # fmt: skip
-    ]
+    result.checks = _checks(result, (C, N, loss), c_used.max(), check_extrapolation, tokens)
     return result
 
 

@@ -100,6 +100,49 @@ def _start(logx, logy, names, bounds_box, offset, p0) -> np.ndarray:
     return np.array([np.log(start[k]) if k == "A" else start[k] for k in names], float)
 
 
+def _box(bounds, names) -> tuple[dict[str, tuple[float, float]], np.ndarray, np.ndarray]:
+    """The fit's box by name, and in theta = (E, log A, alpha): A is fitted as log A."""
+    defaults = {"E": (0.0, np.inf), "A": (1e-300, np.inf), "alpha": (0.0, 10.0)}
+    limits = box(bounds, {k: defaults[k] for k in names})
+    if limits["A"][1] <= 0:
+        raise ValueError(f"bounds['A'] must allow a positive A, got {limits['A']}")
+    lo = np.array([limits[k][0] if k != "A" else np.log(max(limits[k][0], 1e-300)) for k in names])
+    hi = np.array([limits[k][1] if k != "A" else np.log(limits[k][1]) for k in names])
+    return limits, lo, hi
+
+
+def _checks(result, x, y, names, design, run, offset, p0, bounds) -> list[dict]:
+    """The power law's checks (fit_power_law's docstring); the refits of the extrapolation
+    check take the fit's own options."""
+    return [
+        checks.enough(
+            len(x),
+            len(names) + 2,
+            f"points for {len(names)} parameters",
+            "two more points than parameters",
+            names,
+        ),  # fmt: skip
+        *design,
+        checks.within_bounds(result, result.extras["bounds"], loss_scale=float(y.min())),
+        checks.intervals(
+            result, exponents=["alpha"], coefficients=[k for k in names if k != "alpha"]
+        ),
+        extrapolation(
+            result,
+            fit_power_law,
+            (x, y),
+            run=run,
+            quantity="y",
+            statistic="mean_abs_relative_error",
+            threshold=checks.MAX_LOSS_ERROR,
+            held_out="the largest x",
+            offset=offset,
+            p0=p0,
+            bounds=bounds,
+        ),  # fmt: skip
+    ]
+
+
 def fit_power_law(
     x: np.ndarray,
     y: np.ndarray,
@@ -136,13 +179,7 @@ def fit_power_law(
     enough_points(n, len(names), "the power law")
     if np.unique(x).size < 2:
         raise ValueError("x needs at least two distinct values to fit a power law")
-    defaults = {"E": (0.0, np.inf), "A": (1e-300, np.inf), "alpha": (0.0, 10.0)}
-    limits = box(bounds, {k: defaults[k] for k in names})
-    if limits["A"][1] <= 0:
-        raise ValueError(f"bounds['A'] must allow a positive A, got {limits['A']}")
-    # A is fitted as log A: its box too.
-    lo = np.array([limits[k][0] if k != "A" else np.log(max(limits[k][0], 1e-300)) for k in names])
-    hi = np.array([limits[k][1] if k != "A" else np.log(limits[k][1]) for k in names])
+    limits, lo, hi = _box(bounds, names)
     logx, logy = np.log(x), np.log(y)
     theta0 = np.clip(_start(logx, logy, names, limits, offset, p0), lo, hi)
 
@@ -177,33 +214,7 @@ def fit_power_law(
         converged=bool(fit.success), message=str(fit.message) + boot.note,
         objective=float(2.0 * fit.cost), extras=dict(extras),
     )  # fmt: skip
-    result.checks = [
-        checks.enough(
-            n,
-            len(names) + 2,
-            f"points for {len(names)} parameters",
-            "two more points than parameters",
-            names,
-        ),  # fmt: skip
-        *design,
-        checks.within_bounds(result, result.extras["bounds"], loss_scale=float(y.min())),
-        checks.intervals(
-            result, exponents=["alpha"], coefficients=[k for k in names if k != "alpha"]
-        ),
-        extrapolation(
-            result,
-            fit_power_law,
-            (x, y),
-            run=check_extrapolation,
-            quantity="y",
-            statistic="mean_abs_relative_error",
-            threshold=checks.MAX_LOSS_ERROR,
-            held_out="the largest x",
-            offset=offset,
-            p0=p0,
-            bounds=bounds,
-        ),  # fmt: skip
-    ]
+    result.checks = _checks(result, x, y, names, design, check_extrapolation, offset, p0, bounds)
     return result
 
 

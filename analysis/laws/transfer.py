@@ -28,6 +28,28 @@ def grid_step(lr: np.ndarray) -> float:
     return float(np.exp(np.median(np.diff(np.log(distinct))))) if distinct.size > 1 else np.nan
 
 
+def _transfer(cells: list[dict], parametrization: np.ndarray, lr: np.ndarray) -> tuple:
+    """Per parametrization, whether its optimum holds across widths ({widths, lr_opt, grid_step,
+    spread_steps, holds}), and the design problems found (widths spanning too little)."""
+    transfer, problems = {}, []
+    for name in dict.fromkeys(c["parametrization"] for c in cells):
+        mine = [c for c in cells if c["parametrization"] == name]
+        optima = np.array([c["lr_opt"] for c in mine])
+        step = grid_step(lr[parametrization == name])
+        spread = float(np.log(optima.max() / optima.min()) / np.log(step)) if step > 1 else np.nan
+        widths = [c["width"] for c in mine]
+        transfer[name] = {
+            "widths": widths,
+            "lr_opt": optima.tolist(),
+            "grid_step": step,
+            "spread_steps": spread,
+            "holds": bool(spread <= 1.0 + 1e-9),
+        }
+        if len(widths) < 2 or max(widths) / min(widths) < MIN_TRANSFER_SPAN:
+            problems.append(f"{name}: widths {widths} span less than {MIN_TRANSFER_SPAN:g}x")
+    return transfer, problems
+
+
 def lr_transfer(
     parametrization: np.ndarray,
     width: np.ndarray,
@@ -69,22 +91,7 @@ def lr_transfer(
             {"parametrization": name, "width": float(w), **band}
             | {"lr": lr[member].tolist(), "loss": loss[member].tolist()}
         )
-    transfer, problems = {}, []
-    for name in dict.fromkeys(c["parametrization"] for c in cells):
-        mine = [c for c in cells if c["parametrization"] == name]
-        optima = np.array([c["lr_opt"] for c in mine])
-        step = grid_step(lr[parametrization == name])
-        spread = float(np.log(optima.max() / optima.min()) / np.log(step)) if step > 1 else np.nan
-        widths = [c["width"] for c in mine]
-        transfer[name] = {
-            "widths": widths,
-            "lr_opt": optima.tolist(),
-            "grid_step": step,
-            "spread_steps": spread,
-            "holds": bool(spread <= 1.0 + 1e-9),
-        }
-        if len(widths) < 2 or max(widths) / min(widths) < MIN_TRANSFER_SPAN:
-            problems.append(f"{name}: widths {widths} span less than {MIN_TRANSFER_SPAN:g}x")
+    transfer, problems = _transfer(cells, parametrization, lr)
     counts = [np.unique(c["lr"]).size for c in cells]
     if min(counts) < checks.MIN_GRID_VALUES:
         problems.append(
