@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from scalinglab.errors import ConfigError
 from scalinglab.planning import BUDGET_KEYS, build, plan, world_size
 from scalinglab.planning import CONFIG_DIR as _CONFIG_DIR
+from scalinglab.records import Status, View, fields_in
 from scalinglab.sweeping import stale
 
 # torch, Lightning and W&B load when a job runs, not before Hydra reads the command line: `--help`,
@@ -35,8 +36,8 @@ from scalinglab.sweeping import stale
 if TYPE_CHECKING:
     from pytorch_lightning.loggers import Logger
 
+    from scalinglab.callbacks import MetricsCSV
     from scalinglab.model import GPTConfig
-    from scalinglab.records import MetricsCSV
 
 log = logging.getLogger("scalinglab")
 # Keep job logs to what the job did: Lightning 2.6 advertises a cloud logger in every job's log, and
@@ -104,8 +105,9 @@ def job_identity(cfg: DictConfig, output_dir: Path) -> tuple[str, str]:
 
 
 def flat_scaling_keys(model: GPTConfig, cfg: DictConfig, tokens_per_step: int) -> dict[str, Any]:
-    """The quantities a scaling study filters and fits on: flat keys in run.json and W&B."""
-    return {
+    """The quantities a scaling study filters and fits on (the record's View.SCALING fields): flat
+    keys in run.json and W&B."""
+    values = {
         "n_params": model.n_params,
         "n_params_nonembedding": model.n_params_nonembedding,
         "flops_per_token": model.flops_per_token(cfg.data.seq_len),
@@ -116,6 +118,7 @@ def flat_scaling_keys(model: GPTConfig, cfg: DictConfig, tokens_per_step: int) -
         "lr": float(cfg.optimizer.lr),
         "seed": int(cfg.seed),
     }
+    return {key: values[key] for key in fields_in(View.SCALING)}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -128,7 +131,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     plan(trunk)  # all that can refuse the config, before the job's directory and lock exist
     record = train_job(trunk)
     for branch in branches:
-        if record.get("status") == "completed":
+        if record.get("status") == Status.COMPLETED:
             train_job(branch)
     return record
 
@@ -194,9 +197,9 @@ def train_job(cfg: DictConfig) -> dict[str, Any]:
     with lock as ours:
         if not ours:
             log.warning(f"{output_dir} is held by another process (running it): skipping it here")
-            return {"status": "running", "path": str(output_dir)}
+            return {"status": Status.RUNNING, "path": str(output_dir)}
         previous = previous_record(output_dir)
-        if previous and previous.get("status") == "completed":
+        if previous and previous.get("status") == Status.COMPLETED:
             then, now = previous.get("git_commit"), git_state()[0]
             if not stale(then, now):
                 log.info(f"{output_dir} is completed: skipping (delete its run.json to retrain)")
@@ -269,13 +272,14 @@ def fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     from scalinglab.callbacks import (
         Checkpoints,
         Diverged,
+        MetricsCSV,
         RunRecord,
         StepMetrics,
         VerifiedCheckpointIO,
+        finish_wandb,
         validated_last_step,
     )
     from scalinglab.module import LanguageModel
-    from scalinglab.records import MetricsCSV
 
     # Everything that can reject the config happens before the first record is written.
     model_cfg, tokens_per_step, max_steps = plan(cfg)
@@ -341,7 +345,7 @@ def fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             raise
         raise SystemExit(record.exit_code) from err
     finally:
-        code = 0 if record.status == "completed" else 1
+        code = 0 if record.status == Status.COMPLETED else 1
         finish_wandb(loggers, record.fields, exit_code=code, env=wandb_env)
 
 
@@ -435,8 +439,7 @@ def build_loggers(
 ) -> list[Logger]:
     """The configured loggers, metrics.csv always among them, and plain progress lines where no
     progress bar is shown. A W&B run gets the job's id and name, and the scaling keys in its config."""
-    from scalinglab.callbacks import LogLines
-    from scalinglab.records import MetricsCSV
+    from scalinglab.callbacks import LogLines, MetricsCSV
 
     loggers: list[Logger] = []
     for logger_cfg in (cfg.get("logger") or {}).values():
@@ -488,37 +491,6 @@ def use_compile_cache(directory: Path) -> None:
     compiles a given shape once, and the others load the result."""
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory / "inductor")
     os.environ["TRITON_CACHE_DIR"] = str(directory / "triton")
-
-
-def finish_wandb(
-    loggers: list, summary: dict[str, Any], exit_code: int, env: dict[str, str]
-) -> None:
-    """Close this job's W&B run (a later job must not reuse it) and restore WANDB_* variables."""
-    import pytorch_lightning as pl
-
-    try:
-        for logger in loggers:
-            if isinstance(logger, pl.loggers.WandbLogger) and logger._experiment is not None:
-                keys = (
-                    "status",
-                    "steps",
-                    "tokens",
-                    "flops",
-                    "train_loss",
-                    "val_loss",
-                    "best_val_loss",
-                    "wall_time_s",
-                    "first_step_s",
-                )
-                logger.experiment.summary.update({k: summary[k] for k in keys if k in summary})
-        wandb = sys.modules.get("wandb")  # never imported: no run to finish
-        if wandb is not None and wandb.run is not None:
-            wandb.finish(exit_code=exit_code)
-    finally:
-        for key in [k for k in os.environ if k.startswith("WANDB_")]:
-            if key not in env:
-                del os.environ[key]
-        os.environ.update(env)
 
 
 def register_plugins() -> None:
