@@ -19,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from scalinglab.callbacks.metrics import Diverged, MetricsCSV, StepMetrics
-from scalinglab.planning import objective
+from scalinglab.guards import objective
 from scalinglab.records import (
     RUN_FILE,
     DamagedRecord,
