@@ -37,7 +37,7 @@ BUDGET_RTOL = 0.05
 
 # W&B run states mapped onto run.json statuses; a `status` in the summary wins when present.
 _WANDB_STATES = {"finished": "completed", "running": "running", "crashed": "failed"}
-# Keys of a training run's W&B config beside its composed config (scalinglab.callbacks.wandb_config:
+# Keys of a training run's W&B config beside its composed config (scalinglab.callbacks.wandb.wandb_config:
 # the overrides, a flat key that run.json has and load_runs does not read; Lightning's log of the
 # module's hyperparameters): not config columns, so that load_wandb has load_runs' columns.
 _WANDB_NOT_CONFIG = {"overrides", "override", "flops_per_token_6n", "bytes_per_token"}
