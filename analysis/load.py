@@ -7,7 +7,6 @@ learning rates are per step, wall time is seconds.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,37 +18,25 @@ import yaml
 
 # Re-exported: `scalinglab.analysis.load.budget_labels` is where users have found them.
 from scalinglab.analysis.budgets import BUDGET_RTOL, budget_flops, budget_labels  # noqa: F401
+from scalinglab.records import (
+    DamagedRecord,
+    Status,
+    View,
+    fields_in,
+    parse_overrides,
+    read_record,
+    seen_status,
+)
 
-# The run.json keys that become columns of `load_runs`, in order; overrides follow them.
-RUN_COLUMNS = [
-    "run_id",
-    "sweep_id",
-    "name",
-    "status",
-    "objective",
-    "n_params",
-    "n_params_nonembedding",
-    "flops_per_token",
-    "tokens",
-    "flops",
-    "steps",
-    "lr",
-    "batch_size",
-    "tokens_per_step",
-    "seq_len",
-    "val_loss",
-    "best_val_loss",
-    "train_loss",
-    "wall_time_s",
-    "irreducible_loss",
-    "seed",
-]
+# The run.json keys that become columns of `load_runs`, in order (scalinglab.records.RUN_FIELDS,
+# View.RUN); overrides follow them.
+RUN_COLUMNS = list(fields_in(View.RUN))
 _TEXT_COLUMNS = {"run_id", "sweep_id", "name", "status", "objective", "path"}
 _NUMERIC_COLUMNS = [c for c in RUN_COLUMNS if c not in _TEXT_COLUMNS]
 
 # W&B run states mapped onto run.json statuses; a `status` in the summary wins when present.
 _WANDB_STATES = {"finished": "completed", "running": "running", "crashed": "failed"}
-# Keys of a training run's W&B config beside its composed config (scalinglab.callbacks.wandb_config:
+# Keys of a training run's W&B config beside its composed config (scalinglab.callbacks.wandb.wandb_config:
 # the overrides, a flat key that run.json has and load_runs does not read; Lightning's log of the
 # module's hyperparameters): not config columns, so that load_wandb has load_runs' columns.
 _WANDB_NOT_CONFIG = {"overrides", "override", "flops_per_token_6n", "bytes_per_token"}
@@ -59,29 +46,6 @@ def _as_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     if isinstance(paths, str | Path):
         return [Path(paths)]
     return [Path(p) for p in paths]
-
-
-def _parse_value(text: str) -> Any:
-    """An override's value as int or float where it is a number, else the string."""
-    for number in (int, float):
-        try:
-            return number(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
-    """Hydra overrides as columns: `model=gpt_tiny` -> {"model": "gpt_tiny"},
-    `optimizer.lr=0.003` -> {"optimizer.lr": 0.003}. Deletions (`~key`) are skipped and the
-    `+`/`++` prefixes dropped."""
-    columns = {}
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        if not sep or key.startswith("~"):
-            continue
-        columns[key.lstrip("+")] = _parse_value(value)
-    return columns
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -136,22 +100,14 @@ def _read_yaml(path: Path) -> Any:
     return yaml.load(path.read_text(), Loader=loader) if path.exists() else None
 
 
-class DamagedRecord(ValueError):
-    """A run.json that is not a run record: its run is skipped, with a warning naming it."""
-
-
 def _read_run(run_json: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(run_json.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise DamagedRecord(f"{run_json}: unreadable ({error})") from None
-    if not isinstance(record, dict):
-        raise DamagedRecord(f"{run_json}: not a run record (a JSON {type(record).__name__})")
-    if record.get("status") == "running":  # `lost` when no live process holds the job's lock
-        from scalinglab.records import run_status  # training code: imported only when needed
-
-        record["status"] = run_status(run_json.parent)
-    if record.get("status") == "completed" and not _positive(record.get("val_loss")):
+    """A run's row; raises DamagedRecord (the run is skipped) where run.json is not a record."""
+    record = read_record(run_json)
+    if record is None:  # gone since it was found
+        raise DamagedRecord(f"{run_json}: unreadable (no such file)")
+    status = seen_status(record, run_json.parent)  # `lost`: no live process holds the job
+    record["status"] = status.value if isinstance(status, Status) else status  # frames hold str
+    if record["status"] == Status.COMPLETED and not _positive(record.get("val_loss")):
         raise ValueError(
             f"{run_json}: a completed run whose val_loss is {record.get('val_loss')!r}, not a "
             "positive number (a damaged record: fix or delete it)"

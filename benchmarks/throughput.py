@@ -65,9 +65,10 @@ from hydra import compose, initialize_config_dir
 from scalinglab.callbacks import peak_flops
 from scalinglab.data import ShardsDataModule, write_shard
 from scalinglab.data.datamodule import TokenSequence, TrainBatches
+from scalinglab.job import use_compile_cache
 from scalinglab.model import GPT, GPTConfig
 from scalinglab.ops import DEFAULT_CHUNK_SIZE, chunked_cross_entropy
-from scalinglab.train import CONFIG_DIR, train, use_compile_cache
+from scalinglab.train import CONFIG_DIR, train
 
 # name: (d_model, n_layers, n_heads, vocab_size, seq_len, batch_size). Batches fill an 80 GB GPU
 # with the plain loop's materialised logits; every variant of a shape uses the same one.

@@ -10,6 +10,7 @@ code 2 and one line on stderr. A few rows run the command itself, for what only 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import re
@@ -29,6 +30,8 @@ from omegaconf import OmegaConf
 
 from scalinglab.analysis.cli import main as scaling_fit
 from scalinglab.errors import ConfigError
+from scalinglab.job import train_job
+from scalinglab.planning import BranchStart, plan
 from scalinglab.train import CONFIG_DIR, train
 from tests.conftest import TINY_TRAINING
 
@@ -58,7 +61,7 @@ TRAINING = [
     (["optimizer._target_=subprocess.Popen"], rf"^optimizer\._target_=subprocess\.Popen {NOT_ALLOWED}"),
     (["+logger.x._target_=builtins.open", "+logger.x._args_=[{tmp}/keep.txt,w]"], rf"^logger\.x\._target_=builtins\.open {NOT_ALLOWED}"),
     (["+callbacks.x._target_=shutil.copyfile", "+callbacks.x._args_=[{tmp}/keep.txt,{tmp}/copy.txt]"], rf"^callbacks\.x\._target_=shutil\.copyfile {NOT_ALLOWED}"),
-    (["+callbacks.x._target_=scalinglab.train.shutil.rmtree", "+callbacks.x._args_=[{tmp}/keep]"], rf"^callbacks\.x\._target_=scalinglab\.train\.shutil\.rmtree {NOT_ALLOWED}"),
+    (["+callbacks.x._target_=scalinglab.job.shutil.rmtree", "+callbacks.x._args_=[{tmp}/keep]"], rf"^callbacks\.x\._target_=scalinglab\.job\.shutil\.rmtree {NOT_ALLOWED}"),
     (["model._target_=builtins.exec"], rf"^model\._target_=builtins\.exec {NOT_ALLOWED}"),
     (["+trainer.plugins=[{{_target_:os.system,_args_:[true]}}]"], rf"^trainer\.plugins\[0\]\._target_=os\.system {NOT_ALLOWED}"),
     (["scheduler._target_=scalinglab.schedules.math.sqrt"], rf"^scheduler\._target_=scalinglab\.schedules\.math\.sqrt {NOT_ALLOWED}"),
@@ -93,8 +96,10 @@ TRAINING = [
     (["trainer.devices=0"], r"^trainer\.devices must be positive, -1 \(all\) or auto, got 0$"),
     (["trainer.gradient_clip_val=-1"], r"^trainer\.gradient_clip_val must be >= 0 or null, got -1"),
     (["compile=maybe"], r"^compile must be true, false or null, got 'maybe'$"),
-    (["init_from={tmp}/none.ckpt"], r"^init_from=.*/none\.ckpt: no such checkpoint$"),
-    (["init_from={tmp}/keep.txt"], r"^init_from and init_step are a WSD branch's start, set together by wsd_branches; to start a job from a checkpoint, give ckpt_path=PATH$"),
+    (["ckpt_path={tmp}/none.ckpt"], r"^ckpt_path=.*/none\.ckpt: no such checkpoint$"),
+    # A WSD branch's start is its plan's, not a config key: a user's is refused.
+    (["+init_from={tmp}/keep.txt"], r"^init_from is not a key of scalinglab's config \(nothing reads it\)"),
+    (["+init_step=3"], r"^init_step is not a key of scalinglab's config \(nothing reads it\)"),
     (["hparams=fitted"], r"^hparams_file must be set"),
     (["hparams=fitted", "hparams_file={tmp}/none.yaml"], r"^hparams_file=.*/none\.yaml: no such file"),
     (["hparams=deepseek_llm"], r"is a function of the compute budget: set budget\.flops"),
@@ -115,6 +120,7 @@ COMPOSITION = [
     (["model=gpt_huge"], r"Could not find 'model/gpt_huge'"),
     (["foo=1"], r"Could not override 'foo'"),
     (["optimizer.lrr=1e-3"], r"Could not override 'optimizer\.lrr'"),
+    (["init_from=x.ckpt"], r"Could not override 'init_from'"),
 ]
 
 # The sweeper's pre-launch check: (command-line overrides, a sweep file's text or None, message).
@@ -345,10 +351,13 @@ def test_a_pickle_payload_in_a_checkpoint_is_not_executed(where: str, tmp_path: 
         f"paths.output_dir={tmp_path / 'run'}",
         "sweep_id=test",
     ]
-    if where == "init_from":
-        overrides += [f"init_from={checkpoint}", "init_step=3"]
+    cfg = compose_job(overrides)
     with contextlib.suppress(Exception):  # refusing the checkpoint is right; running it is not
-        train(compose_job(overrides))
+        if where == "init_from":  # a WSD branch's start: its plan's, set by planning.plan
+            job = dataclasses.replace(plan(cfg), start=BranchStart(checkpoint, 3))
+            train_job(job)
+        else:
+            train(cfg)
     assert not marker.exists()
 
 

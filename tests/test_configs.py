@@ -13,8 +13,9 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from scalinglab.data import write_shard
+from scalinglab.guards import _mappings, build, target_class
 from scalinglab.model import GPTConfig
-from scalinglab.planning import _mappings, build, plan, target_class
+from scalinglab.planning import plan
 from scalinglab.train import CONFIG_DIR
 from tests.conftest import compose_train
 
@@ -118,7 +119,7 @@ def test_debug_fast_is_a_few_steps_of_the_smallest_model(tmp_path: Path) -> None
     cfg = compose_train("debug=fast", output_dir=tmp_path)
     assert (cfg.model.d_model, cfg.model.n_layers) == (64, 1)  # gpt_nano
     assert (cfg.trainer.max_steps, cfg.data.batch_size, cfg.data.seq_len) == (5, 4, 32)
-    assert plan(cfg)[2] == 5
+    assert plan(cfg).steps == 5
 
 
 @pytest.mark.parametrize("name", options("sweep"))
@@ -170,13 +171,13 @@ def test_experiment_composes_on_top_of_the_defaults(name: str, tmp_path: Path) -
     )
     cfg = compose_train(f"experiment={name}", output_dir=tmp_path)
     assert cfg.name == raw["name"] == name
-    _, _, steps = plan(cfg)
+    steps = plan(cfg).steps
     assert steps == cfg.plan.steps > 1
     assert compose_train(f"experiment={name}", "name=mine", output_dir=tmp_path).name == "mine"
 
 
 def test_the_example_experiment_is_what_it_says(tmp_path: Path) -> None:
     cfg = compose_train("experiment=small_chinchilla", output_dir=tmp_path)
-    model, _, _ = plan(cfg)
+    model = plan(cfg).model
     assert (model.d_model, model.n_layers) == (384, 6)  # gpt_small
     assert cfg.budget.tokens_per_param == 20 and cfg.scheduler._target_.endswith("Cosine")

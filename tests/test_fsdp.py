@@ -19,9 +19,10 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
+from scalinglab.callbacks import MetricsCSV
 from scalinglab.model import GPTConfig
 from scalinglab.module import LanguageModel
-from scalinglab.records import MetricsCSV, read_run
+from scalinglab.records import read_run
 from scalinglab.train import train
 from tests.conftest import TINY, compose_train
 from tests.test_launching import CPU_SLOTS, LAUNCHER, read, sweep

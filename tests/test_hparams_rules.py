@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from scalinglab.errors import ConfigError
-from scalinglab.planning import fitted_law
+from scalinglab.rules import fitted_law
 
 ND_RULES = {
     "form": "nd",

@@ -26,9 +26,9 @@ from scalinglab.data.datamodule import (
     masking_generator,
 )
 from scalinglab.errors import ConfigError
+from scalinglab.guards import build
 from scalinglab.model import GPT, GPTConfig
 from scalinglab.ops import IGNORE_INDEX, chunked_cross_entropy
-from scalinglab.planning import build
 from scalinglab.train import train
 from tests.analysis.fake_runs import LADDER_SIZES, write_run
 from tests.conftest import TINY, compose_train

@@ -10,7 +10,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from scalinglab.errors import ConfigError
-from scalinglab.planning import config_errors, plan
+from scalinglab.guards import config_errors
+from scalinglab.planning import plan
 from tests.conftest import TINY, compose_train, run_cli
 
 C = 1e14  # FLOPs
@@ -18,7 +19,8 @@ C = 1e14  # FLOPs
 
 def test_plan_keys_are_what_the_job_trains_for() -> None:
     cfg = compose_train("sweep=isoflop", f"budget.flops={C}", "model.target_params=5e5")
-    model, tokens_per_step, steps = plan(cfg)
+    job = plan(cfg)
+    model, tokens_per_step, steps = job.model, job.tokens_per_step, job.steps
     assert cfg.plan.steps == steps and cfg.plan.n_params == model.n_params
     assert cfg.plan.budget_flops == C
     flops_per_step = tokens_per_step * model.flops_per_token(cfg.data.seq_len)
@@ -28,7 +30,7 @@ def test_plan_keys_are_what_the_job_trains_for() -> None:
     assert plain.plan.steps == 123 and plain.plan.budget_flops is None
     # Token budgets give C too: tokens times FLOPs per token.
     tokens = compose_train("budget.tokens_per_param=20")
-    model, _, _ = plan(tokens)
+    model = plan(tokens).model
     expected = 20 * model.n_params * model.flops_per_token(tokens.data.seq_len)
     assert tokens.plan.budget_flops == pytest.approx(expected)
 
@@ -50,7 +52,7 @@ def test_cfg_job_resolve_prints_each_jobs_steps(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     printed = yaml.safe_load(result.stdout)
     expected = compose_train("sweep=isoflop", f"budget.flops={C}", "model.target_params=2e5")
-    assert printed["plan"]["steps"] == plan(expected)[2] > 0
+    assert printed["plan"]["steps"] == plan(expected).steps > 0
 
 
 def test_a_resolvers_config_error_reaches_the_user_unwrapped() -> None:
@@ -91,7 +93,8 @@ def test_deepseek_llm_rule() -> None:
     )  # fmt: skip
     assert ddp.data.batch_size == round(0.2920 * C**0.3271 / (256 * 4))
     # The step count follows the rule's batch size.
-    model, tokens_per_step, steps = plan(cfg)
+    job = plan(cfg)
+    model, tokens_per_step, steps = job.model, job.tokens_per_step, job.steps
     assert tokens_per_step == cfg.data.batch_size * 256
     assert steps == round(C / (tokens_per_step * model.flops_per_token(256)))
 

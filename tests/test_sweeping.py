@@ -39,10 +39,8 @@ from tests.conftest import TINY, compose_train, run_cli
 def test_budget_gives_the_steps_worked_out_by_hand(
     overrides: list[str], tokens_per_step: int, steps: int
 ) -> None:
-    _, planned_tokens_per_step, planned_steps = plan(
-        compose_train(*overrides, output_dir=Path("."))
-    )
-    assert (planned_tokens_per_step, planned_steps) == (tokens_per_step, steps)
+    job = plan(compose_train(*overrides, output_dir=Path(".")))
+    assert (job.tokens_per_step, job.steps) == (tokens_per_step, steps)
 
 
 def test_sweep_with_an_impossible_job_launches_nothing(tmp_path: Path) -> None:
@@ -143,7 +141,7 @@ def test_demo_centres_each_budgets_widths_on_its_guess_of_the_optimum() -> None:
 
     def job(budget: str, step: int):
         cfg = compose_train("sweep=demo", f"budget.flops={budget}", f"size_step={step}")
-        return cfg.model.d_model, plan(cfg)[2], cfg.trainer.val_check_interval
+        return cfg.model.d_model, plan(cfg).steps, cfg.trainer.val_check_interval
 
     centres = []
     for budget in ("4e10", "8e10", "1.6e11"):
@@ -171,7 +169,7 @@ def test_every_job_of_every_study_is_planned(study: str) -> None:
     for values in itertools.product(*(str(v).split(",") for v in grid.values())):
         overrides = [f"{key}={value}" for key, value in zip(grid, values, strict=True)]
         cfg = compose_train(f"sweep={study}", *overrides, output_dir=Path("."))
-        _, tokens_per_step, steps = plan(cfg)
+        steps = plan(cfg).steps
         assert steps >= max(1, cfg.budget.min_steps), overrides
 
 

@@ -16,9 +16,10 @@ import torch
 from scalinglab.callbacks import StepMetrics
 from scalinglab.data import write_shard
 from scalinglab.errors import ConfigError
+from scalinglab.job import shows_progress_bar
 from scalinglab.records import METRIC_COLUMNS, git_state
 from scalinglab.sweeping import stale_jobs
-from scalinglab.train import shows_progress_bar, train
+from scalinglab.train import train
 from tests.conftest import TINY, TINY_TRAINING, compose_train, run_cli
 
 
@@ -394,11 +395,12 @@ def test_devices_are_counted_once(devices: str, tmp_path: Path) -> None:
                         output_dir=tmp_path)  # fmt: skip
     trainer = pl.Trainer(accelerator="cpu", devices=cfg.trainer.devices, logger=False)
     assert trainer_devices(cfg) == trainer.world_size
-    assert plan(cfg)[1] == 4 * 32 * trainer.world_size
+    job = plan(cfg)
+    assert job.tokens_per_step == 4 * 32 * trainer.world_size == 4 * 32 * job.world_size
 
 
 def test_auto_and_minus_one_mean_every_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from scalinglab.planning import world_size
+    from scalinglab.budget import world_size
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert world_size("auto", 2, "gpu") == world_size(-1, 2, "gpu") == 8
@@ -480,7 +482,7 @@ def test_progress_bar_is_tqdm_when_on_and_log_lines_off_a_terminal(
 def test_how_to_run_and_tags_do_not_make_another_study(monkeypatch) -> None:
     """rerun_stale, progress_bar and W&B tags leave the sweep id (so the job directories) as is;
     an override of what is trained does not."""
-    from scalinglab.train import sweep_id_from_argv
+    from scalinglab.ids import sweep_id_from_argv
 
     def sweep_id(*argv: str) -> str:
         monkeypatch.setattr(sys, "argv", ["scaling-train", "-m", "sweep=demo", *argv])

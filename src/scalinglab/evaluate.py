@@ -47,7 +47,8 @@ def eval_config(run_dir: Path, overrides: list[str]) -> tuple[DictConfig, str]:
     `data=` choice, else the run's own)."""
     from hydra import compose, initialize_config_dir
 
-    from scalinglab.planning import CONFIG_DIR
+    import scalinglab.rules  # noqa: F401  (registers the resolvers a composed config reads)
+    from scalinglab.guards import CONFIG_DIR
 
     others = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] != "data"]
     if others:
@@ -158,7 +159,7 @@ def mean_loss(model: Any, batches: Any) -> tuple[float, int]:
 def evaluate(run_dir: str | Path, overrides: list[str], name: str | None = None) -> dict[str, Any]:
     """Score the run's checkpoint on the overrides' data and record it in run.json under the data's
     name (or `name`); returns the figures recorded."""
-    from scalinglab.planning import build
+    from scalinglab.guards import build
     from scalinglab.records import RUN_FILE, holding, read_run, write_json_atomic
 
     run_dir = Path(run_dir)

@@ -1,29 +1,30 @@
 """A run's record under its output directory: `run.json`, `metrics.csv` and the job's lock.
 
 Analysis reads these, never W&B, so a study can be fitted with no network (see conventions.md).
-Every file here is written whole or not at all (`write_atomic`), and a `running` record is told
-from a dead job's by the job's lock (`run_status`).
+`RUN_FIELDS` is the one list of run.json's fields: the run frame's columns, the sweep summary's,
+the W&B run's flat keys and the final figures are each a view of it. Every file here is written
+whole or not at all (`write_atomic`), and a `running` record is told from a dead job's by the
+job's lock (`run_status`). Light on purpose: the analysis package imports it, and it loads no
+torch or Lightning (metrics.csv's writer, a Lightning logger, is scalinglab.callbacks.MetricsCSV).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
+import enum
 import errno
-import io
 import json
 import logging
 import os
 import secrets
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
 from filelock import FileLock, Timeout
-from pytorch_lightning.loggers import Logger
-from pytorch_lightning.utilities import rank_zero_only
 
 log = logging.getLogger("scalinglab")
 
@@ -32,6 +33,141 @@ METRICS_FILE = "metrics.csv"
 LOCK_FILE = ".job.lock"
 # The first columns of metrics.csv, in order; other logged metrics follow, sorted.
 METRIC_COLUMNS = ["step", "tokens", "flops", "lr", "train/loss", "val/loss", "perf/tokens_per_sec"]
+
+
+# ---- run.json's schema -----------------------------------------------------------------------------
+
+
+class Status(str, enum.Enum):
+    """A run's status. A job writes the first six into its run.json; a reader infers the last
+    three (`run_status`). A str, so that run.json and every frame hold the plain strings."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DIVERGED = "diverged"  # a result (the loss blew up), not a fault
+    OOM = "oom"
+    INTERRUPTED = "interrupted"  # a signal: resumable, not a failure
+    LOST = "lost"  # `running`, and no live process holds the job's lock
+    DAMAGED = "damaged"  # a run.json that does not read as a record
+    MISSING = "missing"  # no run.json
+
+    def __str__(self) -> str:  # "completed", not "Status.COMPLETED", in messages and CSVs
+        return self.value
+
+    __format__ = str.__format__
+    __hash__ = str.__hash__  # Enum's hashes the name: "completed" would miss Status.COMPLETED
+
+
+# Jobs in these states make a sweep's exit code non-zero; a diverged job is a result, not a fault.
+FAILED = (Status.FAILED, Status.OOM)
+
+
+class View(enum.Flag):
+    """Where a run.json field is shown besides run.json itself."""
+
+    NONE = 0
+    RUN = enum.auto()  # a column of the run frame (scalinglab.analysis.load_runs), in this order
+    SUMMARY = enum.auto()  # a column of a sweep's summary.csv
+    WANDB_CONFIG = enum.auto()  # a flat key of the W&B run's config, to filter and group on
+    WANDB_SUMMARY = enum.auto()  # a key of the W&B run's summary, written when the run ends
+    SCALING = enum.auto()  # a scaling quantity, known from the plan before training
+    FINAL = enum.auto()  # a final figure, written when the run completes
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: type
+    doc: str  # its meaning and unit
+    views: View = View.NONE
+
+
+_R, _S, _C, _W, _N, _F = (
+    View.RUN,
+    View.SUMMARY,
+    View.WANDB_CONFIG,
+    View.WANDB_SUMMARY,
+    View.SCALING,
+    View.FINAL,
+)
+
+# run.json's fields, in the run frame's column order (then the record's others).
+RUN_FIELDS: tuple[Field, ...] = (
+    Field("run_id", str, "the job's id (also its W&B run id)", _R | _S | _C),
+    Field("sweep_id", str, "the sweep's id (its W&B group)", _R | _C),
+    Field("name", str, "the job's display name", _R),
+    Field("status", Status, "see Status", _R | _S | _W),
+    Field("objective", str, "clm (next token) or mlm (masked tokens)", _R),
+    Field("n_params", int, "every parameter (Chinchilla's N)", _R | _S | _C | _N),
+    Field("n_params_nonembedding", int, "parameters outside the embeddings", _R | _S | _C | _N),
+    Field("flops_per_token", float, "training FLOPs/token: 6N plus attention", _R | _C | _N),
+    Field("tokens", int, "tokens trained on", _R | _S | _W | _F),
+    Field("flops", float, "training FLOPs", _R | _S | _W | _F),
+    Field("steps", int, "optimizer steps trained", _R | _S | _W | _F),
+    Field("lr", float, "peak learning rate, per step", _R | _S | _C | _N),
+    Field("batch_size", int, "sequences per step per device", _R | _S | _C | _N),
+    Field("tokens_per_step", int, "tokens per optimizer step, all devices", _R | _C | _N),
+    Field("seq_len", int, "tokens per sequence", _R | _C | _N),
+    Field("val_loss", float, "the final validation loss, nats/token", _R | _S | _W | _F),
+    Field("best_val_loss", float, "the lowest validation loss, nats/token", _R | _S | _W | _F),
+    Field("train_loss", float, "the last logged training loss, nats/token", _R | _S | _W | _F),
+    Field("wall_time_s", float, "seconds, over every attempt", _R | _S | _W),
+    Field("irreducible_loss", float, "nats/token, synthetic data only", _R | _C),
+    Field("seed", int, "the seed", _R | _C | _N),
+    Field("flops_per_token_6n", float, "6N: FLOPs/token without attention", _C | _N),
+    Field("first_step_s", float, "seconds to the end of the first step", _S | _W | _F),
+    Field("flops_shared", float, "a WSD branch's FLOPs trained once, in its trunk", _S),
+    Field("error", str, "why the run ended, when it did not complete", _S),
+    Field("hostname", str, "the host of rank 0"),
+    Field("ray_node_id", str, "launcher=ray: the node, as `ray list nodes` names it"),
+    Field("started_at", str, "ISO time of the first attempt's start"),
+    Field("ended_at", str, "ISO time of the end"),
+    Field("attempts", int, "how many times the job started (resumes)"),
+    Field("overrides", list, "the job's Hydra overrides"),
+    Field("git_commit", str, "the code's commit"),
+    Field("git_dirty", bool, "whether the code had uncommitted changes"),
+    Field("model", dict, "the model's built shape (GPTConfig)"),
+    Field("max_steps", int, "the steps planned"),
+    Field("target_params_error", float, "model.target_params: the size rule's relative miss"),
+    Field("data", dict, "the data's metadata (vocabulary, bytes per token...)"),
+    Field("init_from", str, "a WSD branch: the trunk's checkpoint it started from"),
+    Field("evals", dict, "scaling-eval's figures, by data name"),
+)
+
+
+def fields_in(view: View) -> tuple[str, ...]:
+    """The names of the fields shown in `view`, in RUN_FIELDS' order."""
+    return tuple(f.name for f in RUN_FIELDS if view in f.views)
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """Hydra overrides as {key: value}, typed as Hydra reads them (`seed=1` -> 1, `tags=[a]` ->
+    ["a"]), `+`/`++` dropped and deletions (`~key`) left out. An override Hydra's grammar
+    does not read (`d=x=y`) keeps its text after the first `=`, as a number where it is one."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    parsed: dict[str, Any] = {}
+    for text in overrides:
+        try:
+            (override,) = parser.parse_overrides([text])
+        except OverrideParseException:
+            key, sep, value = text.partition("=")
+            if sep and not key.startswith("~"):
+                parsed[key.lstrip("+")] = _number_or_text(value)
+            continue
+        if not override.is_delete():
+            parsed[override.key_or_group] = override.value()
+    return parsed
+
+
+def _number_or_text(text: str) -> Any:
+    for number in (int, float):
+        with contextlib.suppress(ValueError):
+            return number(text)
+    return text
 
 
 # ---- whole files or none ---------------------------------------------------------------------------
@@ -85,21 +221,27 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 class DamagedRecord(ValueError):
-    """A run.json that is not a JSON object (truncated, overwritten)."""
+    """A run.json that is not a run record (truncated, overwritten): readers skip it, naming it."""
 
 
-def read_run(output_dir: Path) -> dict[str, Any] | None:
-    """The job's run.json; None when it has none. Raises DamagedRecord when it is unreadable."""
-    path = Path(output_dir) / RUN_FILE
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The run record in the file `path`; None when there is none. Raises DamagedRecord when it is
+    unreadable or not a JSON object. The one reader of run.json: training's and analysis'."""
+    path = Path(path)
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DamagedRecord(f"{path}: {err}") from err
+        raise DamagedRecord(f"{path}: unreadable ({err})") from None
     if not isinstance(record, dict):
-        raise DamagedRecord(f"{path}: not a JSON object")
+        raise DamagedRecord(f"{path}: not a run record (a JSON {type(record).__name__})")
     return record
+
+
+def read_run(output_dir: Path) -> dict[str, Any] | None:
+    """The job's run.json; None when it has none. Raises DamagedRecord when it is unreadable."""
+    return read_record(Path(output_dir) / RUN_FILE)
 
 
 def set_aside(path: Path, why: str) -> Path:
@@ -141,20 +283,26 @@ def lock_held(output_dir: Path) -> bool:
         return not taken
 
 
-def run_status(output_dir: Path) -> str:
-    """The job's status as a reader should see it: its record's, except that a `running` record
-    whose lock nobody holds is `lost` (its process is gone), an unreadable one `damaged` and a
-    missing one `missing`."""
+def run_status(output_dir: Path) -> Status | str | None:
+    """The job's status as a reader should see it (see `seen_status`); an unreadable record is
+    `damaged` and a missing one `missing`."""
     try:
         record = read_run(output_dir)
     except DamagedRecord:
-        return "damaged"
+        return Status.DAMAGED
     if record is None:
-        return "missing"
-    status = str(record.get("status"))
-    if status == "running" and not lock_held(output_dir):
-        return "lost"
-    return status
+        return Status.MISSING
+    return seen_status(record, output_dir)
+
+
+def seen_status(record: Mapping[str, Any], output_dir: Path) -> Status | str | None:
+    """A record's Status, except that a `running` record whose lock nobody holds is `lost` (its
+    process is gone). A status this code does not know (or none) is kept as written."""
+    status = record.get("status")
+    if status == Status.RUNNING and not lock_held(output_dir):
+        return Status.LOST
+    known = isinstance(status, str) and status in Status._value2member_map_
+    return Status(status) if known else status
 
 
 def git_state(cwd: Path | None = None) -> tuple[str | None, bool | None]:
@@ -185,112 +333,6 @@ def record_lost(output_dir: Path, error: str) -> None:
     run.json still `running` becomes `failed`, so that no reader waits for it."""
     with contextlib.suppress(DamagedRecord):
         record = read_run(Path(output_dir))
-        if record is not None and record.get("status") == "running":
-            lost = {**record, "status": "failed", "error": error, "ended_at": now_iso()}
+        if record is not None and record.get("status") == Status.RUNNING:
+            lost = {**record, "status": Status.FAILED, "error": error, "ended_at": now_iso()}
             write_json_atomic(Path(output_dir) / RUN_FILE, lost)
-
-
-# ---- metrics.csv ---------------------------------------------------------------------------------
-
-
-def _parsed(columns: list[str], line: str) -> dict[str, str] | None:
-    """A metrics.csv line as a row: as many fields as columns, every one a number or empty, and
-    an integer step; None otherwise."""
-    fields = next(csv.reader([line]), [])
-    if len(fields) != len(columns):
-        return None
-    row = dict(zip(columns, fields, strict=True))
-    try:
-        numbers = [float(value) for value in fields if value != ""]
-        step = float(row["step"])
-    except ValueError:
-        return None
-    return row if numbers and step == int(step) else None
-
-
-class MetricsCSV(Logger):
-    """metrics.csv, one row per logged step: train and validation figures of a step share a row.
-
-    Each row is on disk as soon as it is logged: a job resumed from its checkpoint of step S goes
-    on at S + 1 and never logs S again, so nothing logged may wait for a later step. On resume,
-    `repair` drops the rows past the checkpoint's step (no step is counted twice) and any row that
-    does not parse (a torn write, a stray edit), naming them in a warning.
-    """
-
-    def __init__(self, output_dir: str | Path):
-        super().__init__()
-        self.path = Path(output_dir) / METRICS_FILE
-        self._columns: list[str] | None = None  # the header on disk, and its last step
-        self._last_step = -1
-
-    name = "metrics_csv"
-    version = ""
-
-    @property
-    def save_dir(self) -> str:
-        return str(self.path.parent)
-
-    def read(self) -> tuple[list[str], list[dict[str, str]]]:
-        if not self.path.exists():
-            return list(METRIC_COLUMNS), []
-        with self.path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            return list(reader.fieldnames or METRIC_COLUMNS), list(reader)
-
-    def _rewrite(self, columns: list[str], rows: list[dict[str, Any]]) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, columns)
-        writer.writeheader()
-        writer.writerows(rows)
-        write_atomic(self.path, lambda f: f.write(buffer.getvalue().encode()))
-        self._columns = None  # read again when next needed
-
-    @rank_zero_only
-    def repair(self, step: int) -> None:
-        """Keep the rows up to `step` (a checkpoint's) that parse; warn naming the others."""
-        if not self.path.exists():
-            return
-        lines = self.path.read_bytes().decode(errors="replace").replace("\0", "").splitlines()
-        columns = next(csv.reader(lines[:1]), [])
-        if "step" not in columns:
-            set_aside(self.path, "no header with a step column")
-            return
-        kept, dropped, past = [], [], []
-        for number, line in enumerate(lines[1:], start=2):
-            row = _parsed(columns, line)
-            if row is None:
-                dropped.append(f"line {number} {line[:60]!r}")
-            elif int(float(row["step"])) > step:
-                past.append(row["step"])
-            else:
-                kept.append(row)
-        if dropped:
-            log.warning(f"{self.path}: dropped unparsable rows: {'; '.join(dropped)}")
-        if past:
-            log.info(f"{self.path}: dropped rows past step {step} (steps {', '.join(past)})")
-        if dropped or past:
-            self._rewrite(columns, kept)
-
-    @rank_zero_only
-    def log_hyperparams(self, params: Any) -> None:
-        pass  # the config lives in .hydra/ and run.json
-
-    @rank_zero_only
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        row: dict[str, Any] = {"step": int(step or 0)}
-        row.update({k: float(v) for k, v in metrics.items() if k != "epoch"})
-        if self._columns is None:
-            columns, existing = self.read()
-            self._columns = columns
-            self._last_step = int(float(existing[-1]["step"])) if existing else -1
-        new = sorted(set(row) - set(self._columns))
-        if self.path.exists() and not new and row["step"] > self._last_step:
-            with self.path.open("a", newline="") as f:  # the common case: a new step
-                csv.DictWriter(f, self._columns).writerow(row)
-            self._last_step = row["step"]
-            return
-        # The first row, a new metric, or a step already written (its validation): merge, rewrite.
-        columns, existing = self.read()
-        merged = {int(float(r["step"])): {k: v for k, v in r.items() if v != ""} for r in existing}
-        merged.setdefault(row["step"], {}).update(row)
-        self._rewrite(columns + new, [merged[s] for s in sorted(merged)])

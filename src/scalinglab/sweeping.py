@@ -22,16 +22,24 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
 from scalinglab.errors import ConfigError
+from scalinglab.records import (
+    FAILED,
+    RUN_FILE,
+    DamagedRecord,
+    Status,
+    View,
+    fields_in,
+    git_state,
+    now_iso,
+    read_run,
+    run_status,
+    write_json_atomic,
+)
 
 log = logging.getLogger("scalinglab")
 
-SUMMARY_COLUMNS = [
-    "job", "status", "run_id", "n_params", "n_params_nonembedding", "tokens", "flops", "lr",
-    "batch_size", "steps", "train_loss", "val_loss", "best_val_loss", "wall_time_s", "first_step_s",
-    "flops_shared", "error", "path",
-]  # fmt: skip
-# Jobs in these states make the sweep's exit code non-zero; a diverged job is a result, not a fault.
-FAILED = ("failed", "oom")
+# summary.csv: the job's directory under the sweep's, its record's View.SUMMARY fields, its path.
+SUMMARY_COLUMNS = ["job", *fields_in(View.SUMMARY), "path"]
 
 
 def preflight(
@@ -77,7 +85,6 @@ def stale_jobs(rows: list[dict[str, Any]], now: str | None, launched_at: str) ->
     """The completed jobs that a launch at commit `now`, started at `launched_at` (ISO time),
     skipped: completed before it at another commit. A job it trained may record a later commit,
     made while the sweep ran; it was not skipped."""
-    from scalinglab.records import read_run
 
     def skipped(row: dict[str, Any]) -> bool:
         record = read_run(Path(row["path"])) or {}
@@ -85,7 +92,7 @@ def stale_jobs(rows: list[dict[str, Any]], now: str | None, launched_at: str) ->
         before = when is None or datetime.fromisoformat(when) < datetime.fromisoformat(launched_at)
         return before and stale(record.get("git_commit"), now)
 
-    return [row["job"] for row in rows if row["status"] == "completed" and skipped(row)]
+    return [row["job"] for row in rows if row["status"] == Status.COMPLETED and skipped(row)]
 
 
 class SweepFailed(CompactHydraException):
@@ -93,22 +100,19 @@ class SweepFailed(CompactHydraException):
 
 
 def job_row(sweep_dir: Path, job_dir: Path, error: str | None = None) -> dict[str, Any]:
-    # Lightning (records) and pandas load when a job ends, not when the sweeper plugin registers.
-    from scalinglab.records import RUN_FILE, DamagedRecord, read_run, run_status
-
     path = job_dir / RUN_FILE
     try:
-        record = read_run(job_dir) or {"status": "failed"}
+        record = read_run(job_dir) or {"status": Status.FAILED}
     except DamagedRecord as err:  # its relaunch resumes it (train.previous_record)
-        record = {"status": "damaged", "error": str(err)}
+        record = {"status": Status.DAMAGED, "error": str(err)}
     row = {key: record.get(key) for key in SUMMARY_COLUMNS}
-    if row["status"] == "running":  # `lost` when no live process holds the job
+    if row["status"] == Status.RUNNING:  # `lost` when no live process holds the job
         row["status"] = run_status(job_dir)
     # Hydra gives the sweep directory as configured (often relative) and a job's as absolute.
     job_dir = job_dir.resolve()
     row.update(job=str(job_dir.relative_to(sweep_dir.resolve())), path=str(job_dir))
-    if error and record.get("status") != "completed":
-        row["status"] = row["status"] if path.exists() else "failed"
+    if error and record.get("status") != Status.COMPLETED:
+        row["status"] = row["status"] if path.exists() else Status.FAILED
         row["error"] = record.get("error") or error
     return row
 
@@ -121,9 +125,7 @@ def update_summary(
     A lock serialises jobs that end at once; rows of jobs that failed before writing a record are
     kept from the previous summary.
     """
-    import pandas as pd
-
-    from scalinglab.records import RUN_FILE, write_json_atomic
+    import pandas as pd  # loads when a job ends, not when the sweeper plugin registers
 
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(sweep_dir / ".summary.lock"):
@@ -145,8 +147,6 @@ def update_summary(
 
 class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from scalinglab.records import git_state, now_iso
-
         self.launch = (git_state()[0], now_iso())  # what "skipped as stale" is measured against
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -164,9 +164,10 @@ class SweepSummary(Callback):
         rows = update_summary(sweep_dir)
         counts = pd.Series([r["status"] for r in rows]).value_counts().to_dict()
         log.info(f"sweep {sweep_dir}: {len(rows)} runs, {counts}; see summary.csv")
-        shared = sum(r["flops_shared"] or 0 for r in rows if r["status"] == "completed")
+        done = [r for r in rows if r["status"] == Status.COMPLETED]
+        shared = sum(r["flops_shared"] or 0 for r in done)
         if shared:
-            spent = sum(r["flops"] or 0 for r in rows if r["status"] == "completed") - shared
+            spent = sum(r["flops"] or 0 for r in done) - shared
             log.info(
                 f"WSD branches: {shared:.3g} FLOPs reused from their trunks; the sweep spent "
                 f"{spent:.3g} FLOPs for what straight runs would train with {spent + shared:.3g} "

@@ -119,8 +119,8 @@ class SpecLauncher(Launcher):
 
 
 def trainer_devices(job: DictConfig) -> int:
-    """The processes the job's trainer starts on each node (planning.world_size of one node)."""
-    from scalinglab.planning import world_size
+    """The processes the job's trainer starts on each node (budget.world_size of one node)."""
+    from scalinglab.budget import world_size
 
     trainer = job.trainer
     return world_size(trainer.get("devices", 1), 1, trainer.get("accelerator", "auto"))
