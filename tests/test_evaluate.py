@@ -66,7 +66,7 @@ def test_data_with_more_token_ids_or_another_tokenizer_is_refused_in_one_line(
 def test_a_bpe_tokenizer_trained_on_other_text_is_told_apart(tmp_path: Path) -> None:
     """Two BPE tokenizers of one size share a name and a vocabulary, not their ids: the data's
     record tells them apart, and scoring a run on the other's ids is refused."""
-    from scalinglab.data.datamodule import TextDataModule
+    from scalinglab.data.sources import TextDataModule
     from scalinglab.errors import ConfigError
     from scalinglab.evaluate import check_vocab
 

@@ -27,7 +27,7 @@ def vocab_size(data: DictConfig) -> int:
 
 
 def data_vocab_size(data: DictConfig) -> int:
-    from scalinglab.data.datamodule import META_FILE, resolve_files
+    from scalinglab.data.corpus import META_FILE, resolve_files
     from scalinglab.data.tokenizer import FIXED_VOCAB_SIZES
 
     if data.get("vocab_size"):

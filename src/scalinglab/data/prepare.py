@@ -14,7 +14,7 @@ import json
 import sys
 
 from scalinglab.data.corpus import META_FILE, SHARD_TOKENS
-from scalinglab.data.datamodule import HFDataModule, PythonStdlibDataModule, TextDataModule
+from scalinglab.data.sources import HFDataModule, PythonStdlibDataModule, TextDataModule
 from scalinglab.errors import ConfigError
 
 SOURCES = {"hf": HFDataModule, "text": TextDataModule, "python_stdlib": PythonStdlibDataModule}
