@@ -31,6 +31,20 @@ def token_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("token_cache")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def offline_session(tmp_path_factory: pytest.TempPathFactory, token_cache: Path):
+    """W&B offline and the session's token cache from the session's start: module- and
+    session-scoped fixtures (a job trained once for a module's tests) run before the per-test
+    `offline` below, in whatever shell the tests were started from, with or without a W&B login."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SCALINGLAB_CACHE", str(token_cache))
+    patch.setenv("WANDB_MODE", "offline")
+    patch.setenv("WANDB_SILENT", "true")
+    patch.setenv("WANDB_DIR", str(tmp_path_factory.mktemp("wandb")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def offline(tmp_path: Path, token_cache: Path, monkeypatch: pytest.MonkeyPatch):
     """No test touches the network or the user's W&B and cache directories.
