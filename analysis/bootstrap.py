@@ -19,12 +19,15 @@ def resample_indices(
 
     strata: label per row; rows are redrawn within each label, so every stratum (an IsoFLOP
             budget, say) keeps its size.
-    groups: label per row; whole groups (the rows of one training curve) are redrawn together.
+    groups: label per row; whole groups (the rows of one training curve) are redrawn together,
+            numbered in order of their first row, not of their labels: a run's id is random, so
+            its sorted place would make the resamples differ between two trainings of one study.
     """
     if groups is not None:
-        labels, inverse = np.unique(groups, return_inverse=True)
-        members = [np.flatnonzero(inverse == k) for k in range(len(labels))]
-        picked = rng.integers(0, len(labels), len(labels))
+        _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+        numbered = np.argsort(np.argsort(first))[inverse.ravel()]  # by first appearance
+        members = [np.flatnonzero(numbered == k) for k in range(len(first))]
+        picked = rng.integers(0, len(first), len(first))
         return np.concatenate([members[k] for k in picked])
     if strata is not None:
         parts = []
