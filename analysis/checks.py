@@ -4,7 +4,7 @@ design:        the data can identify the law (enough points, the right variables
 bounds:        no parameter, nor its 95% interval, reaches a bound of the fit.
 intervals:     no exponent's interval crosses zero; coefficients and predictions at the data's
                largest budget are pinned down.
-centering:     each budget's optimum lies inside the middle of what was sampled.
+centering:     each budget's optimum lies inside the middle of what its parabola was fitted to.
 extrapolation: the law fitted without the largest scale predicts it.
 agreement:     two approaches fitted to the same runs agree on a (N_opt ∝ C^a).
 
@@ -320,11 +320,13 @@ def centering(budgets: Sequence[Mapping[str, Any]], what: str = "N") -> dict:
     """centering (IsoFLOP): each budget's minimum lies inside the middle half (CENTRE) of its
     sampled log-N range; a minimum in an outer quarter biases the parabola's vertex, one outside
     the range (or no minimum) leaves the budget out of the law. budgets: extras["budgets"] of an
-    isoflop fit ({C, N, N_opt, ...})."""
+    isoflop fit ({C, N, N_opt, used, ...}): the range is that of the sizes its parabola was
+    fitted to (`used`, every size without it)."""
     lo_frac, hi_frac = CENTRE
     problems, places = [], []
     for budget in budgets:
         log_n = np.log10(np.asarray(budget["N"], dtype=float))
+        log_n = log_n[np.asarray(budget.get("used", [True] * len(log_n)), dtype=bool)]
         label = f"C={_g(budget['C'])}"
         if not np.isfinite(budget["N_opt"]) or np.ptp(log_n) == 0:
             problems.append(f"{label}: no minimum (fewer than 3 sizes, or no bowl)")

@@ -13,7 +13,7 @@ import numpy as np
 import scalinglab.analysis.checks as checks
 from scalinglab.analysis.budgets import BUDGET_RTOL, budget_flops, budget_labels
 from scalinglab.analysis.fitting import bootstrap, extrapolation
-from scalinglab.analysis.frontier import Frontier, frontier_intervals, loglog_fit
+from scalinglab.analysis.frontier import Frontier, frontier_intervals
 from scalinglab.analysis.inputs import enough_points, positive_1d, same_length
 from scalinglab.analysis.registry import Command, OptimumLaw, ReportEntry
 from scalinglab.analysis.result import FitResult
@@ -28,37 +28,61 @@ class IsoflopExtras(TypedDict):
     budgets: list[dict[str, Any]]  # per budget: C, N, loss, coef, N_opt, N_opt_ci95, D_opt, ...
     flagged_budgets: list[float]
     budget_tol: float
+    window: float  # decades of N either side of each budget's best run in its parabola
     n_bootstrap: int
     n_bootstrap_ok: int
     bootstrap: dict[str, list[float]]
 
 
-def _parabola_minimum(log_x: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Parabola coefficients [c2, c1, c0] of loss in log_x, its vertex and the loss there;
-    NaN vertex if fewer than 3 distinct points or the parabola opens downward."""
+# Each budget's parabola is fitted to the runs within WINDOW decades of N of its best run: a
+# parabola in log N holds near the minimum, not over the 2 to 3 decades published studies sample.
+WINDOW = 1.0
+# From this many budgets up, the bootstrap redraws budgets too (pairs over budgets, then runs
+# within each): the budgets' scatter about the line counts, beyond each minimum's own noise.
+MIN_BUDGETS_REDRAWN = 6
+
+
+def _parabola_minimum(
+    log_x: np.ndarray, loss: np.ndarray
+) -> tuple[np.ndarray, float, float, float]:
+    """Parabola coefficients [c2, c1, c0] of loss in log_x, its vertex, the loss there, and the
+    vertex's variance per unit of noise variance (delta method: g' (X'X)^-1 g); NaN vertex if
+    fewer than 3 distinct points or the parabola opens downward."""
     if np.unique(log_x).size < 3:
-        return np.full(3, np.nan), np.nan, np.nan
+        return np.full(3, np.nan), np.nan, np.nan, np.nan
     coef = np.polyfit(log_x, loss, 2)
     if coef[0] <= 0:
-        return coef, np.nan, np.nan
+        return coef, np.nan, np.nan, np.nan
     vertex = -coef[1] / (2.0 * coef[0])
-    return coef, vertex, coef[2] - coef[1] ** 2 / (4.0 * coef[0])
+    design = np.column_stack([log_x**2, log_x, np.ones_like(log_x)])
+    gradient = np.array([coef[1] / (2.0 * coef[0] ** 2), -1.0 / (2.0 * coef[0]), 0.0])
+    unit_variance = float(gradient @ np.linalg.pinv(design.T @ design) @ gradient)
+    return coef, vertex, coef[2] - coef[1] ** 2 / (4.0 * coef[0]), unit_variance
 
 
-def _isoflop_profiles(C, N, loss, tokens, labels):
-    """Per budget: the parabola in log10 N (and log10 D when tokens are given) and its minimum."""
+def _near_best(log_n: np.ndarray, loss: np.ndarray, window: float) -> np.ndarray:
+    """The runs within `window` decades of N of the lowest-loss run (a mask)."""
+    return np.abs(log_n - log_n[np.argmin(loss)]) <= window + 1e-9
+
+
+@np.errstate(over="ignore", divide="ignore")  # a resample's flat parabola: no minimum, flagged
+def _isoflop_profiles(C, N, loss, tokens, labels, window=WINDOW):
+    """Per budget: the parabola in log10 N (and log10 D when tokens are given) through the runs
+    near its best one, its minimum, and the minimum's weight in the law (1 / its standard error,
+    up to the noise's scale)."""
     rows = []
     for k, c_budget in enumerate(budget_flops(C, labels)):
-        member = labels == k
+        member = np.flatnonzero(labels == k)
         log_n = np.log10(N[member])
-        coef, x_opt, loss_opt = _parabola_minimum(log_n, loss[member])
-        in_range = bool(np.isfinite(x_opt) and log_n.min() <= x_opt <= log_n.max())
-        n_opt = 10.0**x_opt
+        near = _near_best(log_n, loss[member], window)
+        coef, x_opt, loss_opt, var_n = _parabola_minimum(log_n[near], loss[member][near])
+        in_range = bool(np.isfinite(x_opt) and log_n[near].min() <= x_opt <= log_n[near].max())
+        n_opt, var_d = 10.0**x_opt, var_n
         if tokens is None:
             d_opt = c_budget / (6.0 * n_opt)
         else:
-            log_d = np.log10(tokens[member])
-            _, xd_opt, _ = _parabola_minimum(log_d, loss[member])
+            log_d = np.log10(tokens[member])[near]
+            _, xd_opt, _, var_d = _parabola_minimum(log_d, loss[member][near])
             in_range &= bool(np.isfinite(xd_opt) and log_d.min() <= xd_opt <= log_d.max())
             d_opt = 10.0**xd_opt
         rows.append(
@@ -69,29 +93,37 @@ def _isoflop_profiles(C, N, loss, tokens, labels):
                 "D_opt": d_opt,
                 "loss_opt": loss_opt,
                 "in_range": in_range,
+                "used": member[near],
+                "weights": (_weight(var_n), _weight(var_d)),
             }
         )
     return rows
+
+
+def _weight(unit_variance: float) -> float:
+    """A minimum's weight in the law: 1 / its standard error (relative: the noise's scale is one
+    for every budget); 1 where three points fix the parabola exactly."""
+    return 1.0 / np.sqrt(unit_variance) if np.isfinite(unit_variance) and unit_variance > 0 else 1.0
 
 
 def _parabola_residuals(
     N: np.ndarray, loss: np.ndarray, labels: np.ndarray, profiles: list[dict]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each run's loss on its budget's parabola, and its residual scaled by sqrt(n / (n - 3)) so
-    that resampled residuals keep the noise's variance (a parabola spends 3 of a budget's n
-    points). A budget with no residual degrees of freedom (3 sizes or fewer) borrows residuals
-    from the other budgets: an exact fit through 3 points is not a noiseless one."""
+    that resampled residuals keep the noise's variance (a parabola spends 3 of its n points).
+    Runs a parabola was not fitted to (beyond the window), and budgets with no residual degrees
+    of freedom (3 sizes or fewer), borrow residuals from the others: an exact fit through 3 points
+    is not a noiseless one."""
     fitted = loss.astype(float).copy()
     residuals = np.zeros_like(fitted)
-    exact = np.zeros(len(loss), dtype=bool)
-    for k, profile in enumerate(profiles):
-        member = labels == k
-        n_k = member.sum()
-        if n_k <= 3 or not np.all(np.isfinite(profile["coef"])):
-            exact |= member
+    exact = np.ones(len(loss), dtype=bool)
+    for profile in profiles:
+        used = profile["used"]
+        if len(used) <= 3 or not np.all(np.isfinite(profile["coef"])):
             continue
-        fitted[member] = np.polyval(profile["coef"], np.log10(N[member]))
-        residuals[member] = (loss[member] - fitted[member]) * np.sqrt(n_k / (n_k - 3))
+        fitted[used] = np.polyval(profile["coef"], np.log10(N[used]))
+        residuals[used] = (loss[used] - fitted[used]) * np.sqrt(len(used) / (len(used) - 3))
+        exact[used] = False
     if exact.any() and (~exact).any():
         pooled = residuals[~exact]
         residuals[exact] = np.resize(pooled, exact.sum())  # copies, not zeros, in the pool
@@ -100,11 +132,15 @@ def _parabola_residuals(
 
 
 def _frontier_law(rows) -> dict[str, float]:
-    """N_opt = k_N C^a and D_opt = k_D C^b through the budgets' minima."""
-    c = np.array([p["C"] for p in rows])
-    k_n, a, _ = loglog_fit(c, np.array([p["N_opt"] for p in rows]))
-    k_d, b, _ = loglog_fit(c, np.array([p["D_opt"] for p in rows]))
-    return {"k_N": k_n, "a": a, "k_D": k_d, "b": b}
+    """N_opt = k_N C^a and D_opt = k_D C^b through the budgets' minima, each weighted by 1 / its
+    standard error: least squares on log10 axes."""
+    log_c = np.log10([p["C"] for p in rows])
+    law = {}
+    for name, (k, e), w in (("N_opt", ("k_N", "a"), 0), ("D_opt", ("k_D", "b"), 1)):
+        weights = np.array([p["weights"][w] for p in rows])
+        slope, intercept = np.polyfit(log_c, np.log10([p[name] for p in rows]), 1, w=weights)
+        law |= {k: float(10.0**intercept), e: float(slope)}
+    return law
 
 
 def _budget_rows(profiles, N, loss, labels, ci95, n_ok) -> list[dict[str, Any]]:
@@ -124,14 +160,25 @@ def _budget_rows(profiles, N, loss, labels, ci95, n_ok) -> list[dict[str, Any]]:
                 "D_opt": float(p["D_opt"]),
                 "loss_opt": float(p["loss_opt"]),
                 "in_range": p["in_range"],
+                "used": [bool(u) for u in np.isin(np.flatnonzero(member), p["used"])],
+                "weight": float(p["weights"][0]),
             }
         )
     return budgets
 
 
-def _used_profiles(C, N, loss, tokens, labels) -> tuple[list[dict], list[dict], list[float]]:
+def _flagged_note(flagged: list[float]) -> str:
+    if not flagged:
+        return ""
+    return (
+        f"; flagged (minimum outside the sampled range or no minimum), left out: "
+        f"C={[f'{c:.3g}' for c in flagged]}"
+    )
+
+
+def _used_profiles(C, N, loss, tokens, labels, window) -> tuple[list, list, list[float]]:
     """Every budget's profile, those whose minimum lies inside their sizes, and the others' C."""
-    profiles = _isoflop_profiles(C, N, loss, tokens, labels)
+    profiles = _isoflop_profiles(C, N, loss, tokens, labels, window)
     used = [p for p in profiles if p["in_range"]]
     flagged = [p["C"] for p in profiles if not p["in_range"]]
     if len(used) < 2:
@@ -161,7 +208,7 @@ def _checks(result: FitResult, arrays: tuple, c_max: float, run: bool, tokens) -
     """The IsoFLOP checks (fit_isoflop's docstring); arrays: (C, N, loss)."""
     budgets, budget_tol = result.extras["budgets"], result.extras["budget_tol"]
     values = result.params
-    sizes = [np.unique(b["N"]).size for b in budgets]
+    sizes = [np.unique(np.asarray(b["N"])[b["used"]]).size for b in budgets]
     well_sampled = sum(
         b["in_range"] and k >= checks.MIN_ISOFLOP_SIZES for b, k in zip(budgets, sizes, strict=True)
     )
@@ -170,7 +217,7 @@ def _checks(result: FitResult, arrays: tuple, c_max: float, run: bool, tokens) -
             well_sampled,
             checks.MIN_ISOFLOP_BUDGETS,
             f"budgets with their minimum inside the sampled sizes and at least "
-            f"{checks.MIN_ISOFLOP_SIZES} sizes (sizes per budget: {sizes})",
+            f"{checks.MIN_ISOFLOP_SIZES} sizes in their parabola (sizes per budget: {sizes})",
             "a line through the minima with a point to spare",
             list(values),
         ),
@@ -187,6 +234,7 @@ def _checks(result: FitResult, arrays: tuple, c_max: float, run: bool, tokens) -
             held_out="the largest budget",
             tokens=tokens,
             budget_tol=budget_tol,
+            window=result.extras["window"],
         ),  # fmt: skip
     ]
 
@@ -201,62 +249,65 @@ def fit_isoflop(
     tokens: np.ndarray | None = None,
     budget_tol: float = BUDGET_RTOL,
     check_extrapolation: bool = True,
+    window: float = WINDOW,
 ) -> FitResult:
-    """Chinchilla Approach 2: a parabola of loss in log10 N per compute budget, its minimum
-    N_opt(C), then N_opt = k_N C^a and D_opt = k_D C^b (D_opt = C / (6 N_opt) unless `tokens`,
-    the tokens each run trained on, are given; then D_opt is the minimum of a parabola in log10 D).
+    """Chinchilla Approach 2: a parabola of loss in log10 N per compute budget, through the runs
+    within `window` decades of N of its best run, its minimum N_opt(C), then N_opt = k_N C^a and
+    D_opt = k_D C^b, each minimum weighted by 1 / its standard error (D_opt = C / (6 N_opt) unless
+    `tokens`, the tokens each run trained on, are given; then D_opt is the minimum of a parabola
+    in log10 D through the same runs).
 
     C: the run's compute budget (FLOPs; runs whose FLOPs step by at most budget_tol share a
-    budget, load.budget_labels); N: parameters;
-    loss: final loss. A budget whose parabola opens downward, has fewer than 3 distinct sizes, or
-    has its minimum outside the sampled N (or D) range is flagged (in_range False) and left out of
-    the power-law fits. Intervals: a residual bootstrap: each resample adds residuals redrawn
-    from every budget's parabola (pooled: a 5-size budget alone leaves 2 degrees of freedom) to
-    the parabolas, and refits everything. The sizes are the study's design, so they stay fixed:
-    resampling runs instead would drop whole sides of a five-size profile and measure that, not
-    the noise (7x wider on the demo's runs). Calibration: tests/analysis/test_compute_optimal.py.
-    The per-budget N_opt intervals come from the same resamples.
+    budget, budgets.budget_labels); N: parameters; loss: final loss. window: a parabola holds
+    near the minimum, not across the 2 to 3 decades published studies sample (default WINDOW, a
+    decade either side: every size of a design centred on the optimum). A budget whose parabola
+    opens downward, has fewer than 3 sizes, or has its minimum outside those sizes is flagged
+    (in_range False) and left out of the law. Weights: each minimum's standard error by the delta
+    method from its parabola's fit. Intervals: a residual bootstrap, each resample adding
+    residuals redrawn from every budget's parabola (pooled: a 5-size budget alone leaves 2
+    degrees of freedom) and refitting everything, the windows included; from MIN_BUDGETS_REDRAWN
+    budgets used, each resample also redraws the budgets. The sizes are the study's design, so
+    they stay fixed. Calibration: tests/analysis/test_compute_optimal.py.
     params and derived: k_N, a, k_D, b. objective: sum of squared log10 residuals of the N_opt law.
     extras["budgets"]: per budget {C, N, loss, coef, N_opt, N_opt_ci95 (None without bootstrap),
-    D_opt, loss_opt, in_range}. extras["bootstrap"]: {k_N, a, k_D, b: per-resample values}, the
-    i-th entries from one resample, for frontier_band; {} without bootstrap.
-    checks: design (at least 3 budgets used, with at least 4 sizes each), centering (each minimum
-    in the middle half of its budget's log-N range), intervals (a, b exclude 0; N_opt at the
+    D_opt, loss_opt, in_range, used (per run: in the parabola), weight}; extras["bootstrap"]:
+    {k_N, a, k_D, b: per-resample values} for frontier_band.
+    checks: design (at least 3 budgets used, 4 sizes in each parabola), centering (each minimum
+    in the middle half of its parabola's log-N range), intervals (a, b exclude 0; N_opt at the
     largest budget used within a factor 10), extrapolation (refit without the largest budget:
     its N_opt within 35%; check_extrapolation=False skips it and the check fails as not run).
     """
     C, N, loss, tokens, labels = _inputs(C, N, loss, tokens, budget_tol)
     n, n_budgets = len(C), labels.max() + 1
-    profiles, used, flagged = _used_profiles(C, N, loss, tokens, labels)
-    used_budgets = np.array([p["in_range"] for p in profiles])
+    profiles, used, flagged = _used_profiles(C, N, loss, tokens, labels, window)
+    used_budgets = np.flatnonzero([p["in_range"] for p in profiles])
     values = _frontier_law(used)
     c_used = np.array([p["C"] for p in used])
-    _, _, objective = loglog_fit(c_used, np.array([p["N_opt"] for p in used]))
+    line = np.log10(values["k_N"]) + values["a"] * np.log10(c_used)
+    objective = float(np.sum((np.log10([p["N_opt"] for p in used]) - line) ** 2))
     fitted, residuals = _parabola_residuals(N, loss, labels, profiles)
+    redraw = np.random.default_rng([seed, 1]) if len(used) >= MIN_BUDGETS_REDRAWN else None
 
     def fit_resample(idx: np.ndarray) -> dict[str, float] | None:
         resampled = fitted + residuals[idx]  # residuals pooled over every budget
         if np.any(resampled <= 0):
             return None
-        rows = _isoflop_profiles(C, N, resampled, tokens, labels)
-        kept = [r for r, u in zip(rows, used_budgets, strict=True) if u and r["in_range"]]
-        if len(kept) < 2:
+        rows = _isoflop_profiles(C, N, resampled, tokens, labels, window)
+        budgets = used_budgets if redraw is None else redraw.choice(used_budgets, len(used))
+        kept = [rows[k] for k in budgets if rows[k]["in_range"]]
+        if len({r["C"] for r in kept}) < 2:
             return None
         return _frontier_law(kept) | {f"N_opt[{k}]": r["N_opt"] for k, r in enumerate(rows)}
 
     boot = bootstrap(fit_resample, n, n_bootstrap=n_bootstrap, seed=seed)
     ci95 = boot.ci95
     budgets = _budget_rows(profiles, N, loss, labels, ci95, boot.n_ok)
-    message = f"{len(used)} of {n_budgets} budgets used" + boot.note
-    if flagged:
-        message += (
-            f"; flagged (minimum outside the sampled range or no minimum), left out: "
-            f"C={[f'{c:.3g}' for c in flagged]}"
-        )
+    message = f"{len(used)} of {n_budgets} budgets used" + boot.note + _flagged_note(flagged)
     extras: IsoflopExtras = {
         "budgets": budgets,
         "flagged_budgets": flagged,
         "budget_tol": budget_tol,
+        "window": window,
         **boot.extras(list(values)),  # the law's draws, not the per-budget N_opt
     }
     result = FitResult(
@@ -272,8 +323,9 @@ def fit_isoflop(
 
 
 def _draw_profiles(fig: Figure, ax: Axes, fit: FitResult) -> tuple[Colormap, LogNorm]:
-    """IsoFLOP profiles on `ax`: loss against N per budget, the parabola in log10 N and its
-    minimum with its 95% interval; a minimum outside the sampled sizes is hollow and labelled.
+    """IsoFLOP profiles on `ax`: loss against N per budget, the parabola in log10 N through the
+    runs near the best one (the others hollow) and its minimum with its 95% interval; a minimum
+    outside the sampled sizes is hollow and labelled.
     Returns the budgets' colour scale, for other panels to share."""
     from matplotlib.ticker import NullFormatter
 
@@ -292,11 +344,13 @@ def _draw_profiles(fig: Figure, ax: Axes, fit: FitResult) -> tuple[Colormap, Log
     cmap = _colour_scale(fig, ax, norm, AXIS_LABELS["flops"])
     for budget in budgets:
         color = cmap(norm(budget["C"]))
-        n_params = np.asarray(budget["N"], float)
-        ax.scatter(n_params, budget["loss"], color=color, zorder=3)
+        n_params, loss = np.asarray(budget["N"], float), np.asarray(budget["loss"], float)
+        used = np.asarray(budget.get("used", [True] * len(n_params)), dtype=bool)
+        ax.scatter(n_params[used], loss[used], color=color, zorder=3)
+        ax.scatter(n_params[~used], loss[~used], facecolors="none", edgecolors=color, zorder=3)
         if not np.isfinite(budget["N_opt"]):  # < 3 sizes, or a parabola opening downward
             continue
-        curve_n = _span(np.append(n_params, budget["N_opt"]), 0.1, 0.1)
+        curve_n = _span(np.append(n_params[used], budget["N_opt"]), 0.1, 0.1)
         ax.plot(
             curve_n,
             np.polyval(budget["coef"], np.log10(curve_n)),
@@ -324,6 +378,15 @@ def _draw_profiles(fig: Figure, ax: Axes, fit: FitResult) -> tuple[Colormap, Log
                 color="C3",
             )
     ax.plot([], [], "k*", ms=10, label="minimum N_opt (95% CI)")
+    if not all(all(b.get("used", [True])) for b in budgets):
+        window = fit.extras.get("window")
+        ax.scatter(
+            [],
+            [],
+            facecolors="none",
+            edgecolors="k",
+            label=f"beyond {window:g} decade of the best: not in the parabola",
+        )
     if not all(b["in_range"] for b in budgets):
         ax.plot([], [], "k*", ms=10, mfc="white", label="minimum outside sampled sizes")
     ax.legend(fontsize=8)
