@@ -42,19 +42,12 @@ class Bootstrap:
 
 
 def bootstrap(
-    fit_resample: Callable[[np.ndarray], Mapping[str, float] | None],
-    n: int,
-    *,
-    n_bootstrap: int,
-    seed: int,
-    strata: np.ndarray | None = None,
-    groups: np.ndarray | None = None,
+    fit_resample: Callable[[np.ndarray], Mapping[str, float] | None], n: int, **options: Any
 ) -> Bootstrap:
-    """`fit_resample(indices)` over `n_bootstrap` resamples of the `n` rows (bootstrap_draws)."""
-    draws, n_ok = bootstrap_draws(
-        fit_resample, n, n_bootstrap=n_bootstrap, seed=seed, strata=strata, groups=groups
-    )
-    return Bootstrap(draws, n_ok, n_bootstrap)
+    """`fit_resample(indices)` over resamples of the `n` rows: bootstrap_draws with `options`
+    (n_bootstrap, seed, strata or groups)."""
+    draws, n_ok = bootstrap_draws(fit_resample, n, **options)
+    return Bootstrap(draws, n_ok, options["n_bootstrap"])
 
 
 def extrapolation(

@@ -232,6 +232,21 @@ class LossScale:
     norm: LogNorm
 
 
+def plot_data(fit: FitResult, ax: Axes | None, hint: str, draw) -> Axes:
+    """FitResult.plot of a law fitted to points: draw(data, ax) the points it carries
+    (extras["data"]) on `ax` (None: a new pyplot Axes), or a ValueError naming `hint`, the call
+    that draws it from the data instead."""
+    data = fit.extras.get("data")
+    if data is None:
+        raise ValueError(
+            f"this {fit.law} fit carries no data (extras['data']; read from an older JSON?): "
+            f"call scalinglab.analysis.{hint}"
+        )
+    ax = new_axes() if ax is None else ax
+    draw(data, ax)
+    return ax
+
+
 def new_axes() -> Axes:
     """A one-panel pyplot figure's Axes (FitResult.plot without an ax: a notebook shows it)."""
     import matplotlib.pyplot as plt  # only here: the report's figures never touch pyplot

@@ -428,17 +428,12 @@ class ChinchillaLaw(Frontier, PointLaw):
         return drawn
 
     def plot(self, fit: FitResult, ax: Any = None, **options: Any) -> Any:
-        from scalinglab.analysis.plotting import new_axes, plot_loss
+        from scalinglab.analysis.plotting import plot_data, plot_loss
 
-        data = fit.extras.get("data")
-        if data is None:
-            raise ValueError(
-                "this chinchilla fit carries no data (extras['data']; read from an older JSON?): "
-                "call scalinglab.analysis.plot_loss(N, loss, fit, tokens=D)"
-            )
-        ax = new_axes() if ax is None else ax
-        plot_loss(data["N"], data["loss"], fit, tokens=data["D"], ax=ax, **options)
-        return ax
+        def draw(data: dict, on: Any) -> None:
+            plot_loss(data["N"], data["loss"], fit, tokens=data["D"], ax=on, **options)
+
+        return plot_data(fit, ax, "plot_loss(N, loss, fit, tokens=D)", draw)
 
     def analyse(self, study: Any, fitted: dict, **options: Any) -> Any:
         return analyse_chinchilla(study)

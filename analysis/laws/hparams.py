@@ -411,9 +411,24 @@ def rules_file(section: Any, args: Any) -> None:
     )
 
 
+def hparams_section(fit: FitResult, description: str, figure: Any, caption: str, args: Any) -> Any:
+    """A hyperparameter fit's section: its figure (named for its law) and caption, and the rules
+    file when --rules asks for one."""
+    from scalinglab.analysis.section import Section
+
+    untrusted = "" if fit.trusted else " The fit is not trusted."
+    section = Section(
+        description=description,
+        fit=fit,
+        figures={fit.law: figure},
+        captions={fit.law: caption + untrusted},
+    )
+    rules_file(section, args)
+    return section
+
+
 def analyse_hparams(study: Any) -> Any:
     """lr_opt and batch_opt as laws of compute C."""
-    from scalinglab.analysis.section import Section
     from scalinglab.analysis.study import budget_options
 
     runs, batch, unit = hparam_points(study, ["budget"])
@@ -421,21 +436,17 @@ def analyse_hparams(study: Any) -> Any:
         runs["budget"], runs["lr"], runs[batch], runs["loss"], batch_unit=unit,
         **budget_options(study),
     )  # fmt: skip
-    section = Section(
-        description=f"Per budget, the runs within {fit.extras['tolerance']:.0%} of the best loss; "
-        "their centre is the optimum. lr_opt = k_lr C^e_lr, batch_opt = k_bs C^e_bs "
-        f"({fit.extras['batch_unit']} per step; {len(runs)} runs).",
-        fit=fit,
-        figures={"hparams": plot_hparams(fit)},
-        captions={
-            "hparams": "Learning rate against batch size at each compute budget, each run "
-            "coloured by its loss above the budget's best; the near-optimal band's centre is "
-            "the optimum that lr_opt = k_lr C^e_lr and batch_opt = k_bs C^e_bs are fitted to."
-            + ("" if fit.trusted else " The fit is not trusted.")
-        },
+    return hparams_section(
+        fit,
+        f"Per budget, the runs within {fit.extras['tolerance']:.0%} of the best loss; their "
+        "centre is the optimum. lr_opt = k_lr C^e_lr, batch_opt = k_bs C^e_bs "
+        f"({unit} per step; {len(runs)} runs).",
+        plot_hparams(fit),
+        "Learning rate against batch size at each compute budget, each run coloured by its loss "
+        "above the budget's best; the near-optimal band's centre is the optimum that "
+        "lr_opt = k_lr C^e_lr and batch_opt = k_bs C^e_bs are fitted to.",
+        study.args,
     )
-    rules_file(section, study.args)
-    return section
 
 
 class HparamsLaw(OptimumLaw):

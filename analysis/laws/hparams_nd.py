@@ -19,8 +19,8 @@ from scalinglab.analysis.laws.hparams import (
     edge_note,
     fit_optima,
     hparam_points,
+    hparams_section,
     optima_checks,
-    rules_file,
 )
 from scalinglab.analysis.registry import Law
 from scalinglab.analysis.result import FitResult
@@ -259,31 +259,25 @@ def plot_hparams_nd(fit: FitResult) -> Figure:
 
 def analyse_hparams_nd(study: Any) -> Any:
     """lr_opt and batch_opt as laws of N and D (scaling-fit hparams --law nd)."""
-    from scalinglab.analysis.section import Section
     from scalinglab.analysis.study import budget_options
 
-    rows, batch, unit = hparam_points(study, ["n_params", "tokens"])
+    runs, batch, unit = hparam_points(study, ["n_params", "tokens"])
     fit = fit_hparams_nd(
-        rows["n_params"], rows["tokens"], rows["lr"], rows[batch], rows["loss"],
+        runs["n_params"], runs["tokens"], runs["lr"], runs[batch], runs["loss"],
         batch_unit=unit, **budget_options(study),
     )  # fmt: skip
-    cells = fit.extras["cells"]
-    section = Section(
-        description=f"Per (N, D) cell ({len(cells)} cells, {len(rows)} runs), the runs within "
+    return hparams_section(
+        fit,
+        f"Per (N, D) cell ({len(fit.extras['cells'])} cells, {len(runs)} runs), the runs within "
         f"{fit.extras['tolerance']:.0%} of the best loss; their centre is the optimum. "
         f"lr_opt = k_lr N^alpha_lr D^beta_lr, batch_opt = k_bs N^alpha_bs D^beta_bs ({unit} "
         "per step), log-linear least squares.",
-        fit=fit,
-        figures={"hparams_nd": plot_hparams_nd(fit)},
-        captions={
-            "hparams_nd": "Each (N, D) cell's optimal learning rate against N and optimal "
-            "batch size against D (its near-optimal band as the bar), coloured by the other "
-            "variable, with the fitted laws at each cell's N and D."
-            + ("" if fit.trusted else " The fit is not trusted.")
-        },
+        plot_hparams_nd(fit),
+        "Each (N, D) cell's optimal learning rate against N and optimal batch size against D "
+        "(its near-optimal band as the bar), coloured by the other variable, with the fitted "
+        "laws at each cell's N and D.",
+        study.args,
     )
-    rules_file(section, study.args)
-    return section
 
 
 class HparamsNdLaw(Law):

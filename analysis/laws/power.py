@@ -307,17 +307,12 @@ class PowerLaw(PointLaw):
         return drawn
 
     def plot(self, fit: FitResult, ax: Any = None, **options: Any) -> Any:
-        from scalinglab.analysis.plotting import new_axes, plot_loss
+        from scalinglab.analysis.plotting import plot_data, plot_loss
 
-        data = fit.extras.get("data")
-        if data is None:
-            raise ValueError(
-                "this power fit carries no data (extras['data']; read from an older JSON?): "
-                "call scalinglab.analysis.plot_loss(x, y, fit)"
-            )
-        ax = new_axes() if ax is None else ax
-        plot_loss(data["x"], data["y"], fit, ax=ax, **({"x_name": "x"} | options))
-        return ax
+        def draw(data: dict, on: Any) -> None:
+            plot_loss(data["x"], data["y"], fit, ax=on, **({"x_name": "x"} | options))
+
+        return plot_data(fit, ax, "plot_loss(x, y, fit)", draw)
 
     def headline(self, fit: FitResult) -> list[dict[str, Any]]:
         nan = (float("nan"), float("nan"))
