@@ -73,19 +73,19 @@ class _LossLocator(LogLocator):
         return super().tick_values(vmin, vmax)
 
 
-def _colour_scale(fig: Figure, ax: Axes, norm: Normalize, label: str) -> Colormap:
+def colour_scale(fig: Figure, ax: Axes, norm: Normalize, label: str) -> Colormap:
     """A colorbar for `norm`; returns the colormap to draw with."""
     cmap = colormaps[COLORMAP]
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=label)
     return cmap
 
 
-def _log_norm(values: Sequence[float]) -> LogNorm:
+def log_norm(values: Sequence[float]) -> LogNorm:
     lo, hi = np.nanmin(values), np.nanmax(values)
     return LogNorm(lo, hi if hi > lo else lo * 1.01)
 
 
-def _error_bar(value: float, interval: Sequence[float] | None) -> list[list[float]] | None:
+def error_bar(value: float, interval: Sequence[float] | None) -> list[list[float]] | None:
     """Matplotlib's [[below], [above]] for an interval; None without one. A percentile interval
     need not contain the estimate (few resamples, skewed fits), so the arms are floored at 0."""
     if interval is None or not np.all(np.isfinite(interval)):
@@ -94,7 +94,7 @@ def _error_bar(value: float, interval: Sequence[float] | None) -> list[list[floa
     return [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
 
 
-def _span(values: np.ndarray, below: float = 0.3, above: float = 0.3, n: int = 200) -> np.ndarray:
+def span(values: np.ndarray, below: float = 0.3, above: float = 0.3, n: int = 200) -> np.ndarray:
     """Log-spaced points covering `values`, extended by the given decades either side."""
     lo, hi = np.log10(np.nanmin(values)) - below, np.log10(np.nanmax(values)) + above
     return np.logspace(lo, hi, n)
@@ -123,7 +123,7 @@ def loss_band(
     return lo, hi
 
 
-def _draw_band(
+def draw_band(
     ax: Axes, x: np.ndarray, fit: FitResult, band, *, color: object, legend: str | None = "band"
 ) -> None:
     """The 95% bootstrap band `band()` (lo, hi) of `fit` over x, or a legend entry saying it has
@@ -145,7 +145,7 @@ def _short_number(value: float, _position: object = None) -> str:
     return f"{value:g}" if value < 1e5 else f"{value:.0e}".replace("e+0", "e").replace("e+", "e")
 
 
-def _with_ci(fit: FitResult, name: str) -> str:
+def with_ci(fit: FitResult, name: str) -> str:
     value = fit.params.get(name, fit.derived.get(name))
     if name in fit.ci95:
         lo, hi = fit.ci95[name]
@@ -181,7 +181,7 @@ def plot_loss(
     fig, ax = _figure(f"Loss vs {AXIS_LABELS[x_name].split(' (')[0]}", ax=ax)
     ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS[x_name], ylabel=AXIS_LABELS["loss"])
     _plain_log_labels(ax.yaxis)
-    curve_x = _span(x)
+    curve_x = span(x)
     if np.log10(curve_x[-1] / curve_x[0]) < 2.5:  # one or two powers of 10: label 2s and 5s too
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(_short_number)
@@ -203,8 +203,8 @@ def plot_loss(
         ax.scatter(x, loss, color="C0", zorder=3, label=label)
     else:
         other = np.asarray(other, float)
-        norm = _log_norm(other)
-        cmap = _colour_scale(fig, ax, norm, AXIS_LABELS[other_name])
+        norm = log_norm(other)
+        cmap = colour_scale(fig, ax, norm, AXIS_LABELS[other_name])
         ax.scatter(x, loss, color=cmap(norm(other)), zorder=3)
         ax.scatter([], [], color="0.5", label=f"{points} (coloured by {SYMBOLS[other_name]})")
         scale = LossScale(other_name, other, cmap, norm)
@@ -255,17 +255,17 @@ def new_axes() -> Axes:
     return ax
 
 
-def _draw_frontier(
+def draw_frontier(
     ax: Axes, fit: FitResult, compute: np.ndarray, *, color: str, label: str, ls: str = "-"
 ) -> None:
     """N_opt(C) of a chinchilla, isoflop or envelope fit over `compute`, with its 95% bootstrap
     band (frontier_band), or a legend entry saying it has none: never a stand-in band."""
     n_opt = compute_optimal_allocation(fit, compute)["N_opt"]
-    ax.plot(compute, n_opt, color=color, ls=ls, label=f"{label}, {_with_ci(fit, 'a')}")
-    _draw_band(ax, compute, fit, lambda: frontier_band(fit, compute), color=color)
+    ax.plot(compute, n_opt, color=color, ls=ls, label=f"{label}, {with_ci(fit, 'a')}")
+    draw_band(ax, compute, fit, lambda: frontier_band(fit, compute), color=color)
 
 
-def _frontier_axes(ax: Axes, budgets: np.ndarray, beyond_decades: float) -> np.ndarray:
+def frontier_axes(ax: Axes, budgets: np.ndarray, beyond_decades: float) -> np.ndarray:
     """Log axes for N_opt(C) from the smallest budget to `beyond_decades` past the largest, the
     extrapolated part shaded; returns the compute grid."""
     compute = np.logspace(np.log10(budgets.min()), np.log10(budgets.max()) + beyond_decades, 100)
@@ -276,7 +276,7 @@ def _frontier_axes(ax: Axes, budgets: np.ndarray, beyond_decades: float) -> np.n
     return compute
 
 
-def _trust_label(label: str, fit: FitResult) -> str:
+def trust_label(label: str, fit: FitResult) -> str:
     return label if fit.trusted else f"{label} (NOT trusted)"
 
 
@@ -296,14 +296,14 @@ def plot_frontier(
     and the legend says so. The measured optima (IsoFLOP minima with their intervals, or the
     envelope's winners) are drawn as points; flagged ones hollow.
     """
-    fig, ax = _figure(_trust_label(f"Compute-optimal model size ({fit.law})", fit), ax=ax)
-    compute = _frontier_axes(ax, np.asarray(budgets, float), beyond_decades)
-    _draw_frontier(ax, fit, compute, color="C0", label="N_opt ∝ C^a")
+    fig, ax = _figure(trust_label(f"Compute-optimal model size ({fit.law})", fit), ax=ax)
+    compute = frontier_axes(ax, np.asarray(budgets, float), beyond_decades)
+    draw_frontier(ax, fit, compute, color="C0", label="N_opt ∝ C^a")
     for point in fit.extras.get("budgets", []):
         ax.errorbar(
             point["C"],
             point["N_opt"],
-            yerr=_error_bar(point["N_opt"], point.get("N_opt_ci95")),
+            yerr=error_bar(point["N_opt"], point.get("N_opt_ci95")),
             fmt="o",
             color="C1",
             capsize=3,
@@ -336,8 +336,8 @@ def plot_curves(
     fig, ax = _figure(f"Training curves ({curves['run_id'].nunique()} runs)")
     ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS[x], ylabel=AXIS_LABELS["loss"])
     _plain_log_labels(ax.yaxis)
-    norm = _log_norm(curves["n_params"])
-    cmap = _colour_scale(fig, ax, norm, AXIS_LABELS["n_params"])
+    norm = log_norm(curves["n_params"])
+    cmap = colour_scale(fig, ax, norm, AXIS_LABELS["n_params"])
     show_val = val is not None and val != loss and val in curves
     for _, run in curves.groupby("run_id"):
         color = cmap(norm(run["n_params"].iloc[0]))

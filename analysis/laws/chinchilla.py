@@ -394,10 +394,10 @@ class ChinchillaLaw(Frontier, PointLaw):
     def draw_loss(self, ax: Any, fit: FitResult, curve_x: Any, **context: Any) -> list[Any]:
         from scalinglab.analysis.plotting import (
             SYMBOLS,
-            _draw_band,
-            _trust_label,
-            _with_ci,
+            draw_band,
             loss_band,
+            trust_label,
+            with_ci,
         )
 
         scale = context["scale"]
@@ -419,10 +419,10 @@ class ChinchillaLaw(Frontier, PointLaw):
             label = f"fit at {SYMBOLS[scale.name]} = {level:.2g}"
             ax.plot(curve_x, drawn[-1], color=color, label=label)
             band = lambda N=N, D=D: loss_band(fit, N, D)  # noqa: E731
-            _draw_band(ax, curve_x, fit, band, color=color, legend=None if k else "bands")
+            draw_band(ax, curve_x, fit, band, color=color, legend=None if k else "bands")
         ax.set_title(
-            _trust_label("L = E + A/N^α + B/D^β", fit)
-            + f"\n{_with_ci(fit, 'alpha')}, {_with_ci(fit, 'beta')}\n{_with_ci(fit, 'E')}",
+            trust_label("L = E + A/N^α + B/D^β", fit)
+            + f"\n{with_ci(fit, 'alpha')}, {with_ci(fit, 'beta')}\n{with_ci(fit, 'E')}",
             fontsize=9,
         )
         return drawn

@@ -313,7 +313,7 @@ def plot_hparams(fit: FitResult) -> Figure:
     from matplotlib.figure import Figure
     from matplotlib.ticker import LogLocator, NullFormatter
 
-    from scalinglab.analysis.plotting import AXIS_LABELS, _colour_scale
+    from scalinglab.analysis.plotting import AXIS_LABELS, colour_scale
 
     budgets = fit.extras["budgets"]
     n_cols = min(3, len(budgets))
@@ -322,7 +322,7 @@ def plot_hparams(fit: FitResult) -> Figure:
     axes = fig.subplots(n_rows, n_cols, squeeze=False, sharex=True, sharey=True).ravel()
     excess = [np.asarray(b["loss"]) - b["best_loss"] for b in budgets]
     norm = Normalize(0.0, max(float(np.max(e)) for e in excess))
-    cmap = _colour_scale(fig, axes.tolist(), norm, "loss above the budget's best (nats/token)")
+    cmap = colour_scale(fig, axes.tolist(), norm, "loss above the budget's best (nats/token)")
     for ax, budget, budget_excess in zip(axes, budgets, excess, strict=False):
         ax.set(xscale="log", yscale="log", title=f"C = {budget['C']:.2g} FLOPs")
         for axis in (ax.xaxis, ax.yaxis):

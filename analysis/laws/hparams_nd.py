@@ -217,7 +217,7 @@ def plot_hparams_nd(fit: FitResult) -> Figure:
     variable; lines: the fitted law along N at each cell's D (and along D at each cell's N)."""
     from matplotlib.figure import Figure
 
-    from scalinglab.analysis.plotting import AXIS_LABELS, _colour_scale, _log_norm, _span
+    from scalinglab.analysis.plotting import AXIS_LABELS, colour_scale, log_norm, span
 
     cells = fit.extras["cells"]
     N, D = np.array([c["N"] for c in cells]), np.array([c["D"] for c in cells])
@@ -228,14 +228,14 @@ def plot_hparams_nd(fit: FitResult) -> Figure:
         (axes[1], "bs", "batch_size_opt", "batch_size_band", D, N, "n_params", "batch_size"),
     )
     for ax, suffix, field, band, x, other, other_name, predicted in panels:
-        norm = _log_norm(other)
-        cmap = _colour_scale(fig, ax, norm, AXIS_LABELS[other_name])
+        norm = log_norm(other)
+        cmap = colour_scale(fig, ax, norm, AXIS_LABELS[other_name])
         for cell, x_k, other_k in zip(cells, x, other, strict=True):
             colour = cmap(norm(other_k))
             below, above = cell[field] - cell[band][0], cell[band][1] - cell[field]
             ax.errorbar(x_k, cell[field], yerr=[[below], [above]], fmt="o", color=colour)
         for level in np.unique(other):
-            line = _span(x[other == level], 0.1, 0.1, 50)
+            line = span(x[other == level], 0.1, 0.1, 50)
             n_d = (line, level) if suffix == "lr" else (level, line)
             ax.plot(line, fit.predict(*n_d)[predicted], color=cmap(norm(level)), lw=1)
         ax.set(xscale="log", yscale="log")

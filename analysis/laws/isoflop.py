@@ -331,17 +331,17 @@ def _draw_profiles(fig: Figure, ax: Axes, fit: FitResult) -> tuple[Colormap, Log
 
     from scalinglab.analysis.plotting import (
         AXIS_LABELS,
-        _colour_scale,
-        _error_bar,
-        _log_norm,
-        _span,
+        colour_scale,
+        error_bar,
+        log_norm,
+        span,
     )
 
     budgets = fit.extras["budgets"]
     ax.set(xscale="log", xlabel=AXIS_LABELS["n_params"], ylabel=AXIS_LABELS["loss"])
     ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
-    norm = _log_norm([b["C"] for b in budgets])
-    cmap = _colour_scale(fig, ax, norm, AXIS_LABELS["flops"])
+    norm = log_norm([b["C"] for b in budgets])
+    cmap = colour_scale(fig, ax, norm, AXIS_LABELS["flops"])
     for budget in budgets:
         color = cmap(norm(budget["C"]))
         n_params, loss = np.asarray(budget["N"], float), np.asarray(budget["loss"], float)
@@ -350,7 +350,7 @@ def _draw_profiles(fig: Figure, ax: Axes, fit: FitResult) -> tuple[Colormap, Log
         ax.scatter(n_params[~used], loss[~used], facecolors="none", edgecolors=color, zorder=3)
         if not np.isfinite(budget["N_opt"]):  # < 3 sizes, or a parabola opening downward
             continue
-        curve_n = _span(np.append(n_params[used], budget["N_opt"]), 0.1, 0.1)
+        curve_n = span(np.append(n_params[used], budget["N_opt"]), 0.1, 0.1)
         ax.plot(
             curve_n,
             np.polyval(budget["coef"], np.log10(curve_n)),
@@ -360,7 +360,7 @@ def _draw_profiles(fig: Figure, ax: Axes, fit: FitResult) -> tuple[Colormap, Log
         ax.errorbar(
             budget["N_opt"],
             budget["loss_opt"],
-            xerr=_error_bar(budget["N_opt"], budget.get("N_opt_ci95")),
+            xerr=error_bar(budget["N_opt"], budget.get("N_opt_ci95")),
             color=color,
             zorder=4,
             marker="*",
@@ -405,10 +405,10 @@ def plot_isoflop(
     from matplotlib.figure import Figure
 
     from scalinglab.analysis.plotting import (
-        _draw_frontier,
-        _error_bar,
-        _frontier_axes,
-        _trust_label,
+        draw_frontier,
+        error_bar,
+        frontier_axes,
+        trust_label,
     )
 
     fig = Figure(figsize=(12.0, 4.8), layout="constrained")
@@ -419,20 +419,20 @@ def plot_isoflop(
     cmap, norm = _draw_profiles(fig, ax, fit)
 
     budgets = fit.extras["budgets"]
-    compute = _frontier_axes(ax_frontier, np.array([b["C"] for b in budgets]), beyond_decades)
+    compute = frontier_axes(ax_frontier, np.array([b["C"] for b in budgets]), beyond_decades)
     ax_frontier.set_title("Compute-optimal model size")
-    _draw_frontier(
-        ax_frontier, fit, compute, color="C0", label=_trust_label("IsoFLOP (Approach 2)", fit)
+    draw_frontier(
+        ax_frontier, fit, compute, color="C0", label=trust_label("IsoFLOP (Approach 2)", fit)
     )
     if chinchilla is not None:
-        label = _trust_label("L(N, D) fit (Approach 3)", chinchilla)
-        _draw_frontier(ax_frontier, chinchilla, compute, color="C3", label=label, ls="--")
+        label = trust_label("L(N, D) fit (Approach 3)", chinchilla)
+        draw_frontier(ax_frontier, chinchilla, compute, color="C3", label=label, ls="--")
     for budget in (b for b in budgets if np.isfinite(b["N_opt"])):
         color = cmap(norm(budget["C"]))
         ax_frontier.errorbar(
             budget["C"],
             budget["N_opt"],
-            yerr=_error_bar(budget["N_opt"], budget.get("N_opt_ci95")),
+            yerr=error_bar(budget["N_opt"], budget.get("N_opt_ci95")),
             fmt="*",
             ms=12,
             color=color,

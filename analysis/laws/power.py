@@ -282,19 +282,19 @@ class PowerLaw(PointLaw):
     def draw_loss(self, ax: Any, fit: FitResult, curve_x: Any, **context: Any) -> list[Any]:
         from scalinglab.analysis.plotting import (
             SYMBOLS,
-            _draw_band,
-            _trust_label,
-            _with_ci,
+            draw_band,
             loss_band,
+            trust_label,
+            with_ci,
         )
 
         symbol = SYMBOLS.get(context["x_name"], "x")
         label = f"fit L = E + A·{symbol}^-alpha\n" + ", ".join(
-            _with_ci(fit, k) for k in ("alpha", "E") if k in fit.params
+            with_ci(fit, k) for k in ("alpha", "E") if k in fit.params
         )
         drawn = [fit.predict(curve_x)]
         ax.plot(curve_x, drawn[-1], color="C3", label=label)
-        _draw_band(ax, curve_x, fit, lambda: loss_band(fit, curve_x), color="C3")
+        draw_band(ax, curve_x, fit, lambda: loss_band(fit, curve_x), color="C3")
         E = fit.params.get("E", 0.0)
         if E > 0:
             # Far below the data (an E the data cannot pin down), it would squash the points.
@@ -303,7 +303,7 @@ class PowerLaw(PointLaw):
             ax.axhline(E, color="C3", ls=":", lw=1, label=label)
             drawn.append(np.array([E] if near else []))
         if not fit.trusted:
-            ax.set_title(_trust_label(ax.get_title(), fit))
+            ax.set_title(trust_label(ax.get_title(), fit))
         return drawn
 
     def plot(self, fit: FitResult, ax: Any = None, **options: Any) -> Any:
