@@ -15,7 +15,7 @@ from scalinglab.analysis.budgets import BUDGET_RTOL, budget_flops, budget_labels
 from scalinglab.analysis.fitting import bootstrap, extrapolation
 from scalinglab.analysis.frontier import Frontier, frontier_intervals
 from scalinglab.analysis.inputs import enough_points, positive_1d, same_length
-from scalinglab.analysis.registry import Command, OptimumLaw, ReportEntry
+from scalinglab.analysis.registry import Argument, Command, OptimumLaw, ReportEntry
 from scalinglab.analysis.result import FitResult
 
 if TYPE_CHECKING:
@@ -456,9 +456,22 @@ class IsoflopLaw(Frontier, OptimumLaw):
     command = Command(
         "isoflop",
         "IsoFLOP parabolas, Approach 2",
-        "Fit a parabola in log N to each compute budget's runs, take its minimum N_opt(C), then "
-        "N_opt = k_N C^a and D_opt = k_D C^b through the minima (Approach 2); a budget whose "
-        "minimum falls outside its sampled sizes is flagged, not used. Figure: isoflop.",
+        "Fit a parabola in log N to each compute budget's runs near its best one (--window), take "
+        "its minimum N_opt(C), then "
+        "N_opt = k_N C^a and D_opt = k_D C^b through the minima, each weighted by 1 / its "
+        "standard error (Approach 2); a budget whose minimum falls outside its parabola's sizes "
+        "is flagged, not used. Figure: isoflop.",
+        arguments=(
+            Argument(
+                ("--window",),
+                {
+                    "type": float,
+                    "default": WINDOW,
+                    "help": "each budget's parabola goes through the runs within this many "
+                    f"decades of N of its best run ({WINDOW:g}: 10x either side)",
+                },
+            ),
+        ),
         order=30,
     )
     report = (ReportEntry("IsoFLOP profiles, Approach 2", 30),)
@@ -512,7 +525,12 @@ def analyse_isoflop(study: Any, chinchilla: FitResult | None = None) -> Any:
         )
     tokens = rows["tokens"] if "tokens" in rows and rows["tokens"].notna().all() else None
     fit = fit_isoflop(
-        rows["budget"], rows["n_params"], rows["loss"], tokens=tokens, **budget_options(study)
+        rows["budget"],
+        rows["n_params"],
+        rows["loss"],
+        tokens=tokens,
+        window=getattr(study.args, "window", WINDOW),  # `report` takes the default
+        **budget_options(study),
     )
     budgets = [b["C"] for b in fit.extras["budgets"]]
     untrusted = "" if fit.trusted else " The fit is not trusted: the frontier is not a result."
