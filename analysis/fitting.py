@@ -46,6 +46,8 @@ def bootstrap(
 ) -> Bootstrap:
     """`fit_resample(indices)` over resamples of the `n` rows: bootstrap_draws with `options`
     (n_bootstrap, seed, strata or groups)."""
+    if not isinstance(options["n_bootstrap"], int | np.integer) or options["n_bootstrap"] < 0:
+        raise ValueError(f"n_bootstrap must be a count, 0 or more; got {options['n_bootstrap']!r}")
     draws, n_ok = bootstrap_draws(fit_resample, n, **options)
     return Bootstrap(draws, n_ok, options["n_bootstrap"])
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from scalinglab.analysis import registry
@@ -40,3 +41,23 @@ def test_the_command_line_loads_no_fitting_plotting_or_table_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("n_bootstrap", [-3, 2.5])
+def test_every_fit_refuses_a_bootstrap_that_is_not_a_count(n_bootstrap) -> None:
+    from scalinglab.analysis.laws.power import fit_power_law
+
+    x = np.geomspace(1e4, 1e8, 8)
+    with pytest.raises(ValueError, match="n_bootstrap must be a count, 0 or more"):
+        fit_power_law(x, 2.0 + 40.0 * x**-0.3, n_bootstrap=n_bootstrap)
+
+
+def test_scaling_fit_refuses_a_negative_bootstrap_in_one_line(tmp_path, capsys) -> None:
+    from scalinglab.analysis.cli import main
+
+    table = tmp_path / "points.csv"
+    rows = [f"{n:g},{2.0 + 40.0 * n**-0.3:.6f}" for n in np.geomspace(1e4, 1e8, 8)]
+    table.write_text("n,loss\n" + "\n".join(rows) + "\n")
+    assert main(["power", "--csv", str(table), "--n-col", "n", "--bootstrap", "-5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["scaling-fit: error: n_bootstrap must be a count, 0 or more; got -5"]
