@@ -11,8 +11,9 @@ agreement:     two approaches fitted to the same runs agree on a (N_opt ∝ C^a)
 Each function is pure and returns one check, {"name", "passed", "detail", "params"}: the detail
 states the rule applied and what was found; params lists the parameters and derived values that
 a failing check finds not identified ([] when it concerns the fit as a whole, or it passed).
-The fit functions attach the checks their own inputs allow; the CLI adds the ones that need more
-(compute_law, agreement).
+The fit functions attach the checks their own inputs allow; a law's section passes in the design
+checks that need more than its arrays (compute_law, one_slice, as fit_power_law's `design`), and
+the report adds agreement between fits.
 """
 
 from __future__ import annotations
