@@ -144,7 +144,7 @@ def test_demo_centres_each_budgets_widths_on_its_guess_of_the_optimum() -> None:
         return cfg.model.d_model, plan(cfg).steps, cfg.trainer.val_check_interval
 
     centres = []
-    for budget in ("4e10", "8e10", "1.6e11"):
+    for budget in ("4e10", "8e10", "1.6e11", "3.2e11"):
         widths = [job(budget, k)[0] for k in range(-2, 3)]
         assert widths == sorted(set(widths))  # five distinct widths
         assert widths[-1] / widths[0] == pytest.approx(1.35**4, rel=0.15)

@@ -536,7 +536,9 @@ def analyse_isoflop(study: Any, chinchilla: FitResult | None = None) -> Any:
     untrusted = "" if fit.trusted else " The fit is not trusted: the frontier is not a result."
     return Section(
         description=f"A parabola in log10 N per compute budget ({len(budgets)} budgets, "
-        f"{len(rows)} runs), then N_opt = k_N C^a and D_opt = k_D C^b through the minima.",
+        f"{len(rows)} runs) through the runs within {fit.extras['window']:g} decade of N of its "
+        "best one, then N_opt = k_N C^a and D_opt = k_D C^b through the minima, each weighted "
+        "by 1 / its standard error.",
         fit=fit,
         figures={"isoflop": plot_isoflop(fit, chinchilla)},
         captions={
