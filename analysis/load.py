@@ -171,7 +171,28 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
         )
     for error in damaged:
         warnings.warn(f"skipping {error}", stacklevel=2)
-    return _typed(pd.DataFrame(rows))
+    return _typed(pd.DataFrame(_once_each(rows)))
+
+
+def _once_each(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with each run_id once (the first found, in path order): a run directory copied
+    elsewhere is one run, and a fit must not count it twice. Each copy left out is named in a
+    warning."""
+    first: dict[Any, dict[str, Any]] = {}
+    copies: dict[Any, list[str]] = {}
+    for row in rows:
+        run_id = row.get("run_id")
+        if run_id is None or run_id not in first:
+            first[run_id if run_id is not None else id(row)] = row
+        else:
+            copies.setdefault(run_id, []).append(str(row["path"]))
+    for run_id, paths in copies.items():
+        warnings.warn(
+            f"run {run_id} is found {len(paths) + 1} times: counted once, from "
+            f"{first[run_id]['path']}; left out: {', '.join(paths)}",
+            stacklevel=3,
+        )
+    return list(first.values())
 
 
 def completed(runs: pd.DataFrame) -> pd.DataFrame:
@@ -375,6 +396,14 @@ def load_csv(path: str | Path, columns: Mapping[str, str] | None = None) -> pd.D
         line = int(np.flatnonzero(points["loss"].isna())[0]) + 2
         raise ValueError(
             f"{path}: column {columns.get('loss', 'loss')!r} has no value (blank or NaN) on line {line}"
+        )
+    repeated = np.flatnonzero(table.duplicated().to_numpy()) + 2  # file lines, after the header
+    if repeated.size:
+        shown = ", ".join(map(str, repeated[:10])) + (", ..." if repeated.size > 10 else "")
+        warnings.warn(
+            f"{path}: {repeated.size} rows repeat an earlier row exactly (lines {shown}); each is "
+            "fitted as a point of its own: drop them if they are one measurement",
+            stacklevel=2,
         )
     points.insert(0, "run_id", [str(i) for i in range(len(points))])
     points.insert(1, "status", "completed")

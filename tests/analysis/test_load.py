@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -296,3 +297,22 @@ def test_scaling_eval_figures_are_columns_by_data_name(tmp_path: Path) -> None:
     assert runs.loc["a", "eval/wiki/bits_per_byte"] == 1.25
     assert np.isnan(runs.loc["b", "eval/wiki/val_loss"])  # not scored there
     assert runs.loc["a", "val_loss"] == record["val_loss"]  # the run's own figures unchanged
+
+
+def test_a_copied_run_is_counted_once(isoflop_sweep: Path, tmp_path: Path) -> None:
+    """A run directory copied twice (one run_id) is one run, from the first path, and the
+    copies are named."""
+    first = next(p for p in sorted(isoflop_sweep.iterdir()) if (p / "run.json").exists())
+    for copy in ("copy_a", "copy_b"):
+        shutil.copytree(first, tmp_path / copy)
+    with pytest.warns(UserWarning, match=r"is found 3 times: counted once, from .*left out: "):
+        runs = load_runs([first, tmp_path])
+    assert len(runs) == 1 and runs["path"][0] == str(first)
+
+
+def test_a_table_with_repeated_rows_says_so(tmp_path: Path) -> None:
+    table = tmp_path / "points.csv"
+    table.write_text("n_params,loss\n1e6,3.0\n2e6,2.8\n1e6,3.0\n4e6,2.6\n1e6,3.0\n")
+    with pytest.warns(UserWarning, match=r"2 rows repeat an earlier row exactly \(lines 4, 6\)"):
+        points = load_csv(table)
+    assert len(points) == 5  # fitted as given, and said
