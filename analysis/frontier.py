@@ -14,13 +14,17 @@ import numpy as np
 import scalinglab.analysis.checks as checks
 from scalinglab.analysis.bootstrap import percentile_interval
 from scalinglab.analysis.inputs import positive_1d
+from scalinglab.analysis.registry import OptimumLaw
 from scalinglab.analysis.registry import get as get_law
 from scalinglab.analysis.result import FitResult
 
 
-def loglog_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """Least-squares y = k x^e on log10 axes: (k, e, sum of squared log10 residuals)."""
-    slope, intercept = np.polyfit(np.log10(x), np.log10(y), 1)
+def loglog_fit(
+    x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[float, float, float]:
+    """Least-squares y = k x^e on log10 axes, each point's residual times its weight (1 / its
+    standard error; None: all alike): (k, e, sum of squared log10 residuals, unweighted)."""
+    slope, intercept = np.polyfit(np.log10(x), np.log10(y), 1, w=weights)
     resid = np.log10(y) - (intercept + slope * np.log10(x))
     return float(10.0**intercept), float(slope), float(resid @ resid)
 
@@ -127,3 +131,19 @@ class Frontier:
             {"quantity": "tokens_per_param", "text": text}
             | {"value": ratio, "lo": ratio_lo, "hi": ratio_hi, "at": C},
         ]
+
+
+class PowerFrontier(Frontier, OptimumLaw):
+    """A frontier fitted through per-budget optima (extras[rows], each with its C and in_range):
+    N_opt = k_N C^a, D_opt = k_D C^b (IsoFLOP minima, envelope winners)."""
+
+    def predict(self, fit: FitResult, *inputs: Any) -> Any:
+        (C,) = inputs
+        n_opt, d_opt = self.allocation(fit.params, np.asarray(C, dtype=float))
+        return {"N_opt": n_opt, "D_opt": d_opt}
+
+    def allocation(self, derived: Any, C: Any) -> tuple[Any, Any]:
+        return derived["k_N"] * C ** derived["a"], derived["k_D"] * C ** derived["b"]
+
+    def largest_budget(self, fit: FitResult) -> float:
+        return max(row["C"] for row in fit.extras[self.rows] if row["in_range"])

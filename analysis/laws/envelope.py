@@ -12,9 +12,9 @@ import numpy as np
 
 import scalinglab.analysis.checks as checks
 from scalinglab.analysis.fitting import bootstrap
-from scalinglab.analysis.frontier import Frontier, frontier_intervals, loglog_fit
+from scalinglab.analysis.frontier import PowerFrontier, frontier_intervals, loglog_fit
 from scalinglab.analysis.inputs import positive_1d, same_length
-from scalinglab.analysis.registry import Command, Law, OptimumLaw, ReportEntry
+from scalinglab.analysis.registry import Command, Law, ReportEntry
 from scalinglab.analysis.result import FitResult
 
 # Logged steps that the training curves' running mean spans.
@@ -150,7 +150,7 @@ def _curve_ends(flops, n_params, curve_id, schedule_end) -> np.ndarray:
     return ends
 
 
-class EnvelopeLaw(Frontier, OptimumLaw):
+class EnvelopeLaw(PowerFrontier):
     name = "envelope"
     approach = 1
     rows = "envelope"
@@ -165,17 +165,6 @@ class EnvelopeLaw(Frontier, OptimumLaw):
         order=40,
     )
     report = (ReportEntry("Training-curve envelope, Approach 1", 40),)
-
-    def predict(self, fit: FitResult, *inputs: Any) -> Any:
-        (C,) = inputs
-        n_opt, d_opt = self.allocation(fit.params, np.asarray(C, dtype=float))
-        return {"N_opt": n_opt, "D_opt": d_opt}
-
-    def allocation(self, derived: Any, C: Any) -> tuple[Any, Any]:
-        return derived["k_N"] * C ** derived["a"], derived["k_D"] * C ** derived["b"]
-
-    def largest_budget(self, fit: FitResult) -> float:
-        return max(p["C"] for p in fit.extras["envelope"] if p["in_range"])
 
     def plot(self, fit: FitResult, ax: Any = None, **options: Any) -> Any:
         from scalinglab.analysis.plotting import new_axes, plot_frontier

@@ -13,9 +13,9 @@ import numpy as np
 import scalinglab.analysis.checks as checks
 from scalinglab.analysis.budgets import BUDGET_RTOL, budget_flops, budget_labels
 from scalinglab.analysis.fitting import bootstrap, extrapolation
-from scalinglab.analysis.frontier import Frontier, frontier_intervals
+from scalinglab.analysis.frontier import PowerFrontier, frontier_intervals, loglog_fit
 from scalinglab.analysis.inputs import enough_points, positive_1d, same_length
-from scalinglab.analysis.registry import Argument, Command, OptimumLaw, ReportEntry
+from scalinglab.analysis.registry import Argument, Command, ReportEntry
 from scalinglab.analysis.result import FitResult
 
 if TYPE_CHECKING:
@@ -131,16 +131,17 @@ def _parabola_residuals(
     return fitted, residuals
 
 
-def _frontier_law(rows) -> dict[str, float]:
+def _frontier_law(rows) -> tuple[dict[str, float], float]:
     """N_opt = k_N C^a and D_opt = k_D C^b through the budgets' minima, each weighted by 1 / its
-    standard error: least squares on log10 axes."""
-    log_c = np.log10([p["C"] for p in rows])
-    law = {}
+    standard error: least squares on log10 axes; and the N_opt law's sum of squared log10
+    residuals."""
+    c = np.array([p["C"] for p in rows])
+    law, objective = {}, np.nan
     for name, (k, e), w in (("N_opt", ("k_N", "a"), 0), ("D_opt", ("k_D", "b"), 1)):
         weights = np.array([p["weights"][w] for p in rows])
-        slope, intercept = np.polyfit(log_c, np.log10([p[name] for p in rows]), 1, w=weights)
-        law |= {k: float(10.0**intercept), e: float(slope)}
-    return law
+        law[k], law[e], residual = loglog_fit(c, np.array([p[name] for p in rows]), weights)
+        objective = residual if name == "N_opt" else objective
+    return law, objective
 
 
 def _budget_rows(profiles, N, loss, labels, ci95, n_ok) -> list[dict[str, Any]]:
@@ -281,10 +282,8 @@ def fit_isoflop(
     n, n_budgets = len(C), labels.max() + 1
     profiles, used, flagged = _used_profiles(C, N, loss, tokens, labels, window)
     used_budgets = np.flatnonzero([p["in_range"] for p in profiles])
-    values = _frontier_law(used)
+    values, objective = _frontier_law(used)
     c_used = np.array([p["C"] for p in used])
-    line = np.log10(values["k_N"]) + values["a"] * np.log10(c_used)
-    objective = float(np.sum((np.log10([p["N_opt"] for p in used]) - line) ** 2))
     fitted, residuals = _parabola_residuals(N, loss, labels, profiles)
     redraw = np.random.default_rng([seed, 1]) if len(used) >= MIN_BUDGETS_REDRAWN else None
 
@@ -297,7 +296,7 @@ def fit_isoflop(
         kept = [rows[k] for k in budgets if rows[k]["in_range"]]
         if len({r["C"] for r in kept}) < 2:
             return None
-        return _frontier_law(kept) | {f"N_opt[{k}]": r["N_opt"] for k, r in enumerate(rows)}
+        return _frontier_law(kept)[0] | {f"N_opt[{k}]": r["N_opt"] for k, r in enumerate(rows)}
 
     boot = bootstrap(fit_resample, n, n_bootstrap=n_bootstrap, seed=seed)
     ci95 = boot.ci95
@@ -449,7 +448,7 @@ def plot_isoflop(
 # The law in the registry
 
 
-class IsoflopLaw(Frontier, OptimumLaw):
+class IsoflopLaw(PowerFrontier):
     name = "isoflop"
     approach = 2
     fields = {"N_opt": "N_opt", "D_opt": "D_opt"}
@@ -475,19 +474,6 @@ class IsoflopLaw(Frontier, OptimumLaw):
         order=30,
     )
     report = (ReportEntry("IsoFLOP profiles, Approach 2", 30),)
-
-    def predict(self, fit: FitResult, *inputs: Any) -> Any:
-        (C,) = inputs
-        C = np.asarray(C, dtype=float)
-        return {"N_opt": fit.params["k_N"] * C ** fit.params["a"]} | {
-            "D_opt": fit.params["k_D"] * C ** fit.params["b"]
-        }
-
-    def allocation(self, derived: Any, C: Any) -> tuple[Any, Any]:
-        return derived["k_N"] * C ** derived["a"], derived["k_D"] * C ** derived["b"]
-
-    def largest_budget(self, fit: FitResult) -> float:
-        return max(b["C"] for b in fit.extras["budgets"] if b["in_range"])
 
     def plot(self, fit: FitResult, ax: Any = None, **options: Any) -> Any:
         from scalinglab.analysis.plotting import new_axes, plot_frontier
