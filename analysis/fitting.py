@@ -1,5 +1,6 @@
-"""The skeleton every fit shares: the bootstrap over its rows, the assembly of its FitResult, and
-its extrapolation check by its own fit function. The fits (analysis/laws/) supply the law."""
+"""The skeleton every fit shares: the bootstrap over its rows (and what a FitResult records of
+it), and its extrapolation check by its own fit function. The fits (analysis/laws/) supply the
+law; inputs.py checks their arrays."""
 
 from __future__ import annotations
 

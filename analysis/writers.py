@@ -45,14 +45,17 @@ def _figure_lines(section: Section, out_dir: Path) -> list[str]:
     return lines
 
 
-def write_report(sections: list[Section], out: str | Path, *, summary: list[str]) -> Path:
-    """Write the Markdown report to `out`, report.json beside it (same stem, .json; see
-    report_document) and the figures (PNG). `summary`: lines describing the data, shown
-    first; then the Summary of trusted results and agreement, then one section per analysis."""
+def write_report(
+    sections: list[Section], out: str | Path, *, summary: list[str], document: dict | None = None
+) -> Path:
+    """Write the Markdown report to `out`, report.json beside it (same stem, .json: `document`,
+    report_document's, made here when not given) and the figures (PNG). `summary`: lines
+    describing the data, shown first; then the Summary of trusted results and agreement, then
+    one section per analysis."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    agreement = agreements(sections)
-    document = report_document(sections, summary, agreement)
+    if document is None:
+        document = report_document(sections, summary, agreements(sections))
     lines = ["# Scaling-law report", "", "## Data", ""]
     lines += [f"- {line}" for line in summary]
     lines += ["", "## Summary", ""]

@@ -41,9 +41,11 @@ def analyse(study: Any, command: str, x: str | None = None) -> list[Any]:
     return [section, *law.companions(study, section)]
 
 
-def run_report(study: Any) -> list[Any]:
+def run_report(study: Any) -> tuple[list[Any], dict]:
     """Every analysis the data supports, in the registry's order, the others kept with the reason
-    they were skipped; the figures of the data (no fit) lead."""
+    they were skipped; the figures of the data (no fit) lead. Writes the report; returns the
+    sections and the report.json document."""
+    from scalinglab.analysis.report import agreements, report_document
     from scalinglab.analysis.section import Section
     from scalinglab.analysis.writers import write_report
 
@@ -59,9 +61,10 @@ def run_report(study: Any) -> list[Any]:
         if section.fit is not None:
             fitted[law.name] = section.fit
     sections = companions + sections
-    out = write_report(sections, study.args.out, summary=study.summary)
+    document = report_document(sections, study.summary, agreements(sections))
+    out = write_report(sections, study.args.out, summary=study.summary, document=document)
     print(f"wrote {out} and {out.with_suffix('.json')}")
-    return sections
+    return sections, document
 
 
 def show(sections: list[Any]) -> None:
@@ -77,25 +80,18 @@ def show(sections: list[Any]) -> None:
             print(f"== {section.title} == skipped: {section.skipped}")
 
 
-def write(sections: list[Any], study: Any, args: Any) -> None:
-    """Everything the options ask to write (writers.py)."""
+def write(sections: list[Any], document: dict, study: Any, args: Any) -> None:
+    """Everything the options ask to write (writers.py); `document` is what --json writes."""
     from scalinglab.analysis import writers
-    from scalinglab.analysis.report import agreements, capped_draws, report_document
 
-    fitted = [s for s in sections if s.fit is not None]
     if args.json:
-        # One fit: its FitResult.to_dict(); report: the report.json document.
-        if args.command == "report":
-            document = report_document(sections, study.summary, agreements(sections))
-        else:
-            document = capped_draws(fitted[0].fit.to_dict())
         writers.write_json(document, args.json)
     writers.write_files(sections)
     if args.plot:
         writers.write_figures(sections, args.plot)
     if args.wandb:
         files = writers.report_files(sections, Path(args.out)) if args.command == "report" else []
-        writers.log_to_wandb(fitted, study, files)
+        writers.log_to_wandb([s for s in sections if s.fit is not None], study, files)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,12 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             study = get_law(args.command).load(args)
         print("\n".join(study.summary))
-        if args.command == "report":
-            sections = run_report(study)
-        else:
+        if args.command == "report":  # its JSON: the report.json document
+            sections, document = run_report(study)
+        else:  # its JSON: the fit's FitResult.to_dict(), draws capped
+            from scalinglab.analysis.report import capped_draws
+
             sections = analyse(study, args.command, getattr(args, "x", None))
+            document = capped_draws(sections[0].fit.to_dict())
         show(sections)
-        write(sections, study, args)
+        write(sections, document, study, args)
     except (ValueError, OSError) as error:
         print(f"scaling-fit: error: {error}", file=sys.stderr)
         return 2
