@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from scalinglab.errors import ConfigError
-from scalinglab.guards import _require_positive, build
+from scalinglab.guards import build, require_positive
 
 if TYPE_CHECKING:  # torch loads when a job plans, not when the CLI parses its arguments
     from scalinglab.model import GPTConfig
@@ -93,7 +93,7 @@ def _budget(budget: DictConfig) -> str | None:
     if len(chosen) > 1:
         raise ConfigError(f"set at most one of budget.{', budget.'.join(chosen)}")
     for key in chosen:
-        _require_positive(f"budget.{key}", budget[key])
+        require_positive(f"budget.{key}", budget[key])
     return chosen[0] if chosen else None
 
 

@@ -298,7 +298,7 @@ def check_keys(cfg: DictConfig) -> None:
 # ---- values ------------------------------------------------------------------------------------
 
 
-def _require_positive(key: str, value: Any) -> None:
+def require_positive(key: str, value: Any) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
         raise ConfigError(f"{key} must be a positive number, got {value!r}")
 
@@ -353,7 +353,7 @@ def check_run_options(cfg: DictConfig) -> None:
     """The root config's options: null, or a value that means something."""
     for key in ("divergence_threshold", "peak_flops"):
         if cfg.get(key) is not None:
-            _require_positive(key, cfg[key])
+            require_positive(key, cfg[key])
     if cfg.get("threads") is not None:
         _require_positive_int("threads", cfg.threads)
     if cfg.get("compile") not in (None, True, False):

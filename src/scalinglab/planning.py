@@ -20,7 +20,6 @@ import scalinglab.rules  # noqa: F401  (registers the resolvers a config's `plan
 from scalinglab.budget import BUDGET_KEYS, tokens_per_step, trainer_world_size
 from scalinglab.errors import ConfigError
 from scalinglab.guards import (
-    _require_positive,
     build,
     check_keys,
     check_lr_scaling,
@@ -33,6 +32,7 @@ from scalinglab.guards import (
     check_warmup,
     config_errors,
     objective,
+    require_positive,
 )
 from scalinglab.ids import job_identity
 
@@ -134,7 +134,7 @@ def plan_job(
         check_set(cfg)
         check_keys(cfg)
         for key in ("optimizer.lr", "data.batch_size", "data.seq_len"):
-            _require_positive(key, OmegaConf.select(cfg, key))
+            require_positive(key, OmegaConf.select(cfg, key))
         if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
             raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
         check_trainer(cfg.trainer)
