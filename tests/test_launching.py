@@ -208,6 +208,7 @@ def test_pool_reusing_processes_runs_a_slots_jobs_in_one_process(tmp_path: Path)
         CPU_SLOTS,
         "hydra.launcher.reuse_processes=true",
         "seed=0,1,2,3,4,5",
+        "+hydra.callbacks.probe.hold_s=2",  # jobs of both slots overlap whatever their start-up
         *crash,
         *kill,
     )
