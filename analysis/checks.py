@@ -8,9 +8,12 @@ centering:     each budget's optimum lies inside the middle of what its parabola
 extrapolation: the law fitted without the largest scale predicts it.
 agreement:     two approaches fitted to the same runs agree on a (N_opt ∝ C^a).
 
-Each function is pure and returns one check, {"name", "passed", "detail", "params"}: the detail
-states the rule applied and what was found; params lists the parameters and derived values that
-a failing check finds not identified ([] when it concerns the fit as a whole, or it passed).
+Each function is pure and returns one check, {"name", "passed", "detail", "params", "used"}: the
+detail states the rule applied and what was found; params lists the parameters and derived values
+that a failing check finds not identified ([] when it concerns the fit as a whole, or it passed);
+used is how much of the rule's allowance the measured value takes (0: far inside, 1: at the limit;
+None for rules on counts, which arithmetic cannot move), so a verdict's margin can be read and
+checked: a passing check at 0.95 flips with the last digits of another CPU's arithmetic.
 The fit functions attach the checks their own inputs allow; a law's section passes in the design
 checks that need more than its arrays (compute_law, one_slice, as fit_power_law's `design`), and
 the report adds agreement between fits.
@@ -48,13 +51,16 @@ MAX_N_OPT_ERROR = 0.35  # |relative error| of the held-out budget's N_opt
 MAX_LR_ERROR = 0.5  # |relative error| of the held-out budget's lr_opt
 
 
-def check(name: str, passed: bool, detail: str, params: Sequence[str] = ()) -> dict[str, Any]:
+def check(
+    name: str, passed: bool, detail: str, params: Sequence[str] = (), used: float | None = None
+) -> dict[str, Any]:
     """One check; `params` (not identified) is kept only when it failed."""
     return {
         "name": name,
         "passed": bool(passed),
         "detail": detail,
         "params": [] if passed else list(params),
+        "used": None if used is None else round(float(used), 3),
     }
 
 
@@ -272,7 +278,7 @@ def intervals(
             "resamples fitted): identification unknown; refit with a bootstrap",
             [n for n in named if n in missing],
         )
-    problems, names, found = [], [], []
+    problems, names, found, used = [], [], [], [0.0]
     for name in exponents:
         lo, hi = fit.ci95[name]
         if lo <= 0 <= hi:
@@ -280,9 +286,11 @@ def intervals(
             names.append(name)
         else:
             found.append(f"{name} {_interval(lo, hi)}")
+            used.append(1 - min(abs(lo), abs(hi)) / max(abs(lo), abs(hi)))  # 1: an end at 0
     for name in coefficients:
         lo, hi = fit.ci95[name]
         factor = _factor(lo, hi)
+        used.append(np.log(factor) / np.log(MAX_COEFFICIENT_FACTOR))
         if factor > MAX_COEFFICIENT_FACTOR:
             problems.append(
                 f"{name}'s interval {_interval(lo, hi)} spans a factor {_g(factor)} "
@@ -293,6 +301,7 @@ def intervals(
             found.append(f"{name} x{_g(factor)}")
     for label, (value, lo, hi, rests_on) in predictions.items():
         factor = _factor(lo, hi)
+        used.append(np.log(factor) / np.log(MAX_PREDICTION_FACTOR))
         if factor > MAX_PREDICTION_FACTOR:
             problems.append(
                 f"{label} = {_g(value)} has interval {_interval(lo, hi)}, a factor {_g(factor)} "
@@ -310,7 +319,7 @@ def intervals(
         rules.append(f"coefficients' span at most x{MAX_COEFFICIENT_FACTOR:g}")
     if predictions:
         rules.append(f"predictions at the largest budget at most x{MAX_PREDICTION_FACTOR:g}")
-    return check("intervals", True, f"{'; '.join(rules)}: {', '.join(found)}")
+    return check("intervals", True, f"{'; '.join(rules)}: {', '.join(found)}", used=max(used))
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,7 +333,7 @@ def centering(budgets: Sequence[Mapping[str, Any]], what: str = "N") -> dict:
     isoflop fit ({C, N, N_opt, used, ...}): the range is that of the sizes its parabola was
     fitted to (`used`, every size without it)."""
     lo_frac, hi_frac = CENTRE
-    problems, places = [], []
+    problems, places, offsets = [], [], [0.0]
     for budget in budgets:
         log_n = np.log10(np.asarray(budget["N"], dtype=float))
         log_n = log_n[np.asarray(budget.get("used", [True] * len(log_n)), dtype=bool)]
@@ -334,6 +343,7 @@ def centering(budgets: Sequence[Mapping[str, Any]], what: str = "N") -> dict:
             continue
         place = float((np.log10(budget["N_opt"]) - log_n.min()) / np.ptp(log_n))
         places.append(f"{place:.2f}")
+        offsets.append(abs(place - (lo_frac + hi_frac) / 2) / ((hi_frac - lo_frac) / 2))
         if not 0 <= place <= 1:
             problems.append(
                 f"{label}: minimum {what}={_g(budget['N_opt'])} outside the sampled "
@@ -353,7 +363,8 @@ def centering(budgets: Sequence[Mapping[str, Any]], what: str = "N") -> dict:
             False,
             f"{'; '.join(problems)} ({rule}; sample sizes centred on each optimum)",
         )
-    return check("centering", True, f"minima at {', '.join(places)} of their ranges ({rule})")
+    detail = f"minima at {', '.join(places)} of their ranges ({rule})"
+    return check("centering", True, detail, used=max(offsets))
 
 
 def optimum_inside_grid(budgets: Sequence[Mapping[str, Any]]) -> dict:
@@ -400,7 +411,7 @@ def extrapolation(
         f"{report['n_held_out'] + report['n_train']} rows), it predicts {quantity} there with "
         f"{what} {error:.1%} (rule: at most {threshold:.0%})"
     )
-    return check("extrapolation", error <= threshold, detail)
+    return check("extrapolation", error <= threshold, detail, used=error / threshold)
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,14 +33,20 @@ def fit_table(fit: FitResult) -> pd.DataFrame:
 
 
 def checks_table(fit: FitResult) -> pd.DataFrame:
-    """The fit's checks (and non-convergence): check, passed ("yes"/"NO"), detail."""
+    """The fit's checks (and non-convergence): check, passed ("yes"/"NO"), used (the share of
+    the rule's allowance the measured value takes: its margin), detail."""
     rows = [c for c in fit.failed_checks if c["name"] == "converged"] + fit.checks
     return pd.DataFrame(
         [
-            {"check": c["name"], "passed": "yes" if c["passed"] else "NO", "detail": c["detail"]}
+            {
+                "check": c["name"],
+                "passed": "yes" if c["passed"] else "NO",
+                "used": "" if c.get("used") is None else f"{c['used']:.0%}",
+                "detail": c["detail"],
+            }
             for c in rows
         ],
-        columns=["check", "passed", "detail"],
+        columns=["check", "passed", "used", "detail"],
     )
 
 

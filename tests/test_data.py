@@ -203,6 +203,18 @@ def test_python_stdlib_source(tmp_path):
     assert again.metadata()["fingerprint"] == metadata["fingerprint"]
 
 
+def test_python_stdlib_is_pinned_whatever_python_runs():
+    """The default corpus is CPython 3.11.7's library from the package, not this interpreter's:
+    these are the bytes the README's demo was measured on (sha256 over the 692 files' contents,
+    computed from the interpreter's own files when the archive was made)."""
+    dm = PythonStdlibDataModule(**SMALL)
+    assert dm.fingerprint == "5b141d42633dab6c80c1013a728c0c90906144c342470fd5a503ce59e0bddb17"
+    assert len(dm._documents) == 692 and sum(map(len, dm._documents)) == 8_069_925
+    assert dm._documents[0].startswith(b'"""Record of phased-in incompatible language changes.')
+    with pytest.raises(ConfigError, match="holds only 8069925 bytes"):
+        PythonStdlibDataModule(max_bytes=9_000_000, **SMALL)
+
+
 @pytest.mark.parametrize("pattern", ["", "doc_0*.txt", "doc_00.txt"])
 def test_text_source(tmp_path, pattern):
     """A directory, a glob or a file; the last val_tokens bytes of the last file are validation."""

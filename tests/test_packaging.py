@@ -193,6 +193,11 @@ def test_a_wheel_installed_elsewhere_runs_a_sweep_from_an_empty_directory(tmp_pa
     package_file, config_dir = where.stdout.split()
     assert package_file.startswith(str(tmp_path / "venv")), where.stdout + where.stderr
     assert config_dir.startswith(str(tmp_path / "venv")) and Path(config_dir, "sweep").is_dir()
+    corpora = Path(package_file).parent / "data" / "corpora"  # data=python_stdlib, with its licence
+    assert {p.name for p in corpora.iterdir()} >= {
+        "cpython-3.11.7-lib.tar.gz",
+        "LICENSE-cpython.txt",
+    }
 
     work = tmp_path / "empty"
     mine = user_configs(work / "my_configs")

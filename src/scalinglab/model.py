@@ -436,7 +436,7 @@ class GPT(nn.Module):
         return self.norm(x)
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy in nats; computed in fp32 whatever the autocast dtype.
+        """Mean next-token cross-entropy in nats; computed in fp32 at least, whatever the dtype.
 
         It calls head_input and the head, not forward: sharded training registers this method as
         a forward of its own (LanguageModel.configure_model), and FSDP's hooks must not run nested.
@@ -447,4 +447,5 @@ class GPT(nn.Module):
                 hidden.flatten(0, 1), self.head.weight, targets.flatten(), self.cfg.loss_chunk_size
             )
         logits = self.head(hidden)
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp64 stays fp64
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())

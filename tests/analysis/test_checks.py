@@ -241,3 +241,22 @@ def test_leave_largest_out_groups_budgets_and_splits_tokens(clean_grid) -> None:
     assert by_compute["n_held_out"] == len(CLEAN_SIZES)
     assert by_compute["key_threshold"] == pytest.approx(C.max(), rel=1e-6)
     assert n_opt(C.max()) == pytest.approx(np.sort(N[np.equal(C, C.max())])[3])
+
+
+def test_a_passing_check_says_how_much_of_its_rule_it_used() -> None:
+    """`used` is the margin of a verdict: 0 far inside the rule, 1 at its limit."""
+    budgets = [  # minima at 0.5 and 0.7 of their log-N ranges: 0 and 0.8 of the allowed offset
+        {"C": 1e18, "N": [1e6, 1e8], "N_opt": 1e7},
+        {"C": 1e19, "N": [1e6, 1e8], "N_opt": 10**7.4},
+    ]
+    assert checks.centering(budgets)["used"] == pytest.approx(0.8)
+    report = {"errors": {"N_opt": {"abs": 0.07}}, "n_held_out": 5, "n_train": 15}
+    found = checks.extrapolation(
+        lambda: report, quantity="N_opt", statistic="abs", threshold=0.35, held_out="it"
+    )
+    assert found["passed"] and found["used"] == pytest.approx(0.2)
+    fit = FitResult("power", {"alpha": 0.3, "A": 10.0}, ci95={"alpha": (0.2, 0.4), "A": (5, 20)})
+    found = checks.intervals(fit, exponents=["alpha"], coefficients=["A"])
+    # alpha's nearer end is halfway to 0 from its far one
+    assert found["used"] == pytest.approx(0.5)
+    assert checks.check("design", True, "4 budgets")["used"] is None  # a count: no margin to read

@@ -323,7 +323,7 @@ def test_untrusted_fit_says_so_before_any_number(isoflop_report) -> None:
     fit = next(f for f in document["fits"] if f["law"] == "hparams")
     failed = [c for c in fit["checks"] if not c["passed"]]
     assert reasons == [f"- {c['name']}: {c['detail']}" for c in failed]
-    assert lines[first_table].startswith("| check | passed | detail |")
+    assert lines[first_table].startswith("| check | passed | used | detail |")
     assert "| k_bs | param | 4096 | 4096 | 4096 | no |" in lines
     assert section(text, "IsoFLOP profiles, Approach 2")[0] == "Trusted: every check passed."
 

@@ -55,11 +55,11 @@ def resolve_files(path: str | Path | None, key: str, pattern: str = "*") -> list
     return files
 
 
-def fingerprint_files(files: Iterable[Path]) -> str:
-    """sha256 over the files' contents in order (names left out, so a moved corpus keeps its key)."""
+def fingerprint_documents(documents: Iterable[bytes]) -> str:
+    """sha256 over the documents' contents in order (file names left out, so a moved corpus keeps
+    its key)."""
     digest = hashlib.sha256()
-    for file in files:
-        content = Path(file).read_bytes()
+    for content in documents:
         digest.update(len(content).to_bytes(8, "little"))
         digest.update(content)
     return digest.hexdigest()
