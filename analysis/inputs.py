@@ -33,6 +33,21 @@ def positive_1d(name: str, values: object) -> np.ndarray:
     return arr
 
 
+def aligned(**values: object) -> None:
+    """A ValueError where two of `values` are pandas Series (or anything with an index) whose
+    indexes differ: arrays are paired by position, and Series so paired would be wrong pairs."""
+    indexed = {
+        name: v.index for name, v in values.items() if hasattr(v, "index") and hasattr(v, "iloc")
+    }
+    first = next(iter(indexed.items()), None)
+    for name, index in indexed.items():
+        if first is not None and not index.equals(first[1]):
+            raise ValueError(
+                f"{first[0]} and {name} are Series with different indexes: their rows would be "
+                "paired by position; align them (e.g. frame[[...]] of one frame) or pass arrays"
+            )
+
+
 def same_length(**arrays: np.ndarray) -> int:
     """The arrays' common length, or a ValueError listing each one's."""
     lengths = {name: len(a) for name, a in arrays.items()}

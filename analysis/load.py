@@ -19,6 +19,7 @@ import yaml
 # Re-exported: `scalinglab.analysis.load.budget_labels` is where users have found them.
 from scalinglab.analysis.budgets import BUDGET_RTOL, budget_flops, budget_labels  # noqa: F401
 from scalinglab.records import (
+    RUN_FIELDS,
     DamagedRecord,
     Status,
     View,
@@ -31,8 +32,8 @@ from scalinglab.records import (
 # The run.json keys that become columns of `load_runs`, in order (scalinglab.records.RUN_FIELDS,
 # View.RUN); overrides follow them.
 RUN_COLUMNS = list(fields_in(View.RUN))
-_TEXT_COLUMNS = {"run_id", "sweep_id", "name", "status", "objective", "path"}
-_NUMERIC_COLUMNS = [c for c in RUN_COLUMNS if c not in _TEXT_COLUMNS]
+# Numbers as their RUN_FIELDS type says (the record's reader has checked them).
+_NUMERIC_COLUMNS = [f.name for f in RUN_FIELDS if f.name in RUN_COLUMNS and f.type in (int, float)]
 
 # W&B run states mapped onto run.json statuses; a `status` in the summary wins when present.
 _WANDB_STATES = {"finished": "completed", "running": "running", "crashed": "failed"}

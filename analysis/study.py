@@ -89,7 +89,7 @@ def load_study(args: argparse.Namespace) -> Study:
         masked = points["objective"].eq("mlm").all()
         unit = "nats per masked token" if masked else "nats/token"
         summary.append(f"loss: {args.loss} ({unit}); sweeps: {', '.join(sweeps) or 'none'}")
-        summary += objectives_line(points, args.mix_objectives)
+        summary += one_quantity(points, args.mix_objectives, args.mix_data)
     else:
         raise ValueError("give run or sweep directories, or --csv FILE")
     missing_loss = int(points["loss"].isna().sum())
@@ -120,20 +120,40 @@ def load_study(args: argparse.Namespace) -> Study:
     return Study(points, summary, args)
 
 
-def objectives_line(points: pd.DataFrame, mix: bool) -> list[str]:
-    """Runs of one objective, or a refusal: a masked-token loss (mlm) and a next-token loss (clm)
-    are different quantities, and one law through both fits neither. `mix` (--mix-objectives)
-    fits them together anyway, and says so."""
-    counts = points["objective"].value_counts().sort_index()
-    if len(counts) < 2:
-        return [f"objective: {counts.index[0]}"] if len(counts) and counts.index[0] != "clm" else []
-    found = ", ".join(f"{n} {objective}" for objective, n in counts.items())
-    if not mix:
-        raise ValueError(
-            f"the runs mix training objectives ({found}): their losses are different "
-            "quantities; fit each objective's runs apart, or pass --mix-objectives"
-        )
-    return [f"objectives mixed in one law (--mix-objectives): {found}"]
+# What makes runs' losses one quantity, and the flag that fits them together anyway: the objective
+# (a masked-token loss is not a next-token one), the tokenizer (nats per token of another
+# vocabulary), the validation tokens they are scored on, and the context they are scored in.
+LOSS_SCALE = {
+    "objective": "--mix-objectives",
+    "tokenizer": "--mix-data",
+    "val_set": "--mix-data",
+    "seq_len": "--mix-data",
+}
+
+
+def one_quantity(points: pd.DataFrame, mix_objectives: bool, mix_data: bool) -> list[str]:
+    """Summary lines for runs whose losses are one quantity (LOSS_SCALE); a ValueError naming each
+    key on which they differ, and its values, unless its flag allows it. Runs recorded before a
+    key was (no value) are not counted as differing."""
+    allowed = {"--mix-objectives": mix_objectives, "--mix-data": mix_data}
+    differing, lines = {}, []
+    for key, flag in LOSS_SCALE.items():
+        if key not in points:
+            continue
+        counts = points[key].dropna().value_counts().sort_index()
+        found = ", ".join(f"{n} {value}" for value, n in counts.items())
+        if len(counts) > 1:
+            differing.setdefault(flag, []).append(f"{key} ({found})")
+        elif key == "objective" and len(counts) and counts.index[0] != "clm":
+            lines.append(f"objective: {counts.index[0]}")
+    for flag, keys in differing.items():
+        if not allowed[flag]:
+            raise ValueError(
+                f"the runs' losses are not one quantity: they differ in {'; '.join(keys)}; fit "
+                f"each group apart, or pass {flag}"
+            )
+        lines.append(f"losses of different kinds in one law ({flag}): {'; '.join(keys)}")
+    return lines
 
 
 def rows(study: Study, columns: Sequence[str], what: str) -> pd.DataFrame:

@@ -66,6 +66,9 @@ TRAINING = [
     (["+trainer.plugins=[{{_target_:os.system,_args_:[true]}}]"], rf"^trainer\.plugins\[0\]\._target_=os\.system {NOT_ALLOWED}"),
     (["scheduler._target_=scalinglab.schedules.math.sqrt"], rf"^scheduler\._target_=scalinglab\.schedules\.math\.sqrt {NOT_ALLOWED}"),
     (["data._target_=scalinglab.data.NoSuchData"], r"^data\._target_=scalinglab\.data\.NoSuchData: no such class"),
+    # Outputs stay under the output root.
+    (["run_id=.."], r"^run_id='\.\.' must be a name"),
+    (["paths.output_root=''"], r"^paths\.output_root is empty"),
     # Keys nothing reads.
     (["+budget.tokenz=1e6"], r"^budget\.tokenz is not a key of budget \(it has flops, min_steps, tokens, tokens_per_param\)$"),
     (["+data.n_tokens=1000"], r"^data\.n_tokens is not a parameter of scalinglab\.data\.SyntheticDataModule \(it takes batch_size, "),
@@ -284,6 +287,9 @@ def test_analysis_input(argv: list[str], message: str, tmp_path: Path, capsys) -
 COMMAND = [
     (["-m", "sweep=mine"], f"# @package _global_\n{BROKEN_YAML}", r"^/.*/sweep/mine\.yaml:7:20: YAML syntax error"),
     (["-m", "seed=range(0,0)"], None, r"^the sweep has no jobs: seed=range\(0,0\) gives no values$"),
+    # Before Hydra makes the directory its id names.
+    (["sweep_id=../../x"], None, r"^sweep_id='\.\./\.\./x' must be a name \(letters, digits and \. _ = , \+ -\), not a path"),
+    (["-m", "sweep_id=a/b", "seed=0,1"], None, r"^sweep_id='a/b' must be a name"),
     (["trainer.log_every_n_steps=0"], None, r"^trainer\.log_every_n_steps must be a positive integer, got 0$"),
 ]  # fmt: skip
 
@@ -382,3 +388,41 @@ def test_hydra_callbacks_are_held_to_the_allow_list(tmp_path: Path) -> None:
     # Hydra's own callbacks still build.
     own = {"_target_": "hydra.experimental.callbacks.LogJobReturnCallback"}
     assert len(Callbacks(OmegaConf.create({"hydra": {"callbacks": {"log": own}}})).callbacks) == 1
+
+
+# ---- the environment: a config sets the libraries' settings, not what a subprocess runs ----------
+
+GIT_HOOK = """# @package _global_
+hydra:
+  job:
+    env_set:
+      GIT_CONFIG_COUNT: 1
+      GIT_CONFIG_KEY_0: core.fsmonitor
+      GIT_CONFIG_VALUE_0: 'touch {marker}; false'
+"""
+
+
+def test_a_config_cannot_make_git_run_a_command(tmp_path: Path, monkeypatch) -> None:
+    """The sweep file of issue 31 (GIT_CONFIG_* making `git status` run a command) is refused in
+    one line before any job; and git_state, given such an environment anyway, runs nothing."""
+    from scalinglab.records import git_state
+
+    marker = tmp_path / "ran"
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "mine.yaml").write_text(GIT_HOOK.format(marker=marker))
+    result = subprocess.run(
+        [sys.executable, "-m", "scalinglab.train", "-m", "sweep=mine", *TINY_TRAINING, *SYNTHETIC,
+         f"hydra.searchpath=[file://{tmp_path}]", f"paths.output_root={tmp_path / 'out'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "hydra.job.env_set.GIT_CONFIG_COUNT is not allowed" in result.stderr
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+    for key, value in {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.fsmonitor"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", f"touch {marker}; false")
+    monkeypatch.setenv("PATH", str(tmp_path))  # and no git of the config's choosing
+    commit, dirty = git_state()
+    assert not marker.exists()
+    assert commit is None or re.fullmatch(r"[0-9a-f]{40}", commit)

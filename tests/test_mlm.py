@@ -254,7 +254,7 @@ def test_fits_refuse_to_mix_objectives_unless_asked(tmp_path: Path, capsys) -> N
     capsys.readouterr()
     assert scaling_fit(["power", str(mixed), *fast]) == 2
     error = capsys.readouterr().err
-    assert "mix training objectives (3 clm, 3 mlm)" in error and "--mix-objectives" in error
+    assert "differ in objective (3 clm, 3 mlm)" in error and "--mix-objectives" in error
     assert scaling_fit(["report", str(mixed), "--out", str(tmp_path / "r.md"), *fast]) == 2
     assert scaling_fit(["power", str(mixed), "--mix-objectives", *fast]) == 0
-    assert "objectives mixed in one law (--mix-objectives): 3 clm, 3 mlm" in capsys.readouterr().out
+    assert "in one law (--mix-objectives): objective (3 clm, 3 mlm)" in capsys.readouterr().out

@@ -64,7 +64,8 @@ def test_readme_training_command_composes(command: str, tmp_path: Path) -> None:
         args += ["--cfg", "job"]
     write_readme_files(tmp_path)  # the user's own configs it shows, with ~ at tmp_path
     home = str(tmp_path)
-    args = [a.replace("~", home).replace("$HOME", home) for a in args]
+    # As the shell expands them: ~ at a word's start only (not in `data.path=~/x`), $HOME anywhere.
+    args = [(home + a[1:] if a.startswith("~") else a).replace("$HOME", home) for a in args]
     result = run_cli(*args, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "model:" in result.stdout

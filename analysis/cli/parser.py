@@ -49,6 +49,12 @@ def option_groups() -> tuple[argparse.ArgumentParser, ...]:
         action="store_true",
         help="fit runs of different objectives (clm and mlm) in one law; refused otherwise",
     )
+    columns.add_argument(
+        "--mix-data",
+        action="store_true",
+        help="fit runs of different tokenizers, validation sets or sequence lengths in one law "
+        "(their losses are other quantities); refused otherwise",
+    )
     resampling = argparse.ArgumentParser(add_help=False)
     intervals = resampling.add_argument_group("intervals")
     intervals.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")

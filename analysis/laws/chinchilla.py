@@ -15,7 +15,7 @@ import scalinglab.analysis.checks as checks
 from scalinglab.analysis.budgets import BUDGET_RTOL
 from scalinglab.analysis.fitting import bootstrap, extrapolation
 from scalinglab.analysis.frontier import Frontier
-from scalinglab.analysis.inputs import enough_points, positive_1d, same_length
+from scalinglab.analysis.inputs import aligned, enough_points, positive_1d, same_length
 from scalinglab.analysis.registry import Command, PointLaw, ReportEntry
 from scalinglab.analysis.result import FitResult
 
@@ -235,6 +235,7 @@ def _message(best, values: dict[str, float], note: str, exp_hi: float) -> str:
 
 def _inputs(N, D, loss, delta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """N, D and loss as positive arrays of one length that can fit the law, or a ValueError."""
+    aligned(N=N, D=D, loss=loss)
     N, D, loss = positive_1d("N", N), positive_1d("D", D), positive_1d("loss", loss)
     n = same_length(N=N, D=D, loss=loss)
     enough_points(n, 5, "the chinchilla law")

@@ -13,7 +13,7 @@ import numpy as np
 import scalinglab.analysis.checks as checks
 from scalinglab.analysis.fitting import bootstrap
 from scalinglab.analysis.frontier import PowerFrontier, frontier_intervals, loglog_fit
-from scalinglab.analysis.inputs import positive_1d, same_length
+from scalinglab.analysis.inputs import aligned, positive_1d, same_length
 from scalinglab.analysis.registry import Command, Law, ReportEntry
 from scalinglab.analysis.result import FitResult
 
@@ -40,6 +40,7 @@ def _envelope_points(flops, loss, n_params, edges, smallest, largest):
 
 def _inputs(flops, loss, n_params, run_id, schedule_end, n_bins: int) -> tuple:
     """The curves' rows as arrays of one length that can make an envelope, or a ValueError."""
+    aligned(flops=flops, loss=loss, n_params=n_params, run_id=run_id, schedule_end=schedule_end)
     flops, loss = positive_1d("flops", flops), positive_1d("loss", loss)
     n_params = positive_1d("n_params", n_params)
     arrays = {"flops": flops, "loss": loss, "n_params": n_params}

@@ -19,7 +19,7 @@ from scalinglab.analysis.bootstrap import percentile_interval
 from scalinglab.analysis.budgets import BUDGET_RTOL, budget_flops, budget_labels
 from scalinglab.analysis.fitting import Bootstrap, bootstrap, extrapolation
 from scalinglab.analysis.frontier import loglog_fit
-from scalinglab.analysis.inputs import fraction, positive_1d, same_length
+from scalinglab.analysis.inputs import aligned, fraction, positive_1d, same_length
 from scalinglab.analysis.registry import Argument, Command, OptimumLaw, ReportEntry
 from scalinglab.analysis.registry import get as get_law
 from scalinglab.analysis.result import FitResult
@@ -196,6 +196,7 @@ def fit_hparams(
     10), extrapolation (refit without the largest budget: its lr_opt within 50%;
     check_extrapolation=False skips it and the check fails as not run).
     """
+    aligned(C=C, lr=lr, batch_size=batch_size, loss=loss)
     C, lr = positive_1d("C", C), positive_1d("lr", lr)
     batch_size, loss = positive_1d("batch_size", batch_size), positive_1d("loss", loss)
     n = same_length(C=C, lr=lr, batch_size=batch_size, loss=loss)

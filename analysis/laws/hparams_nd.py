@@ -13,7 +13,7 @@ import numpy as np
 import scalinglab.analysis.checks as checks
 from scalinglab.analysis.bootstrap import percentile_interval
 from scalinglab.analysis.budgets import BUDGET_RTOL, budget_flops, budget_labels
-from scalinglab.analysis.inputs import fraction, positive_1d, same_length
+from scalinglab.analysis.inputs import aligned, fraction, positive_1d, same_length
 from scalinglab.analysis.laws.hparams import (
     Grouping,
     edge_note,
@@ -164,6 +164,7 @@ def fit_hparams_nd(
     near 0, batch_opt's in N, is a finding, not a failure), extrapolation (refit without the
     largest N: its lr_opt within 50%; check_extrapolation=False: fails as not run).
     """
+    aligned(N=N, D=D, lr=lr, batch_size=batch_size, loss=loss)
     N, D = positive_1d("N", N), positive_1d("D", D)
     lr, batch_size = positive_1d("lr", lr), positive_1d("batch_size", batch_size)
     loss = positive_1d("loss", loss)

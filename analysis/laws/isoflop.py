@@ -14,7 +14,7 @@ import scalinglab.analysis.checks as checks
 from scalinglab.analysis.budgets import BUDGET_RTOL, budget_flops, budget_labels
 from scalinglab.analysis.fitting import bootstrap, extrapolation
 from scalinglab.analysis.frontier import PowerFrontier, frontier_intervals, loglog_fit
-from scalinglab.analysis.inputs import enough_points, positive_1d, same_length
+from scalinglab.analysis.inputs import aligned, enough_points, positive_1d, same_length
 from scalinglab.analysis.registry import Argument, Command, ReportEntry
 from scalinglab.analysis.result import FitResult
 
@@ -193,6 +193,7 @@ def _used_profiles(C, N, loss, tokens, labels, window) -> tuple[list, list, list
 
 def _inputs(C, N, loss, tokens, budget_tol: float) -> tuple:
     """C, N, loss (and tokens) as positive arrays of one length, and each run's budget."""
+    aligned(C=C, N=N, loss=loss, tokens=tokens)
     C, N, loss = positive_1d("C", C), positive_1d("N", N), positive_1d("loss", loss)
     arrays = {"C": C, "N": N, "loss": loss}
     if tokens is not None:

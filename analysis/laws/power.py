@@ -12,7 +12,7 @@ import numpy as np
 
 import scalinglab.analysis.checks as checks
 from scalinglab.analysis.fitting import bootstrap, extrapolation
-from scalinglab.analysis.inputs import box, enough_points, named, positive_1d, same_length
+from scalinglab.analysis.inputs import aligned, box, enough_points, named, positive_1d, same_length
 from scalinglab.analysis.registry import Argument, Command, PointLaw, ReportEntry
 from scalinglab.analysis.result import FitResult
 
@@ -173,6 +173,7 @@ def fit_power_law(
     """
     from scipy.optimize import least_squares  # only when fitting: the CLI's help stays light
 
+    aligned(x=x, y=y)
     x, y = positive_1d("x", x), positive_1d("y", y)
     n = same_length(x=x, y=y)
     names = ("E", "A", "alpha") if offset else ("A", "alpha")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import scalinglab.analysis.checks as checks
-from scalinglab.analysis.inputs import fraction, positive_1d, same_length
+from scalinglab.analysis.inputs import aligned, fraction, positive_1d, same_length
 from scalinglab.analysis.laws.hparams import near_optimal_bands
 from scalinglab.analysis.registry import Argument, Command, Law
 from scalinglab.analysis.result import FitResult
@@ -73,6 +73,7 @@ def lr_transfer(
     every cell MIN_GRID_VALUES learning rates), centering (every cell's best run inside its lr
     grid: on an edge the optimum, and so the verdict, is unknown).
     """
+    aligned(parametrization=parametrization, width=width, lr=lr, loss=loss)
     parametrization = np.asarray(parametrization, dtype=str)
     width, lr = positive_1d("width", width), positive_1d("lr", lr)
     loss = positive_1d("loss", loss)

@@ -162,6 +162,45 @@ def check_targets(cfg: DictConfig) -> None:
             target_class(_child(key, "_target_"), name)
 
 
+# What a config may put in a job's environment: the settings of the libraries a job runs. Never
+# what decides which program or library loads, or what git, a compiler or a shell runs
+# (LD_PRELOAD, PYTHONPATH, PATH, GIT_CONFIG_*, CC, BASH_ENV...): configs are not code.
+ENV_PREFIXES = (
+    "CUDA_", "NCCL_", "TORCH_NCCL_", "GLOO_", "MASTER_ADDR", "MASTER_PORT", "OMP_", "MKL_", "KMP_",
+    "OPENBLAS_", "PYTORCH_CUDA_ALLOC_CONF", "TORCH_DISTRIBUTED_DEBUG", "TORCHINDUCTOR_CACHE_DIR",
+    "TRITON_CACHE_DIR", "PL_", "WANDB_", "HF_", "TOKENIZERS_", "SCALINGLAB_",
+)  # fmt: skip
+ENV_NODES = ("hydra.job.env_set", "hydra.launcher.init.runtime_env.env_vars")  # Hydra's; Ray's
+
+
+def check_environment(cfg: DictConfig) -> None:
+    """Refuse an environment variable a config sets (ENV_NODES) outside ENV_PREFIXES."""
+    for where in ENV_NODES:
+        for name in OmegaConf.select(cfg, where) or {}:
+            if not str(name).startswith(ENV_PREFIXES):
+                raise ConfigError(
+                    f"{where}.{name} is not allowed: a config may set only the environment of the "
+                    "libraries a job runs (guards.ENV_PREFIXES: CUDA_, NCCL_, OMP_, WANDB_, ...)"
+                )
+
+
+def check_output_paths(cfg: DictConfig) -> None:
+    """Refuse ids and an output root that would place a job's directory outside the output root:
+    an empty root (`/runs/...`), a sweep_id or run_id that is a path (`../x`, `a/b`)."""
+    root = OmegaConf.select(cfg, "paths.output_root", default="outputs")
+    if root is not None and not str(root).strip():
+        raise ConfigError("paths.output_root is empty: it must name the directory runs go under")
+    for key in ("sweep_id", "run_id"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and (
+            not re.fullmatch(r"[A-Za-z0-9._=,+-]+", str(value)) or str(value) in (".", "..")
+        ):
+            raise ConfigError(
+                f"{key}={value!r} must be a name (letters, digits and . _ = , + -), not a path: "
+                "it names a directory under paths.output_root"
+            )
+
+
 def check_hydra_callbacks(cfg: DictConfig) -> None:
     """Refuse a `hydra.callbacks` node outside the allow-list, or not a Hydra callback at all.
 
@@ -199,7 +238,9 @@ def _guard_hydra_callbacks() -> None:
     build_callbacks = Callbacks.__init__
 
     def checked(self: Callbacks, config: DictConfig | None = None) -> None:
-        if config is not None:
+        if config is not None:  # before Hydra sets any job's environment or builds a callback
+            check_environment(config)
+            check_output_paths(config)
             check_hydra_callbacks(config)
         build_callbacks(self, config)
 

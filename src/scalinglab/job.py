@@ -41,6 +41,7 @@ from scalinglab.errors import ConfigError
 from scalinglab.guards import build
 from scalinglab.module import LanguageModel
 from scalinglab.planning import JobPlan
+from scalinglab.provenance import config_hash, refuse_another_config
 from scalinglab.records import (
     METRICS_FILE,
     RUN_FILE,
@@ -81,6 +82,7 @@ def train_job(job: JobPlan) -> dict[str, Any]:
         if not ours:
             log.warning(f"{output_dir} is held by another process (running it): skipping it here")
             return {"status": Status.RUNNING, "path": str(output_dir)}
+        refuse_another_config(output_dir, job.cfg)  # before anything here is read or written
         previous = previous_record(output_dir)
         if previous and previous.get("status") == Status.COMPLETED:
             then, now = previous.get("git_commit"), git_state()[0]
@@ -104,19 +106,23 @@ def train_job(job: JobPlan) -> dict[str, Any]:
 
 
 def save_job_config(cfg: DictConfig, output_dir: Path) -> None:
-    """The job's composed config where Hydra keeps it, `.hydra/config.yaml`, for a job Hydra did
-    not start in this directory (a WSD branch; `train(cfg)` called from Python): the run frame's
-    config columns and the W&B run config are read from there, for every job alike."""
-    if HydraConfig.initialized():
-        started_here = Path(HydraConfig.get().runtime.output_dir).resolve() == output_dir.resolve()
-        if started_here:
-            return  # Hydra wrote it, with its overrides.yaml beside it
+    """The job's composed config where Hydra keeps it, `.hydra/config.yaml` (with `hydra.yaml` and
+    `overrides.yaml` for a job Hydra started here), written when the job trains: Hydra's own
+    writing is off (conf/hydra/default.yaml), as it would rewrite a skipped or refused job's. The
+    run frame's config columns, the W&B run config and the provenance check read it."""
     job = cfg.copy()
     with open_dict(job):
         job.pop("hydra", None)  # compose(..., return_hydra_config=True) leaves it in
-    path = output_dir / ".hydra" / "config.yaml"
-    path.parent.mkdir(exist_ok=True)
-    write_atomic(path, lambda f: f.write(OmegaConf.to_yaml(job).encode()))
+    files = {"config.yaml": job}
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        if Path(hydra_cfg.runtime.output_dir).resolve() == output_dir.resolve():
+            files["hydra.yaml"] = OmegaConf.create({"hydra": hydra_cfg})
+            files["overrides.yaml"] = hydra_cfg.overrides.task
+    (output_dir / ".hydra").mkdir(exist_ok=True)
+    for name, content in files.items():
+        text = OmegaConf.to_yaml(content).encode()
+        write_atomic(output_dir / ".hydra" / name, lambda f, text=text: f.write(text))
 
 
 def retire(output_dir: Path, suffix: str) -> None:
@@ -280,6 +286,7 @@ def run_fields(job: JobPlan, data_info: dict[str, Any]) -> dict[str, Any]:
     fields = {
         "sweep_id": job.cfg.sweep_id,
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "config_hash": config_hash(job.cfg),
         "git_commit": commit,
         "git_dirty": dirty,
         "model": model.to_dict(),
@@ -287,12 +294,21 @@ def run_fields(job: JobPlan, data_info: dict[str, Any]) -> dict[str, Any]:
         "max_steps": job.steps,
         "target_params_error": target_params_error,
         "irreducible_loss": data_info.get("irreducible_loss"),
+        "tokenizer": tokenizer_id(data_info),
+        "val_set": data_info["val_fingerprint"][:16],
         "data": data_info,
     }
     if job.start is not None:  # the FLOPs of the trunk up to the branch point, trained once
         fields["init_from"] = str(job.start.checkpoint)
         fields["flops_shared"] = job.flops_shared
     return {**fields, "run_id": job.run_id, "name": job.name}
+
+
+def tokenizer_id(data_info: dict[str, Any]) -> str | None:
+    """The tokenizer's name, with 8 digits of its file's sha256 where it was trained (bpe): two
+    BPE tokenizers of one size share a name, not their ids."""
+    name, digest = data_info.get("tokenizer"), data_info.get("tokenizer_sha256")
+    return f"{name}:{digest[:8]}" if name and digest else name
 
 
 def build_loggers(job: JobPlan, progress_bar: bool) -> list[Logger]:

@@ -24,6 +24,7 @@ from scalinglab.guards import (
     check_keys,
     check_lr_scaling,
     check_optimizer,
+    check_output_paths,
     check_run_options,
     check_set,
     check_target_params,
@@ -131,6 +132,7 @@ def plan_job(
     the allow-list before anything is resolved or built."""
     with config_errors():
         check_targets(cfg)
+        check_output_paths(cfg)
         check_set(cfg)
         check_keys(cfg)
         for key in ("optimizer.lr", "data.batch_size", "data.seq_len"):

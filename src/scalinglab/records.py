@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -99,6 +100,15 @@ RUN_FIELDS: tuple[Field, ...] = (
     Field("name", str, "the job's display name", _R),
     Field("status", Status, "see Status", _R | _S | _W),
     Field("objective", str, "clm (next token) or mlm (masked tokens)", _R),
+    Field(
+        "tokenizer", str, "the data's tokenizer (bpe: with 8 digits of its file's sha256)", _R | _C
+    ),
+    Field(
+        "val_set",
+        str,
+        "16 digits of sha256 over the validation tokens: one set, one scale",
+        _R | _C,
+    ),
     Field("n_params", int, "every parameter (Chinchilla's N)", _R | _S | _C | _N),
     Field("n_params_nonembedding", int, "parameters outside the embeddings", _R | _S | _C | _N),
     Field("flops_per_token", float, "training FLOPs/token: 6N plus attention", _R | _C | _N),
@@ -125,6 +135,7 @@ RUN_FIELDS: tuple[Field, ...] = (
     Field("ended_at", str, "ISO time of the end"),
     Field("attempts", int, "how many times the job started (resumes)"),
     Field("overrides", list, "the job's Hydra overrides"),
+    Field("config_hash", str, "what the job trains (provenance.config_hash): one per directory"),
     Field("git_commit", str, "the code's commit"),
     Field("git_dirty", bool, "whether the code had uncommitted changes"),
     Field("model", dict, "the model's built shape (GPTConfig)"),
@@ -236,7 +247,32 @@ def read_record(path: Path) -> dict[str, Any] | None:
         raise DamagedRecord(f"{path}: unreadable ({err})") from None
     if not isinstance(record, dict):
         raise DamagedRecord(f"{path}: not a run record (a JSON {type(record).__name__})")
+    wrong = mistyped(record)
+    if wrong:
+        raise DamagedRecord(f"{path}: not a run record ({wrong})")
     return record
+
+
+def mistyped(record: Mapping[str, Any]) -> str | None:
+    """The first field whose value is not of its RUN_FIELDS type, in words (None: all are).
+    A number is never a bool (`n_params: true` is not N = 1); an int field takes a whole float."""
+    for field in RUN_FIELDS:
+        value = record.get(field.name)
+        if value is None:
+            continue
+        if field.type in (int, float):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            whole = isinstance(value, int) or (number and float(value).is_integer())
+            if number and (field.type is float or whole):
+                continue
+            wanted = "a number" if field.type is float else "a whole number"
+        else:
+            expected = str if field.type is Status else field.type
+            if isinstance(value, expected):
+                continue
+            wanted = f"a {expected.__name__}"
+        return f"{field.name} is {json.dumps(value)[:40]}, not {wanted}"
+    return None
 
 
 def read_run(output_dir: Path) -> dict[str, Any] | None:
@@ -305,20 +341,43 @@ def seen_status(record: Mapping[str, Any], output_dir: Path) -> Status | str | N
     return Status(status) if known else status
 
 
+# git, found once where this module loads, and run with an environment of its own: a job's
+# environment is partly a config's (hydra.job.env_set), and GIT_CONFIG_* or a repository's
+# core.fsmonitor would make `git status` run a command.
+GIT = shutil.which("git")
+GIT_ARGS = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null")
+
+
+def git_env() -> dict[str, str]:
+    """No inherited GIT_* variable; the system config skipped; HOME from the user database (the
+    global config keeps its safe.directory), not from the environment."""
+    env = {"GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C", "PATH": os.defpath}
+    with contextlib.suppress(ImportError, KeyError):  # no user database: no global config either
+        import pwd
+
+        env["HOME"] = pwd.getpwuid(os.getuid()).pw_dir
+    return env
+
+
 def git_state(cwd: Path | None = None) -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the code's repository, or (None, None) outside one."""
+    """(commit, dirty) of the code's repository, or (None, None) outside one (or without git)."""
     cwd = cwd or Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+    if GIT is None:
+        return None, None
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            [GIT, *GIT_ARGS, *args],
             cwd=cwd,
+            env=git_env(),
             capture_output=True,
             text=True,
             check=True,
         ).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        status = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return None, None
     return commit, bool(status.strip())

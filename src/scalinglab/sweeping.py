@@ -48,10 +48,12 @@ def preflight(
     jobs: Sequence[Sequence[str]],
     without_values: Sequence[str] = (),
 ) -> None:
-    """Compose and plan every job of a sweep; refuse them all, naming each bad one, if any is.
+    """Compose and plan every job of a sweep, and check that a job directory holding a run holds
+    one of the same config; refuse them all, naming each bad one, if any is.
 
     without_values: the sweep's overrides that expand to no value (a grid of no jobs)."""
     from scalinglab.planning import plan
+    from scalinglab.provenance import refuse_another_config
 
     if not jobs:
         raise ConfigError(
@@ -66,6 +68,7 @@ def preflight(
             with open_dict(cfg):  # planning needs no Hydra runtime values
                 cfg.paths.output_dir = "."
             plan(cfg)
+            refuse_another_config(Path(cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir), cfg)
         except (ConfigError, ConfigCompositionException) as err:
             name = " ".join(o for o in overrides if o not in shared) or "the job"
             problems.append(f"{name}: {' '.join(str(err).split())}")

@@ -517,3 +517,26 @@ def test_report_states_the_known_floor_beside_the_fitted_E(isoflop_report) -> No
     section = text[text.index("## Chinchilla") :].split("\n## ")[0]
     assert f"The data records its irreducible loss: {TRUTH['E']:.4g} nats/token" in section
     assert f"E = {E:.4g}" in section and f"{E / TRUTH['E'] - 1:+.1%} from it" in section
+
+
+def test_runs_of_other_data_are_refused_in_one_law_unless_asked(tmp_path: Path, capsys) -> None:
+    """Issue 31: a ladder half on python_stdlib/bytes, half on text/bpe, was fitted as one law."""
+    sizes = [1e5, 2e5, 4e5, 8e5, 1.6e6, 3.2e6]
+    for k, n_params in enumerate(sizes):
+        job = write_run(
+            tmp_path / "runs" / str(k), run_id=f"r{k}", sweep_id="s", n_params=n_params, tokens=1e8
+        )
+        record = json.loads((job / "run.json").read_text())
+        other = k % 2
+        record |= {"tokenizer": "bpe:1a2b3c4d" if other else "bytes", "val_set": f"{other:016x}"}
+        (job / "run.json").write_text(json.dumps(record))
+    runs = str(tmp_path / "runs")
+    assert main(["power", runs, "--bootstrap", "0"]) == 2
+    error = capsys.readouterr().err
+    assert (
+        error.count("\n") == 1
+        and "scaling-fit: error: the runs' losses are not one quantity" in error
+    )
+    assert "tokenizer (3 bpe:1a2b3c4d, 3 bytes); val_set (" in error and "--mix-data" in error
+    assert main(["power", runs, "--bootstrap", "0", "--mix-data"]) == 0
+    assert "losses of different kinds in one law (--mix-data): tokenizer" in capsys.readouterr().out

@@ -316,3 +316,28 @@ def test_a_table_with_repeated_rows_says_so(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"2 rows repeat an earlier row exactly \(lines 4, 6\)"):
         points = load_csv(table)
     assert len(points) == 5  # fitted as given, and said
+
+
+def test_a_record_whose_field_has_the_wrong_type_is_not_a_point(tmp_path: Path) -> None:
+    """`n_params: true` was fitted as N = 1: the record's schema (records.RUN_FIELDS) types each
+    field, and a record that breaks it reads as damaged, naming the field."""
+    good = write_run(tmp_path / "good", run_id="g", sweep_id="s", n_params=1e6, tokens=1e8)
+    bad = write_run(tmp_path / "bad", run_id="b", sweep_id="s", n_params=2e6, tokens=1e8)
+    record = json.loads((bad / "run.json").read_text())
+    (bad / "run.json").write_text(json.dumps(record | {"n_params": True}))
+    with pytest.warns(UserWarning, match=r"n_params is true, not a whole number"):
+        runs = load_runs(tmp_path).set_index("run_id")
+    assert completed(runs.reset_index())["path"].tolist() == [str(good)]
+    assert json.loads((good / "run.json").read_text())["n_params"] == 1_000_000
+
+
+def test_series_are_paired_by_index_or_refused() -> None:
+    import pandas as pd
+
+    from scalinglab.analysis.laws.power import fit_power_law
+
+    x = pd.Series([1e5, 2e5, 4e5, 8e5, 1.6e6, 3.2e6])
+    y = 3 + 10 * x**-0.3
+    assert fit_power_law(x, y, n_bootstrap=0).params["alpha"] == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="x and y are Series with different indexes"):
+        fit_power_law(x, y.sort_values(), n_bootstrap=0)

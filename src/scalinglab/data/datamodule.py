@@ -19,9 +19,11 @@ so every job of a sweep, whatever its seed or batch size, scores the same masked
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from collections.abc import Sequence
+from functools import cached_property
 
 import numpy as np
 import pytorch_lightning as pl
@@ -276,6 +278,13 @@ class TokenDataModule(pl.LightningDataModule):
                 f"window (data.seq_len+1 = {window})"
             )
 
+    @cached_property
+    def val_fingerprint(self) -> str:
+        """sha256 over the validation tokens (as little-endian uint32): the set every loss is
+        measured on, whatever the training split (a synthetic one's size, a corpus's head)."""
+        tokens = self.val_split.read(0, len(self.val_split))
+        return hashlib.sha256(np.asarray(tokens, dtype="<u4").tobytes()).hexdigest()
+
     @property
     def vocab_size(self) -> int:
         """The token ids its batches may hold: the data's, and the mask token under mlm."""
@@ -299,6 +308,7 @@ class TokenDataModule(pl.LightningDataModule):
             **self.info,
             "n_train_tokens": len(self.train_split),
             "n_val_tokens": len(self.val_split),
+            "val_fingerprint": self.val_fingerprint,
             "n_val_windows": len(self.val_split) // (self.seq_len + 1),
         }
         if self.objective == "mlm":  # a data's known floor is a next-token one
