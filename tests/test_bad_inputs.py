@@ -136,9 +136,11 @@ SWEEPS = [
     (["sweep=mine"], "# @package _global_\nhydra:\n  sweeper:\n    params:\n      seed: 'range(0,0)'\n", r"^the sweep has no jobs: seed=range\(0,0\) gives no values$"),
     (["sweep=mine"], "# @package _global_\noptimizer:\n  lrr: 1.0e-3\n", r"^1 of 1 jobs refused before launch: the job: optimizer\.lrr is not a parameter of torch\.optim\.AdamW"),
     (["sweep=mine"], "# @package _global_\nhydra:\n  sweeper:\n    params:\n      optimizer.lrr: 1e-3,3e-3\n", r"^2 of 2 jobs refused before launch:\n  optimizer\.lrr=0\.001: Could not override 'optimizer\.lrr'\..*\n  optimizer\.lrr=0\.003: Could not override"),
-    (["sweep=mine"], "# @package _global_\nhydra:\n  sweeper:\n    params:\n      +foo: 1,2\n", r"^2 of 2 jobs refused before launch:\n  \+foo=1: foo is not a key of scalinglab's config"),
+    (["sweep=mine"], "# @package _global_\nhydra:\n  sweeper:\n    params:\n      +foo: 1,2\n", r"^2 of 2 jobs refused before launch: 2 jobs \(\+foo=1, \+foo=2\): foo is not a key of scalinglab's config"),
     (["sweep=mine"], "# @package _global_\noptimizer:\n  _target_: subprocess.Popen\n", rf"^1 of 1 jobs refused before launch: the job: optimizer\._target_=subprocess\.Popen {NOT_ALLOWED}"),
     (["budget.flops=1e7,1e10", "budget.min_steps=50"], None, r"^1 of 2 jobs refused before launch: budget\.flops=10000000\.0: budget\.flops=1e\+07 gives 0 steps of 128 tokens"),
+    # Jobs that share a reason share its line (it listed one line per job: 503 lines for 500).
+    (["seed=range(0,5)", "optimizer.lr=-1"], None, r"^5 of 5 jobs refused before launch: 5 jobs \(seed=0, seed=1, seed=2 and 2 more\): optimizer\.lr must be a positive number, got -1$"),
 ]  # fmt: skip
 
 # scaling-fit ARGS: exit code 2 and this one line after "scaling-fit: error: ".
@@ -268,6 +270,34 @@ def test_sweep_input(
         check_sweep([*TINY_TRAINING, *SYNTHETIC, *overrides], tmp_path)
     assert re.search(message, str(refused.value)), str(refused.value)
     assert "Traceback" not in str(refused.value)
+
+
+def test_a_long_sweep_check_says_how_far_it_is_and_stops_on_ctrl_c(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    import scalinglab.planning
+    import scalinglab.sweeping
+
+    monkeypatch.setattr(scalinglab.sweeping, "PROGRESS_FROM", 3)
+    monkeypatch.setattr(scalinglab.sweeping, "PROGRESS_EVERY_S", 0.0)
+    with caplog.at_level("INFO", logger="scalinglab"), pytest.raises(HydraException) as refused:
+        check_sweep([*TINY_TRAINING, *SYNTHETIC, "seed=range(0,4)", "optimizer.lr=-1"], tmp_path)
+    assert re.search(r"checked 4 of 4 jobs \(\d+/s\)", caplog.text), caplog.text
+    assert str(refused.value).startswith("4 of 4 jobs refused before launch: 4 jobs (")
+
+    planned = []
+
+    def interrupted(cfg):  # Ctrl-C during the third job's check
+        planned.append(cfg.seed)
+        if len(planned) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(scalinglab.planning, "plan", interrupted)
+    with pytest.raises(HydraException) as stopped:
+        check_sweep([*TINY_TRAINING, *SYNTHETIC, "seed=range(0,6)"], tmp_path)
+    assert str(stopped.value) == (
+        "interrupted while checking the sweep's jobs (2 of 6 checked): nothing was launched"
+    )
 
 
 @pytest.mark.parametrize(

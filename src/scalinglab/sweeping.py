@@ -8,8 +8,10 @@ ends, wherever it ran (in-process, on SLURM, on Ray), from the jobs' own `run.js
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -49,7 +51,9 @@ def preflight(
     without_values: Sequence[str] = (),
 ) -> None:
     """Compose and plan every job of a sweep, and check that a job directory holding a run holds
-    one of the same config; refuse them all, naming each bad one, if any is.
+    one of the same config; refuse them all, naming each bad one, if any is (one line for the
+    jobs that share a reason). A grid of hundreds of jobs prints its progress; Ctrl-C stops the
+    check in one line, with nothing launched.
 
     without_values: the sweep's overrides that expand to no value (a grid of no jobs)."""
     from scalinglab.planning import plan
@@ -61,21 +65,112 @@ def preflight(
         )
     # A job is named by what sets it apart: its own values of the grid.
     shared = set.intersection(*(set(job) for job in jobs))
-    problems = []
-    for overrides in jobs:
-        try:
-            cfg = config_loader.load_sweep_config(sweep_config, list(overrides))
-            with open_dict(cfg):  # planning needs no Hydra runtime values
-                cfg.paths.output_dir = "."
-            plan(cfg)
-            refuse_another_config(Path(cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir), cfg)
-        except (ConfigError, ConfigCompositionException) as err:
-            name = " ".join(o for o in overrides if o not in shared) or "the job"
-            problems.append(f"{name}: {' '.join(str(err).split())}")
-    if problems:
-        refused = f"{len(problems)} of {len(jobs)} jobs refused before launch:"
+    compose = JobConfigs(sweep_config, config_loader)
+    problems: dict[str, list[str]] = {}
+    started = last = time.monotonic()
+    try:
+        for number, overrides in enumerate(jobs, 1):
+            try:
+                cfg, job_dir = compose(overrides)
+                with open_dict(cfg):  # planning needs no Hydra runtime values
+                    cfg.paths.output_dir = "."
+                plan(cfg)
+                refuse_another_config(job_dir, cfg)
+            except (ConfigError, ConfigCompositionException) as err:
+                name = " ".join(o for o in overrides if o not in shared) or "the job"
+                problems.setdefault(" ".join(str(err).split()), []).append(name)
+            if len(jobs) >= PROGRESS_FROM and time.monotonic() - last >= PROGRESS_EVERY_S:
+                last = time.monotonic()
+                rate = number / (last - started)
+                log.info(f"checked {number} of {len(jobs)} jobs ({rate:.0f}/s)")
+    except KeyboardInterrupt:
         raise ConfigError(
-            f"{refused} {problems[0]}" if len(problems) == 1 else "\n  ".join([refused, *problems])
+            f"interrupted while checking the sweep's jobs ({number - 1} of {len(jobs)} checked): "
+            "nothing was launched"
+        ) from None
+    if problems:
+        raise ConfigError(refusal(problems, len(jobs)))
+
+
+PROGRESS_FROM, PROGRESS_EVERY_S = 300, 5.0  # grids this large say how far their check is
+
+
+def refusal(problems: dict[str, list[str]], n_jobs: int) -> str:
+    """One line per reason, naming its jobs (the first three, and how many more)."""
+    n_refused = sum(map(len, problems.values()))
+    lines = []
+    for reason, names in problems.items():
+        named = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        lines.append(
+            f"{named}: {reason}" if len(names) == 1 else f"{len(names)} jobs ({named}): {reason}"
+        )
+    refused = f"{n_refused} of {n_jobs} jobs refused before launch:"
+    return f"{refused} {lines[0]}" if len(lines) == 1 else "\n  ".join([refused, *lines])
+
+
+class JobConfigs:
+    """Each job's composed config and directory, as Hydra's sweeper makes them
+    (config_loader.load_sweep_config), but composed from its defaults once per distinct set of
+    group choices: a job's plain value overrides (`seed=1`, `optimizer.lr=1e-3`) are applied to a
+    copy of that composition (without its `hydra` node, which planning never reads), the way Hydra
+    applies them after composing. Anything else, or a value override that fails there, is
+    composed in full, for Hydra's own message."""
+
+    # Keys the job directory interpolates: a job that sets one is composed in full.
+    DIRECTORY_KEYS = ("paths.", "sweep_id", "name")
+
+    def __init__(self, sweep_config: DictConfig, config_loader: Any) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        self.sweep_config, self.loader = sweep_config, config_loader
+        self.parser = OverridesParser.create()
+        self.groups = {str(g) for g in sweep_config.hydra.runtime.choices}
+        self.composed: dict[tuple[str, ...], tuple[DictConfig, DictConfig]] = {}
+
+    def __call__(self, overrides: Sequence[str]) -> tuple[DictConfig, Path]:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+
+        parsed = self.parser.parse_overrides(list(overrides))
+        values = [o for o in parsed if self._plain_value(o)]
+        shape = tuple(o.input_line for o in parsed if o not in values)
+        try:
+            if shape not in self.composed:
+                full = self.loader.load_sweep_config(self.sweep_config, list(shape))
+                body = copy.deepcopy(full)
+                with open_dict(body):
+                    del body["hydra"]
+                self.composed[shape] = full, body
+            full, body = self.composed[shape]
+            cfg = copy.deepcopy(body)
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        except Exception:  # Hydra's own words for what is wrong with this job's overrides
+            full = self.loader.load_sweep_config(self.sweep_config, list(overrides))
+            return full, self.directory(full)
+        job = full.hydra.job.config.override_dirname
+        task = [o for o in parsed if not o.is_hydra_override()]
+        with open_dict(full.hydra):  # the directory this job's own overrides name
+            full.hydra.overrides.task = [o.input_line for o in task]
+            full.hydra.job.override_dirname = get_overrides_dirname(
+                overrides=task,
+                kv_sep=job.kv_sep,
+                item_sep=job.item_sep,
+                exclude_keys=job.exclude_keys,
+            )
+        return cfg, self.directory(full)
+
+    @staticmethod
+    def directory(cfg: DictConfig) -> Path:
+        return Path(str(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir))
+
+    def _plain_value(self, override: Any) -> bool:
+        key = override.key_or_group
+        return (
+            override.package is None
+            and not override.is_hydra_override()
+            and not override.is_sweep_override()
+            and key not in self.groups
+            and "/" not in key
+            and not key.startswith(self.DIRECTORY_KEYS)
         )
 
 
