@@ -84,3 +84,23 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Completed
         text=True,
         timeout=timeout,
     )
+
+
+def foreign_checkpoint(run_dir: Path, run_id: str, **shape: object) -> Path:
+    """Replace a run's checkpoints/last.ckpt with another run's: `run_id`'s, of the run's model
+    (run.json's) reshaped by `shape` (fresh weights), written as a run writes one; its path."""
+    import json
+
+    import torch
+
+    from scalinglab.callbacks import save_verified
+    from scalinglab.module import LanguageModel
+
+    path = run_dir / "checkpoints" / "last.ckpt"
+    state = torch.load(path, weights_only=True)
+    model = json.loads((run_dir / "run.json").read_text())["model"]
+    hyper_parameters = {**state["hyper_parameters"], "model": {**model, **shape}}
+    module = LanguageModel(**hyper_parameters)
+    other = {**state, "state_dict": module.state_dict(), "hyper_parameters": hyper_parameters}
+    save_verified({**other, "run_id": run_id}, path)
+    return path

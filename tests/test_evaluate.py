@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 
 from scalinglab.analysis import load_runs
 from scalinglab.evaluate import main
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, foreign_checkpoint, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,31 @@ def test_data_with_more_token_ids_or_another_tokenizer_is_refused_in_one_line(
         err = capsys.readouterr().err.strip()
         assert err.startswith("scaling-eval: error:") and message in err and "\n" not in err
     assert (trained / "run.json").read_text() == before
+
+
+def test_another_runs_checkpoint_is_refused_in_one_line(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A checkpoint of another width, or of the same shape from another run, in the run's
+    checkpoints/ is not scored: its loss would go into this run's record."""
+    import torch
+
+    record = json.loads((trained / "run.json").read_text())
+    saved = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["run_id"] == record["run_id"]  # a run's checkpoints say whose they are
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    before = (run / "run.json").read_bytes()
+    cases = [
+        ({"d_model": 32}, "model.d_model=32 in the checkpoint, 64 in run.json"),
+        ({}, f"run_id=other in the checkpoint, {record['run_id']} in run.json"),
+    ]
+    for shape, differs in cases:
+        checkpoint = foreign_checkpoint(run, "other", **shape)
+        assert main([str(run)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"scaling-eval: error: {checkpoint} is not this run's: {differs}"
+    assert (run / "run.json").read_bytes() == before
 
 
 def test_a_bpe_tokenizer_trained_on_other_text_is_told_apart(tmp_path: Path) -> None:

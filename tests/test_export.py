@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ import scalinglab  # noqa: E402
 from scalinglab import export  # noqa: E402
 from scalinglab.callbacks import save_verified  # noqa: E402
 from scalinglab.data.tokenizer import BPETokenizer, ByteTokenizer  # noqa: E402
+from scalinglab.errors import ConfigError  # noqa: E402
 from scalinglab.export import (  # noqa: E402
     NO_MLM_LAYOUT,
     ExportRefused,
@@ -34,7 +36,7 @@ from scalinglab.export import (  # noqa: E402
 from scalinglab.model import GPT, GPTConfig  # noqa: E402
 from scalinglab.module import LanguageModel  # noqa: E402
 from scalinglab.train import train  # noqa: E402
-from tests.conftest import TINY_TRAINING, compose_train  # noqa: E402
+from tests.conftest import TINY_TRAINING, compose_train, foreign_checkpoint  # noqa: E402
 
 TOLERANCE = 1e-4
 TEXT = "the quick brown fox jumps over the lazy dog. "
@@ -274,6 +276,78 @@ def test_a_trained_run_exports_with_its_tokenizer(trained: Path, tmp_path: Path,
     bpe = BPETokenizer.load(Path(record["data"]["cache_path"]) / "tokenizer.json")
     assert tokenizer(TEXT).input_ids == bpe.encode([TEXT.encode()])[0].tolist()
     assert "tokenizer: bpe" in (out / "README.md").read_text()
+
+
+def files(directory: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_another_runs_checkpoint_is_refused_by_export_and_load_model(
+    trained: Path, tmp_path: Path, capsys
+) -> None:
+    """A checkpoint of another width in the run's checkpoints/ is not exported or loaded as the
+    run's model (nor one of its shape from another run)."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    run_id = json.loads((run / "run.json").read_text())["run_id"]
+    cases = [
+        ({"d_model": 32}, "model.d_model=32 in the checkpoint, 64 in run.json"),
+        ({}, f"run_id=other in the checkpoint, {run_id} in run.json"),
+    ]
+    for shape, differs in cases:
+        checkpoint = foreign_checkpoint(run, "other", **shape)
+        before = files(run)
+        refusal = f"{checkpoint} is not this run's: {differs}"
+        for source in (run, checkpoint):
+            assert main([str(source), "--out", str(tmp_path / "hf")]) == 2
+            assert capsys.readouterr().err.strip() == f"scaling-export: error: {refusal}"
+            with pytest.raises(ConfigError) as refused:
+                scalinglab.load_model(source)
+            assert str(refused.value) == refusal
+        assert not (tmp_path / "hf").exists() and files(run) == before
+
+
+def test_export_refuses_a_non_empty_directory_unless_forced(
+    trained: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main([str(trained), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"scaling-export: error: --out {out} is not empty: pass --force to write into it"
+    )
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert main([str(trained), "--out", str(out), "--force"]) == 0
+    assert (out / "config.json").is_file() and (out / "notes.txt").read_text() == "mine"
+
+
+def test_export_never_writes_into_a_run_directory(trained: Path, tmp_path: Path, capsys) -> None:
+    """Not the run exported (nor a folder in it, given the run or its .ckpt), nor another run's
+    directory (one holding run.json), --force or not."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "run.json").rename(run / "record.json")  # the run given is a run directory without it
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "run.json").write_text((run / "record.json").read_text())
+    before, theirs = files(run), files(other)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    cases = [
+        (run, run, run),
+        (run, run / "hf", run),
+        (run, run / "checkpoints", run),
+        (run, other, other),
+        (checkpoint, other / "hf", other),
+    ]
+    for source, out, inside in cases:
+        for force in ([], ["--force"]):
+            assert main([str(source), "--out", str(out), *force]) == 2
+            assert capsys.readouterr().err.strip() == (
+                f"scaling-export: error: --out {out} is in the run directory {inside}: "
+                "an export goes outside it"
+            )
+    assert files(run) == before and files(other) == theirs
 
 
 def test_a_trained_mlm_run_exports_with_its_mask_token(tmp_path: Path, capsys) -> None:

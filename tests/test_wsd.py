@@ -10,6 +10,8 @@ import pytest
 
 from scalinglab.analysis import load_runs
 from scalinglab.errors import ConfigError
+from scalinglab.export import load_model
+from scalinglab.model import GPTConfig
 from scalinglab.train import train
 from tests.conftest import TINY, compose_train, run_cli
 
@@ -50,6 +52,10 @@ def test_a_branch_ends_where_a_straight_run_does(tmp_path: Path) -> None:
     )
     assert branch["val_loss"] == pytest.approx(straight["val_loss"], abs=1e-5)
     assert branch["run_id"] != trunk["run_id"]
+    # The branch started from its trunk's checkpoint; its own checkpoints are the branch's, so it
+    # loads (and scores, and exports) as its own run.
+    for run_dir in (tmp_path / "branched", branch_dir):
+        assert load_model(run_dir).cfg.to_dict() == GPTConfig(**branch["model"]).to_dict()
     # Each job's composed config lies beside its record, though Hydra started neither: the run
     # frame has every config key, and each branch its own budget.
     frame = load_runs(tmp_path / "branched").set_index("steps")

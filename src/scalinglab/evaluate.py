@@ -1,10 +1,11 @@
 """Score a trained run on any data: `scaling-eval RUN_DIR data=NAME [data.KEY=VALUE ...]`.
 
-The run's final checkpoint (`checkpoints/last.ckpt`, checked against its sha256 and loaded as data,
-weights_only=True) is evaluated on the validation split of a data config; the mean loss (nats per
-token), bits per byte where the data knows its bytes per token, and the tokens scored go into the
-run's record under the data's name (run.json "evals": {NAME: {...}}), which `load_runs` reads as
-`eval/NAME/val_loss` columns: a ladder scored on several held-out corpora is fitted on each.
+The run's final checkpoint (`checkpoints/last.ckpt`, checked against its sha256, loaded as data,
+weights_only=True, and refused unless its model shape and run_id are the run record's) is
+evaluated on the validation split of a data config; the mean loss (nats per token), bits per byte
+where the data knows its bytes per token, and the tokens scored go into the run's record under
+the data's name (run.json "evals": {NAME: {...}}), which `load_runs` reads as `eval/NAME/val_loss`
+columns: a ladder scored on several held-out corpora is fitted on each.
 
 The data config is the run's own (`.hydra/config.yaml`): `data.*` overrides change it; `data=NAME`
 composes another from conf/data/ (with `data.*` overrides on it), at the run's sequence length (the
@@ -87,11 +88,12 @@ def run_objective(causal: bool, overrides: list[str]) -> str:
     return objective
 
 
-def load_model(checkpoint: Path) -> tuple[Any, int]:
-    """The run's model from a verified checkpoint, and the step it was saved at."""
+def load_model(checkpoint: Path, record: dict[str, Any] | None) -> tuple[Any, int]:
+    """The run's model from a verified checkpoint, and the step it was saved at; refused unless
+    it is the run's whose record is given (None: a checkpoint outside a run directory)."""
     import torch
 
-    from scalinglab.callbacks import damage
+    from scalinglab.callbacks import check_checkpoint, damage
     from scalinglab.module import LanguageModel
 
     if not checkpoint.exists():
@@ -99,6 +101,8 @@ def load_model(checkpoint: Path) -> tuple[Any, int]:
     if why := damage(checkpoint):
         raise ConfigError(f"{checkpoint} is damaged ({why})")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if record is not None:
+        check_checkpoint(state, record, checkpoint)
     module = LanguageModel(**{**state["hyper_parameters"], "compile": False})
     module.load_state_dict(state["state_dict"])
     return module.model.eval(), int(state["global_step"])
@@ -168,7 +172,7 @@ def evaluate(run_dir: str | Path, overrides: list[str], name: str | None = None)
     record = read_run(run_dir)
     if record is None:
         raise ConfigError(f"{run_dir}: no {RUN_FILE}")
-    model, step = load_model(run_dir / "checkpoints" / "last.ckpt")
+    model, step = load_model(run_dir / "checkpoints" / "last.ckpt", record)
     objective = run_objective(model.cfg.causal, overrides)
     with open_dict(cfg):
         cfg.data.objective = objective  # data=NAME composes a config without the run's
@@ -209,11 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from scalinglab.records import DamagedRecord
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         figures = evaluate(args.run_dir, args.overrides, args.name)
-    except (ConfigError, OSError) as error:
+    except (ConfigError, DamagedRecord, OSError) as error:
         print(f"scaling-eval: error: {error}", file=sys.stderr)
         return 2
     shown = "  ".join(

@@ -22,12 +22,13 @@ one line: an approximate export would be a different model under the run's name.
 
 Before anything is written the exported model's logits are compared with the model's on random
 token ids (fp32, CPU); a difference above TOLERANCE is refused, and the figure goes in README.md.
+A checkpoint whose model shape or run_id is not its run record's is refused, as `scaling-eval`
+refuses it; so is an --out in a run directory, or a non-empty one unless --force.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -61,14 +62,41 @@ def checkpoint_path(path: Path) -> Path:
 def load_model(path: str | Path) -> Any:
     """The trained `GPT` from a run directory (its checkpoints/last.ckpt) or a .ckpt, in eval mode.
 
-    The checkpoint is checked against its sha256 and read as data (weights_only=True), as
-    `scaling-eval` reads it. Sharded (trainer=fsdp) runs save the whole state dict in one file and
-    compiled runs compile the loss, not the module, so every run's keys are the same `model.*`.
+    The checkpoint is checked against its sha256, read as data (weights_only=True) and refused
+    unless its model shape and run_id are its run record's, as `scaling-eval` reads it. Sharded
+    (trainer=fsdp) runs save the whole state dict in one file and compiled runs compile the loss,
+    not the module, so every run's keys are the same `model.*`.
     """
     from scalinglab.evaluate import load_model as load_checkpoint
 
-    model, _ = load_checkpoint(checkpoint_path(Path(path)))
+    checkpoint = checkpoint_path(Path(path))
+    model, _ = load_checkpoint(checkpoint, run_record(checkpoint))
     return model
+
+
+def run_record(checkpoint: Path) -> dict[str, Any] | None:
+    """The record of the run a checkpoint is in (RUN/checkpoints/NAME.ckpt: RUN/run.json); None
+    for a checkpoint outside a run's checkpoints/."""
+    from scalinglab.records import read_run
+
+    directory = checkpoint.absolute().parent
+    return read_run(directory.parent) if directory.name == "checkpoints" else None
+
+
+def check_out(out: Path, run: Path, force: bool) -> None:
+    """Refuse an --out in a run directory (the run exported, or any holding run.json: an export
+    would mix its files with the run's), or a non-empty one unless forced."""
+    from scalinglab.records import RUN_FILE
+
+    exported = run.resolve() if run.is_dir() else None
+    target = out.resolve()
+    for directory in (target, *target.parents):
+        if directory == exported or (directory / RUN_FILE).exists():
+            raise ConfigError(
+                f"--out {out} is in the run directory {directory}: an export goes outside it"
+            )
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ConfigError(f"--out {out} is not empty: pass --force to write into it")
 
 
 # ---- which layout ------------------------------------------------------------------------------
@@ -451,22 +479,21 @@ def eot_id(data: dict[str, Any]) -> int | None:
     return {"bpe": 0, "gpt2": 50256}.get(data.get("tokenizer"))
 
 
-def run_data(checkpoint: Path) -> dict[str, Any]:
-    """What the run's record says about its data ({} for a checkpoint outside a run directory)."""
-    record = checkpoint.parent.parent / "run.json"
-    return json.loads(record.read_text()).get("data") or {} if record.is_file() else {}
-
-
 # ---- the export --------------------------------------------------------------------------------
 
 
-def export(run_dir_or_ckpt: str | Path, out_dir: str | Path) -> dict[str, Any]:
+def export(run_dir_or_ckpt: str | Path, out_dir: str | Path, force: bool = False) -> dict[str, Any]:
     """Write out_dir (config.json, model.safetensors, tokenizer files, README.md) for the run's
-    model; returns what README.md says (layout, max_logit_difference, tokenizer)."""
+    model; returns what README.md says (layout, max_logit_difference, tokenizer). A non-empty
+    out_dir is written into only when forced (files of the same names replaced)."""
+    from scalinglab.evaluate import load_model as load_checkpoint
+
+    check_out(Path(out_dir), Path(run_dir_or_ckpt), force)
     checkpoint = checkpoint_path(Path(run_dir_or_ckpt))
-    model = load_model(checkpoint)
+    record = run_record(checkpoint)
+    model, _ = load_checkpoint(checkpoint, record)
     layout(model.cfg.to_dict())  # refuse before reading anything else
-    data = run_data(checkpoint)
+    data = (record or {}).get("data") or {}
     tokenizer, tokenizer_note = hf_tokenizer(data)
     return export_model(
         model,
@@ -522,15 +549,22 @@ def build_parser() -> argparse.ArgumentParser:
         "(config.json, model.safetensors, the tokenizer where it has an equivalent).",
     )
     parser.add_argument("run", type=Path, help="a run's directory, or a .ckpt")
-    parser.add_argument("--out", type=Path, required=True, help="the directory to write")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the directory to write (outside any run's)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="write into --out even if it is not empty"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from scalinglab.records import DamagedRecord
+
     args = build_parser().parse_args(argv)
     try:
-        summary = export(args.run, args.out)
-    except (ConfigError, OSError) as error:
+        summary = export(args.run, args.out, args.force)
+    except (ConfigError, DamagedRecord, OSError) as error:
         print(f"scaling-export: error: {error}", file=sys.stderr)
         return 2
     print(

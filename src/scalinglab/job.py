@@ -172,6 +172,7 @@ def fit(job: JobPlan) -> dict[str, Any]:
     record, checkpoints = the_one(callbacks, RunRecord), the_one(callbacks, Checkpoints)
     the_one(callbacks, StepMetrics)
     checkpoints.save_at.update(job.save_at)  # a WSD trunk: its branches' starts
+    checkpoints.run_id = job.run_id
     record.fields.update(run_fields(job, data_info))
     trainer = build_trainer(job, loggers, callbacks, progress_bar)
     resume_from = starting_point(job, checkpoints.dirpath, the_one(loggers, MetricsCSV))

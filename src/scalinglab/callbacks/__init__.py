@@ -5,7 +5,7 @@ per concern:
 - `metrics`: `StepMetrics`, a row per logged step (loss, tokens, FLOPs, lr, throughput, MFU) that
   ends a diverged run, and `MetricsCSV`, the logger that keeps those rows in `metrics.csv`;
 - `checkpoints`: `Checkpoints` and `VerifiedCheckpointIO`, checkpoints written whole with a sha256
-  and verified on load;
+  and verified on load, and `check_checkpoint`, which holds one to its run's record;
 - `wandb`: `WandbRun`, what makes a job's W&B run comparable with the others, and `LogLines`,
   plain progress lines for logs that are files.
 """
@@ -13,6 +13,7 @@ per concern:
 from scalinglab.callbacks.checkpoints import (
     Checkpoints,
     VerifiedCheckpointIO,
+    check_checkpoint,
     checksum_path,
     damage,
     resume_point,
@@ -33,6 +34,7 @@ __all__ = [
     "StepMetrics",
     "VerifiedCheckpointIO",
     "WandbRun",
+    "check_checkpoint",
     "checksum_path",
     "damage",
     "finish_wandb",

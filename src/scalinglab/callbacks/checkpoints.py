@@ -1,11 +1,13 @@
 """Checkpoints: `Checkpoints` keeps `checkpoints/last.ckpt` (every n steps, at the final step and
 at SIGTERM) and the extra checkpoints WSD branches start from; `VerifiedCheckpointIO` writes each
 one whole, with a sha256 beside it, and keeps the previous one, so that a damaged checkpoint is
-never loaded (`resume_point`)."""
+never loaded (`resume_point`). Each says whose it is (its `run_id`, beside the model shape the
+module's hyperparameters hold), and `check_checkpoint` holds it to its run's record."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -17,6 +19,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from scalinglab.errors import ConfigError
 from scalinglab.records import set_aside, write_atomic
 
 log = logging.getLogger("scalinglab")
@@ -122,6 +125,26 @@ def resume_point(dirpath: Path) -> Path | None:
     return None
 
 
+def check_checkpoint(checkpoint: dict[str, Any], record: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint that is not its run's: a model shape (the module's hyperparameters) or a
+    run_id other than the run record's, the first difference named. What the record or the
+    checkpoint lacks (one from before run_id was saved) is not compared."""
+    # As run.json holds it (write_json_atomic: tuples as lists, default=str).
+    shape = checkpoint.get("hyper_parameters", {}).get("model") or {}
+    shape = json.loads(json.dumps(shape, default=str))
+    recorded = record.get("model") or {}
+    pairs = []
+    if shape and recorded:
+        pairs = [(f"model.{k}", shape.get(k), recorded.get(k)) for k in {**recorded, **shape}]
+    if checkpoint.get("run_id") and record.get("run_id"):
+        pairs.append(("run_id", checkpoint["run_id"], record["run_id"]))
+    for name, ours, theirs in pairs:
+        if ours != theirs:
+            raise ConfigError(
+                f"{path} is not this run's: {name}={ours} in the checkpoint, {theirs} in run.json"
+            )
+
+
 class VerifiedCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, writing through `save_verified` (whole or not at all, with a
     checksum, the previous one kept). Rank 0 alone calls it. It loads with weights_only=True."""
@@ -146,7 +169,7 @@ class VerifiedCheckpointIO(TorchCheckpointIO):
 class Checkpoints(pl.callbacks.Checkpoint):
     """`dirpath/last.ckpt` after every `every_n_train_steps`-th optimizer step, the final step and
     the step a SIGTERM stops at; and one at each step of `save_at` ({step: path}, the points WSD
-    decay branches start from)."""
+    decay branches start from). Each holds the job's `run_id` (set by the job)."""
 
     def __init__(
         self,
@@ -157,6 +180,7 @@ class Checkpoints(pl.callbacks.Checkpoint):
         self.dirpath = Path(dirpath)
         self.every_n_train_steps = int(every_n_train_steps)
         self.save_at = dict(save_at or {})
+        self.run_id: str | None = None
         self._last_saved = -1
 
     @property
@@ -167,6 +191,12 @@ class Checkpoints(pl.callbacks.Checkpoint):
         trainer.save_checkpoint(path, weights_only=False)  # the full state: resumable
         if path == self.last:
             self._last_saved = trainer.global_step
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Whose it is: scaling-eval and scaling-export refuse another run's (check_checkpoint).
+        checkpoint["run_id"] = self.run_id
 
     def on_train_batch_end(self, trainer: pl.Trainer, *_: Any) -> None:
         step = trainer.global_step
