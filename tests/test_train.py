@@ -423,6 +423,15 @@ def test_ckpt_path_starts_a_job_from_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"^ckpt_path={missing}: no such checkpoint$"):
         train(compose_train(*TINY, f"ckpt_path={missing}", output_dir=tmp_path / "missing"))
 
+    # A checkpoint at or past this run's last step: recorded completed at 6 steps, it said before.
+    past = tmp_path / "more" / "checkpoints" / "last.ckpt"
+    fewer = compose_train(
+        *TINY, "trainer.max_steps=3", f"ckpt_path={past}", output_dir=tmp_path / "x"
+    )
+    with pytest.raises(ConfigError, match=r"is at step 6, not before this run's last step 3 \("):
+        train(fewer)
+    assert not (tmp_path / "x" / "run.json").exists()
+
 
 def test_a_job_completed_at_another_commit_is_named_and_rerun_on_request(
     tmp_path: Path, caplog: pytest.LogCaptureFixture

@@ -353,6 +353,11 @@ def starting_point(job: JobPlan, checkpoint_dir: Path, metrics: MetricsCSV) -> s
         step = torch.load(resume_from, map_location="cpu", weights_only=True, mmap=True)[
             "global_step"
         ]
+        if given is not None and str(resume_from) == str(given[1]) and step >= job.steps:
+            raise ConfigError(  # it would be recorded completed at its own step, not this plan's
+                f"{given[0]}{resume_from} is at step {step}, not before this run's last step "
+                f"{job.steps} (trainer.max_steps or the budget's): nothing would train"
+            )
         log.info(f"resuming {metrics.path.parent} from step {step} of {resume_from}")
     metrics.repair(step)
     return None if resume_from is None else str(resume_from)
