@@ -291,6 +291,23 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_previous_one_used(
         )
 
 
+@pytest.mark.faults
+def test_a_killed_writes_partial_files_are_removed_when_the_job_starts_again(
+    tmp_path: Path, straight: dict[str, Any]
+) -> None:
+    """kill -9 mid-write runs no cleanup: what it left (write_atomic's `.NAME.8HEX.tmp`, up to a
+    checkpoint's size) is removed by the next start, which holds the job's lock."""
+    crashed_run(tmp_path)
+    partial = [
+        tmp_path / "checkpoints" / ".last.ckpt.0a1b2c3d.tmp",
+        tmp_path / ".run.json.deadbeef.tmp",
+        tmp_path / ".metrics.csv.12345678.tmp",
+    ]
+    for path in partial:
+        path.write_bytes(b"\0" * 4096)
+    relaunch(tmp_path, straight)  # which asserts that no *.tmp is left
+
+
 # ---- 4. a full disk --------------------------------------------------------------------------------
 
 

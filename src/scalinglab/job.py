@@ -52,6 +52,7 @@ from scalinglab.records import (
     git_state,
     holding,
     read_run,
+    reap_temporaries,
     set_aside,
     write_atomic,
 )
@@ -83,6 +84,7 @@ def train_job(job: JobPlan) -> dict[str, Any]:
             log.warning(f"{output_dir} is held by another process (running it): skipping it here")
             return {"status": Status.RUNNING, "path": str(output_dir)}
         refuse_another_config(output_dir, job.cfg)  # before anything here is read or written
+        reap_temporaries(output_dir)
         previous = previous_record(output_dir)
         if previous and previous.get("status") == Status.COMPLETED:
             then, now = previous.get("git_commit"), git_state()[0]

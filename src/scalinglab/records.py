@@ -16,6 +16,7 @@ import errno
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -191,6 +192,24 @@ def no_space(err: OSError, path: Path) -> OSError:
     return err
 
 
+TEMPORARY = ".tmp"  # write_atomic's files: `.NAME.8HEX.tmp`, beside the file they become
+
+
+def reap_temporaries(output_dir: Path) -> list[Path]:
+    """Remove the temporary files a killed job's writes left (kill -9 mid-write: no `finally`
+    runs) in its directory and checkpoints/. Call it holding the job's lock: no live process then
+    writes there. Returns what was removed."""
+    reaped = []
+    for directory in (Path(output_dir), Path(output_dir) / "checkpoints"):
+        for path in directory.glob(f".*{TEMPORARY}") if directory.is_dir() else ():
+            if re.fullmatch(rf"\..+\.[0-9a-f]{{8}}{re.escape(TEMPORARY)}", path.name):
+                path.unlink(missing_ok=True)
+                reaped.append(path)
+    if reaped:
+        log.info(f"{output_dir}: removed {len(reaped)} partial files of a killed write")
+    return reaped
+
+
 def write_atomic(
     path: Path,
     write: Callable[[IO[bytes]], None],
@@ -205,7 +224,7 @@ def write_atomic(
     new file is whole (to keep the old one under another name, say).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMPORARY}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
