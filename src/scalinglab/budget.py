@@ -5,6 +5,7 @@ resolver (scalinglab.rules registers them), read by the root config's `plan` nod
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +42,23 @@ def data_vocab_size(data: DictConfig) -> int:
     return FIXED_VOCAB_SIZES.get(tokenizer) or int(data.get("bpe_vocab_size", 256))
 
 
+def model_config(model: DictConfig) -> GPTConfig:
+    """The model's built shape (a copy): built once per distinct resolved model config, since a
+    plan asks for it several times (N, D, C, steps) and a sweep's check plans every job."""
+    key = json.dumps(OmegaConf.to_container(model, resolve=True), sort_keys=True, default=str)
+    if key not in _BUILT:
+        if len(_BUILT) >= 1024:
+            _BUILT.clear()
+        _BUILT[key] = build(model)  # the node itself: its errors name its keys
+    return copy.copy(_BUILT[key])
+
+
+_BUILT: dict[str, GPTConfig] = {}
+
+
 def n_params(model: DictConfig) -> int:
     """Every parameter of the model (Chinchilla's N, as budget.tokens_per_param counts it)."""
-    return build(model).n_params
+    return model_config(model).n_params
 
 
 def world_size(devices: Any, num_nodes: int = 1, accelerator: str = "auto") -> int:
@@ -106,7 +121,7 @@ def budget_tokens(budget: DictConfig, model: DictConfig, data: DictConfig) -> fl
         return None
     if kind == "tokens":
         return float(budget.tokens)
-    gpt: GPTConfig = build(model)
+    gpt = model_config(model)
     if kind == "tokens_per_param":
         return float(budget.tokens_per_param * gpt.n_params)
     return float(budget.flops / gpt.flops_per_token(data.seq_len))
@@ -120,7 +135,7 @@ def budget_flops(budget: DictConfig, model: DictConfig, data: DictConfig) -> flo
     tokens = budget_tokens(budget, model, data)
     if tokens is None:
         return None
-    gpt: GPTConfig = build(model)
+    gpt = model_config(model)
     return float(tokens * gpt.flops_per_token(data.seq_len))
 
 
@@ -135,7 +150,7 @@ def budget_steps(
         if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
             raise ConfigError(f"trainer.max_steps must be a positive integer, got {steps!r}")
         return steps
-    gpt: GPTConfig = build(model)
+    gpt = model_config(model)
     per_step = tokens_per_step(data, trainer)
     tokens = budget_tokens(budget, model, data)
     what = f"budget.{kind}={budget[kind]:g}" + (

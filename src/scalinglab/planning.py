@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import scalinglab.rules  # noqa: F401  (registers the resolvers a config's `plan` node reads)
-from scalinglab.budget import BUDGET_KEYS, tokens_per_step, trainer_world_size
+from scalinglab.budget import BUDGET_KEYS, model_config, tokens_per_step, trainer_world_size
 from scalinglab.errors import ConfigError
 from scalinglab.guards import (
     build,
@@ -142,7 +142,7 @@ def plan_job(
         check_trainer(cfg.trainer)
         check_run_options(cfg)
         check_optimizer(cfg.optimizer)
-        model: GPTConfig = build(cfg.model)
+        model: GPTConfig = model_config(cfg.model)
         check_target_params(model)
         if cfg.data.seq_len > model.max_seq_len:
             raise ConfigError(
