@@ -26,6 +26,12 @@ TINY_TRAINING = [
 TINY = [*TINY_TRAINING, "data=synthetic", "data.n_train_tokens=65536", "data.val_tokens=2048"]
 
 
+def budgeted(overrides: list[str]) -> list[str]:
+    """Overrides (TINY's, say) for a job whose steps come from a budget or from wsd_branches:
+    without trainer.max_steps, which would contradict them."""
+    return [o for o in overrides if not o.startswith("trainer.max_steps=")]
+
+
 @pytest.fixture(scope="session")
 def token_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("token_cache")

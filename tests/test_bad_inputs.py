@@ -33,7 +33,7 @@ from scalinglab.errors import ConfigError
 from scalinglab.job import train_job
 from scalinglab.planning import BranchStart, plan
 from scalinglab.train import CONFIG_DIR, train
-from tests.conftest import TINY_TRAINING
+from tests.conftest import TINY_TRAINING, budgeted
 
 SYNTHETIC = ["data=synthetic", "data.n_train_tokens=65536", "data.val_tokens=2048"]
 NOT_ALLOWED = "is not allowed: a config builds only scalinglab's classes"
@@ -204,7 +204,10 @@ def run_records(root: Path) -> list[Path]:
 def training_overrides(overrides: list[str], tmp: Path) -> list[str]:
     given = [o.format(tmp=tmp) for o in overrides]
     data = [] if any(o.startswith("data=") for o in given) else SYNTHETIC
-    return [*TINY_TRAINING, *data, *given, f"paths.output_dir={tmp / 'run'}", "sweep_id=test"]
+    training = (
+        budgeted(TINY_TRAINING) if any(o.startswith("budget.") for o in given) else TINY_TRAINING
+    )
+    return [*training, *data, *given, f"paths.output_dir={tmp / 'run'}", "sweep_id=test"]
 
 
 def compose_job(overrides: list[str]):
@@ -267,7 +270,10 @@ def test_sweep_input(
         (tmp_path / "sweep").mkdir()
         (tmp_path / "sweep" / "mine.yaml").write_text(sweep_file)
     with pytest.raises(HydraException) as refused:
-        check_sweep([*TINY_TRAINING, *SYNTHETIC, *overrides], tmp_path)
+        training = (
+            budgeted(TINY_TRAINING) if any("budget." in o for o in overrides) else TINY_TRAINING
+        )
+        check_sweep([*training, *SYNTHETIC, *overrides], tmp_path)
     assert re.search(message, str(refused.value)), str(refused.value)
     assert "Traceback" not in str(refused.value)
 

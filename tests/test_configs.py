@@ -83,7 +83,9 @@ def test_trainer_options(name: str, tmp_path: Path) -> None:
     cfg = compose_train(f"trainer={name}", output_dir=tmp_path)
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         pytest.skip("no GPU")
-    trainer = build(cfg.trainer, precision="32-true", logger=False, default_root_dir=str(tmp_path))
+    trainer = build(  # max_steps: the job's plan's (the config's is null: the budget's)
+        cfg.trainer, max_steps=10, precision="32-true", logger=False, default_root_dir=str(tmp_path)
+    )
     assert isinstance(trainer, pl.Trainer)
 
 

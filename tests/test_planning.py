@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from scalinglab.errors import ConfigError
 from scalinglab.guards import config_errors
 from scalinglab.planning import plan
-from tests.conftest import TINY, compose_train, run_cli
+from tests.conftest import TINY, budgeted, compose_train, run_cli
 
 C = 1e14  # FLOPs
 
@@ -135,7 +135,7 @@ def test_lr_batch_sweep_to_rules_file_to_a_job_trained_by_them(tmp_path: Path) -
     from scalinglab.analysis.cli import main as scaling_fit
 
     sweep = run_cli(
-        "-m", *TINY, "budget.flops=4e8,1.6e9", "optimizer.lr=1e-3,1e-2", "data.batch_size=4,8",
+        "-m", *budgeted(TINY), "budget.flops=4e8,1.6e9", "optimizer.lr=1e-3,1e-2", "data.batch_size=4,8",
         "name=lr_batch", f"paths.output_root={tmp_path}", cwd=tmp_path,
     )  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr[-3000:]
@@ -151,7 +151,7 @@ def test_lr_batch_sweep_to_rules_file_to_a_job_trained_by_them(tmp_path: Path) -
     assert laws["fitted_range"] == pytest.approx([4e8, 1.6e9])
     assert laws["n_runs"] == 8
 
-    ruled = [o for o in TINY if not o.startswith("data.batch_size=")]  # the rule sets it
+    ruled = [o for o in budgeted(TINY) if not o.startswith("data.batch_size=")]  # the rule sets it
     job = run_cli(
         *ruled, "hparams=fitted", f"hparams_file={rules}", "budget.flops=8e8",
         f"paths.output_root={tmp_path / 'new'}", cwd=tmp_path,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from scalinglab.planning import plan
-from tests.conftest import TINY, compose_train, run_cli
+from tests.conftest import TINY, budgeted, compose_train, run_cli
 
 
 # Step counts worked out by hand, not with the code under test. The default data (python_stdlib,
@@ -45,7 +45,7 @@ def test_budget_gives_the_steps_worked_out_by_hand(
 
 def test_sweep_with_an_impossible_job_launches_nothing(tmp_path: Path) -> None:
     result = run_cli(
-        "-m", *TINY, "budget.flops=1e7,1e10", "budget.min_steps=50", f"paths.output_root={tmp_path}",
+        "-m", *budgeted(TINY), "budget.flops=1e7,1e10", "budget.min_steps=50", f"paths.output_root={tmp_path}",
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode != 0

@@ -20,7 +20,7 @@ from scalinglab.job import shows_progress_bar
 from scalinglab.records import METRIC_COLUMNS, git_state
 from scalinglab.sweeping import stale_jobs
 from scalinglab.train import train
-from tests.conftest import TINY, TINY_TRAINING, compose_train, run_cli
+from tests.conftest import TINY, TINY_TRAINING, budgeted, compose_train, run_cli
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -334,7 +334,8 @@ BAD_INPUTS = {
 def test_bad_input_fails_before_training(name: str, tmp_path: Path) -> None:
     overrides, message = BAD_INPUTS[name]
     with pytest.raises(ConfigError, match=message):
-        train(compose_train(*TINY, *overrides, output_dir=tmp_path / "run"))
+        tiny = budgeted(TINY) if any(o.startswith("budget.") for o in overrides) else TINY
+        train(compose_train(*tiny, *overrides, output_dir=tmp_path / "run"))
     assert not (tmp_path / "run" / "run.json").exists()
 
 

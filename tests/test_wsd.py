@@ -13,9 +13,14 @@ from scalinglab.errors import ConfigError
 from scalinglab.export import load_model
 from scalinglab.model import GPTConfig
 from scalinglab.train import train
-from tests.conftest import TINY, compose_train, run_cli
+from tests.conftest import TINY, budgeted, compose_train, run_cli
 
-WSD = [*TINY, "scheduler=wsd", "scheduler.warmup_steps=2", "scheduler.decay_fraction=0.25"]
+WSD = [
+    *budgeted(TINY),
+    "scheduler=wsd",
+    "scheduler.warmup_steps=2",
+    "scheduler.decay_fraction=0.25",
+]
 TOKENS_PER_STEP = 4 * 32  # TINY's batch_size x seq_len
 
 

@@ -54,6 +54,7 @@ def model_config(model: DictConfig) -> GPTConfig:
 
 
 _BUILT: dict[str, GPTConfig] = {}
+DEFAULT_STEPS = 200  # trainer.max_steps unset and no budget
 
 
 def n_params(model: DictConfig) -> int:
@@ -144,12 +145,17 @@ def budget_steps(
 ) -> int:
     """trainer.max_steps, or the optimizer steps that spend the budget to within one step (the
     learning-rate schedule spans exactly these). Refuses fewer than budget.min_steps."""
-    kind = _budget(budget)
+    kind, steps = _budget(budget), trainer.max_steps
     if kind is None:
-        steps = trainer.max_steps
+        steps = DEFAULT_STEPS if steps is None else steps
         if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
             raise ConfigError(f"trainer.max_steps must be a positive integer, got {steps!r}")
         return steps
+    if steps is not None:  # it trained the budget's steps, and the config said these
+        raise ConfigError(
+            f"trainer.max_steps={steps} and budget.{kind}={budget[kind]:g} both set the run's "
+            "steps: give one"
+        )
     gpt = model_config(model)
     per_step = tokens_per_step(data, trainer)
     tokens = budget_tokens(budget, model, data)

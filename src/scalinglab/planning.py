@@ -95,8 +95,10 @@ def plan(cfg: DictConfig) -> JobPlan:
         return plan_job(cfg)
     if not str(cfg.scheduler._target_).endswith(".WSD"):
         raise ConfigError("wsd_branches needs scheduler=wsd (a flat phase to branch from)")
-    if any(cfg.budget[k] is not None for k in BUDGET_KEYS):
-        raise ConfigError("wsd_branches sets each run's token budget: leave budget.* unset")
+    if any(cfg.budget[k] is not None for k in BUDGET_KEYS) or cfg.trainer.max_steps is not None:
+        raise ConfigError(
+            "wsd_branches sets each run's token budget: leave budget.* and trainer.max_steps unset"
+        )
     output_dir = Path(cfg.paths.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
     schedule = build(cfg.scheduler)
