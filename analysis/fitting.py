@@ -12,6 +12,7 @@ import numpy as np
 
 import scalinglab.analysis.checks as checks
 from scalinglab.analysis.bootstrap import bootstrap_draws, intervals, skipped_note
+from scalinglab.analysis.inputs import count
 from scalinglab.analysis.result import FitResult
 from scalinglab.analysis.validate import leave_largest_out
 
@@ -47,8 +48,7 @@ def bootstrap(
 ) -> Bootstrap:
     """`fit_resample(indices)` over resamples of the `n` rows: bootstrap_draws with `options`
     (n_bootstrap, seed, strata or groups)."""
-    if not isinstance(options["n_bootstrap"], int | np.integer) or options["n_bootstrap"] < 0:
-        raise ValueError(f"n_bootstrap must be a count, 0 or more; got {options['n_bootstrap']!r}")
+    count("n_bootstrap", options["n_bootstrap"], 0)
     draws, n_ok = bootstrap_draws(fit_resample, n, **options)
     return Bootstrap(draws, n_ok, options["n_bootstrap"])
 

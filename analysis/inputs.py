@@ -21,6 +21,8 @@ def positive_1d(name: str, values: object) -> np.ndarray:
         raise ValueError(f"{name} must be numeric: {err}") from None
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty: a fit needs points")
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         raise ValueError(f"{name} has non-finite values (NaN or inf) at index {bad[:5].tolist()}")
@@ -54,6 +56,14 @@ def same_length(**arrays: np.ndarray) -> int:
     if len(set(lengths.values())) > 1:
         raise ValueError(f"arrays must have the same length, got {lengths}")
     return next(iter(lengths.values()))
+
+
+def count(name: str, value: object, least: int) -> int:
+    """A fit option that counts something (n_bootstrap, n_starts...): an int of at least `least`,
+    or a ValueError naming it."""
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{name} must be a count, {least} or more; got {value!r}")
+    return int(value)
 
 
 def enough_points(n: int, n_params: int, what: str) -> None:

@@ -152,6 +152,8 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     run's val_loss is not a positive number.
     """
     rows, seen, damaged = [], set(), []
+    if not _as_paths(paths):
+        raise ValueError("load_runs needs run or sweep directories (or run.json files), got none")
     for root in _as_paths(paths):
         if not root.exists():
             raise ValueError(f"{root}: no such file or directory")
@@ -369,8 +371,14 @@ def load_csv(path: str | Path, columns: Mapping[str, str] | None = None) -> pd.D
         table = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: an empty file (no header, no rows)") from None
-    except pd.errors.ParserError as error:
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not a CSV table ({str(error).strip()})") from None
+    header = str(table.columns[0]) if len(table.columns) == 1 else ""  # a table read whole
+    if separator := next((s for s in ";\t|" if s in header), None):
+        raise ValueError(
+            f"{path}: one column, {header!r}: its columns are separated by {separator!r}; "
+            "scaling-fit reads comma-separated tables"
+        )
     if table.empty:
         raise ValueError(f"{path}: a header ({', '.join(table.columns)}) and no rows")
     columns = dict(columns or {})

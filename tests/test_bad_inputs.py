@@ -4,7 +4,8 @@ Training rows compose the config as `scaling-train` does and call `train(cfg)`: 
 ConfigError (Hydra prints it as its message alone, exit code 1) whose one line matches, and leave
 no run.json. Hydra's own rows (an unknown option, a key without `+`) fail in composition. Sweep
 rows run the sweeper's pre-launch check in-process. Analysis rows call `scaling-fit`'s main: exit
-code 2 and one line on stderr. A few rows run the command itself, for what only shows there.
+code 2 and one line on stderr; API rows call the analysis package, a ValueError each. A few rows
+run the command itself, for what only shows there (a sweep file's mistakes among them).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -28,10 +30,15 @@ from hydra.errors import HydraException
 from hydra.types import HydraContext, RunMode
 from omegaconf import OmegaConf
 
+from scalinglab.analysis import load_runs
 from scalinglab.analysis.cli import main as scaling_fit
+from scalinglab.analysis.laws.chinchilla import fit_chinchilla
+from scalinglab.analysis.laws.isoflop import fit_isoflop
 from scalinglab.errors import ConfigError
 from scalinglab.job import train_job
 from scalinglab.planning import BranchStart, plan
+from scalinglab.records import now_iso
+from scalinglab.sweeping import stale_jobs, update_summary
 from scalinglab.train import CONFIG_DIR, train
 from tests.conftest import TINY_TRAINING, budgeted
 
@@ -91,7 +98,7 @@ TRAINING = [
     (["budget.flops=-1"], r"^budget\.flops must be a positive number, got -1"),
     (["budget.flops=1e3"], r"^budget\.flops=1000 gives 0 steps of 128 tokens .* below budget\.min_steps=1$"),
     (["trainer.max_steps=0"], r"^trainer\.max_steps must be a positive integer, got 0$"),
-    (["seed=abc"], r"^seed must be an integer, got 'abc'$"),
+    (["seed=abc"], r"^seed must be an integer from 0 to 4294967295, got 'abc'$"),
     (["scheduler.min_lr_ratio=2"], r"^scheduler\.min_lr_ratio must be in \[0, 1\], got 2"),
     (["scheduler.warmup_steps=-1"], r"^scheduler\.warmup_steps must be >= 0, got -1$"),
     (["scheduler=wsd", "scheduler.decay_fraction=0"], r"^scheduler\.decay_fraction must be in \(0, 1\], got 0"),
@@ -115,6 +122,23 @@ TRAINING = [
     (["data.vocab_size=1"], r"^data\.vocab_size=1 must lie in \[2, "),
     (["data.num_workers=-1"], r"^data\.num_workers=-1 must be >= 0$"),
     (["model.vocab_size=16"], r"^the data has 128 token ids, more than the 16 its config announces"),
+    # Plain bad values (issue 31 §9). Tracebacks before: numpy's seed bounds, torch's shapes (and a
+    # 13 PB allocation), an IndexError in AdamW, float('abc'), a TypeError inside Hydra's frame.
+    (["seed=-1"], r"^seed must be an integer from 0 to 4294967295, got -1$"),
+    (["seed=99999999999999999999"], r"^seed must be an integer from 0 to 4294967295, got 99999999999999999999$"),
+    (["data.language_seed=-1"], r"^data\.language_seed must be an integer from 0 to 4294967295, got -1$"),
+    (["model.d_model=32.0"], r"^model\.d_model must be an integer, got 32\.0$"),
+    (["model.d_model=''"], r"^model\.d_model must be an integer, got ''$"),
+    (["model.target_params=abc"], r"^model\.target_params must be a number or null, got 'abc'$"),
+    (["model.target_params=1e30"], r"^model\.target_params=1e\+30 is out of the size rule's reach: its nearest shape \(d_model=[\d,]+, n_layers=128\) has d_model/n_layers=1\.99e\+11, beyond twice the rule's 64"),
+    (["optimizer.betas=[0.9]"], r"^optimizer\.betas must be \[a number, a number\], got \[0\.9\]$"),
+    (["wsd_branches=[abc]"], r"^wsd_branches\[0\] must be a positive number, got 'abc'$"),
+    (["data=text", "data.path=[a,b]"], r"^data\.path must be a string or null, got \['a', 'b'\]$"),
+    # Misleading lines before: a run that trained, "damaged... its write never completed", "no
+    # files match".
+    (["paths.cache_dir={tmp}/keep.txt"], r"^paths\.cache_dir=.*/keep\.txt is a file: it must be a directory$"),
+    (["ckpt_path={tmp}/keep.txt"], r"^ckpt_path=.*/keep\.txt is not a checkpoint \(not torch\.save's\)$"),
+    (["data=text", "data.path=/dev/null"], r"^data\.path=/dev/null: not a file or a directory$"),
 ]  # fmt: skip
 
 # Hydra's own refusals, as composition raises them (the command prints the same, no traceback).
@@ -161,6 +185,23 @@ ANALYSIS = [
     (["power", "{tmp}/empty"], r"^.*/empty: no runs found \(no run\.json below it\)$"),
     (["power", "--csv", "{tmp}/no_such.csv"], r"No such file or directory: '.*/no_such\.csv'$"),
     (["power"], r"^give run or sweep directories, or --csv FILE$"),
+    # "no loss column", and a UTF-8 error without the file's name, before.
+    (["power", "--csv", "{tmp}/semicolons.csv"], r"^.*/semicolons\.csv: one column, 'n_params;tokens;loss': its columns are separated by ';'; scaling-fit reads comma-separated tables$"),
+    (["power", "--csv", "{tmp}/binary.csv"], r"^.*/binary\.csv: not a CSV table \('utf-8' codec can't decode byte 0x89"),
+]  # fmt: skip
+
+# The analysis package's Python API: (what, a call on the fixture directory, its ValueError).
+N_D = np.meshgrid([1e6, 2e6, 4e6, 8e6], [1e8, 2e8, 4e8])
+POINTS = (
+    N_D[0].ravel(),
+    N_D[1].ravel(),
+    1.7 + 400 / N_D[0].ravel() ** 0.34 + 410 / N_D[1].ravel() ** 0.28,
+)
+API = [
+    ("load_runs([])", lambda tmp: load_runs([]), r"^load_runs needs run or sweep directories \(or run\.json files\), got none$"),
+    ("fit_isoflop([], [], [])", lambda tmp: fit_isoflop([], [], []), r"^C is empty: a fit needs points$"),
+    ("n_starts=0", lambda tmp: fit_chinchilla(*POINTS, n_starts=0, n_bootstrap=0), r"^n_starts must be a count, 1 or more; got 0$"),
+    ("a time without timezone", lambda tmp: load_runs(tmp / "naive_run"), r'/naive_run/run\.json: not a run record \(started_at is "2026-01-01T00:00:00", not an ISO time with a timezone\)$'),
 ]  # fmt: skip
 
 
@@ -186,9 +227,14 @@ def files(tmp: Path) -> Path:
         "no_loss": "n_params,tokens\n1e6,2e7\n",
         "no_size": "tokens,loss\n2e7,3.1\n",
         "text_size": "n_params,tokens,loss\nabc,2e7,3.1\n",
+        "semicolons": "n_params;tokens;loss\n1e6;2e7;3.1\n2e6;4e7;2.9\n",
     }
     for name, text in tables.items():
         (tmp / f"{name}.csv").write_text(text)
+    (tmp / "binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    (tmp / "naive_run").mkdir()
+    naive = {"status": "completed", "val_loss": 3.0, "started_at": "2026-01-01T00:00:00"}
+    (tmp / "naive_run" / "run.json").write_text(json.dumps(naive))
     return tmp
 
 
@@ -317,6 +363,25 @@ def test_analysis_input(argv: list[str], message: str, tmp_path: Path, capsys) -
     assert re.search(message, error.removeprefix("scaling-fit: error: ")), error
 
 
+@pytest.mark.parametrize("what, call, message", API, ids=[row[0] for row in API])
+def test_analysis_api_input(what: str, call, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as refused:
+        call(files(tmp_path))
+    assert re.search(message, one_line(str(refused.value))), str(refused.value)
+
+
+def test_a_record_time_without_timezone_leaves_the_sweep_summary_whole(tmp_path: Path) -> None:
+    """A run.json time with no timezone is not a record: the summary names the job damaged, and
+    the sweep's closing lines (which compare times with the launch's) do not break on it."""
+    job = tmp_path / "sweep" / "job"
+    job.mkdir(parents=True)
+    naive = {"status": "completed", "val_loss": 3.0, "ended_at": "2026-01-01T01:00:00"}
+    (job / "run.json").write_text(json.dumps(naive))
+    rows = update_summary(tmp_path / "sweep")
+    assert stale_jobs(rows, "0" * 40, now_iso()) == []  # a TypeError before: naive vs aware
+    assert rows[0]["status"] == "damaged" and "not an ISO time with a timezone" in rows[0]["error"]
+
+
 # ---- the command itself: Hydra's printing and exit code, and nothing written ------------------
 # A process each (~10 s on 2 shared cores): only what the in-process rows cannot show.
 
@@ -327,6 +392,14 @@ COMMAND = [
     (["sweep_id=../../x"], None, r"^sweep_id='\.\./\.\./x' must be a name \(letters, digits and \. _ = , \+ -\), not a path"),
     (["-m", "sweep_id=a/b", "seed=0,1"], None, r"^sweep_id='a/b' must be a name"),
     (["trainer.log_every_n_steps=0"], None, r"^trainer\.log_every_n_steps must be a positive integer, got 0$"),
+    # Issue 31 §9: a 17-line traceback, and three lines around a TypeError, before.
+    (["seed=-1"], None, r"^seed must be an integer from 0 to 4294967295, got -1$"),
+    (["model.target_params=abc"], None, r"^model\.target_params must be a number or null, got 'abc'$"),
+    # Sweep files: a 2,500-line RecursionError, a merge error, "sweep is not a key" before.
+    (["-m", "sweep=mine"], "# @package _global_\ndefaults:\n  - /sweep/mine\n", r"^sweep/mine includes itself: defaults sweep/mine -> sweep/mine$"),
+    (["-m", "sweep=mine"], "", r"^/.*/sweep/mine\.yaml: an empty file: a sweep= file starts with `# @package _global_`"),
+    (["-m", "sweep=mine"], "# @package _global_\n- seed: 1\n", r"^/.*/sweep/mine\.yaml: a YAML list, not a config"),
+    (["-m", "sweep=mine"], "hydra:\n  sweeper:\n    params:\n      seed: 0,1\n", r"^/.*/sweep/mine\.yaml: no `# @package _global_` line: a sweep= file sets keys of the whole config"),
 ]  # fmt: skip
 
 

@@ -15,7 +15,7 @@ import scalinglab.analysis.checks as checks
 from scalinglab.analysis.budgets import BUDGET_RTOL
 from scalinglab.analysis.fitting import bootstrap, extrapolation
 from scalinglab.analysis.frontier import Frontier
-from scalinglab.analysis.inputs import aligned, enough_points, positive_1d, same_length
+from scalinglab.analysis.inputs import aligned, count, enough_points, positive_1d, same_length
 from scalinglab.analysis.registry import Command, PointLaw, ReportEntry
 from scalinglab.analysis.result import FitResult
 
@@ -323,6 +323,7 @@ def fit_chinchilla(
         check_extrapolation=False skips it and the check fails as not run).
     """
     N, D, loss = _inputs(N, D, loss, delta)
+    n_starts, max_iter = count("n_starts", n_starts, 1), count("max_iter", max_iter, 1)
     n = len(N)
     alphas, betas = _exponent_grid(grid)
     logN, logD, logL = np.log(N), np.log(D), np.log(loss)

@@ -13,7 +13,7 @@ import numpy as np
 import scalinglab.analysis.checks as checks
 from scalinglab.analysis.fitting import bootstrap
 from scalinglab.analysis.frontier import PowerFrontier, frontier_intervals, loglog_fit
-from scalinglab.analysis.inputs import aligned, positive_1d, same_length
+from scalinglab.analysis.inputs import aligned, count, positive_1d, same_length
 from scalinglab.analysis.registry import Command, Law, ReportEntry
 from scalinglab.analysis.result import FitResult
 
@@ -53,8 +53,7 @@ def _inputs(flops, loss, n_params, run_id, schedule_end, n_bins: int) -> tuple:
         raise ValueError(
             f"the envelope needs at least three model sizes, got {np.unique(n_params).size}"
         )
-    if n_bins < 2:
-        raise ValueError(f"n_bins must be at least 2, got {n_bins}")
+    count("n_bins", n_bins, 2)
     return flops, loss, n_params, run_id, schedule_end
 
 

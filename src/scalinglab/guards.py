@@ -10,6 +10,7 @@ import inspect
 import json
 import math
 import re
+import zipfile
 from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -20,12 +21,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from scalinglab.errors import ConfigError
+from scalinglab.hints import conforms, constructor_hints, described
 
 if TYPE_CHECKING:  # torch loads when a job plans, not when the CLI parses its arguments
     from scalinglab.model import GPTConfig
 
 CONFIG_DIR = Path(str(files("scalinglab.conf")))  # the shipped configs (an editable install: conf/)
 TARGET_PARAMS_TOLERANCE = 0.10  # model.target_params: the size rule's promise (README, model.py)
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed_everything's largest seed
 
 
 # ---- turning resolver and instantiation failures back into the user's one-line message ----------
@@ -186,10 +189,19 @@ def check_environment(cfg: DictConfig) -> None:
 
 def check_output_paths(cfg: DictConfig) -> None:
     """Refuse ids and an output root that would place a job's directory outside the output root:
-    an empty root (`/runs/...`), a sweep_id or run_id that is a path (`../x`, `a/b`)."""
+    an empty root (`/runs/...`), a sweep_id or run_id that is a path (`../x`, `a/b`); and a
+    `paths.*` directory that is a file, or lies under one."""
     root = OmegaConf.select(cfg, "paths.output_root", default="outputs")
     if root is not None and not str(root).strip():
         raise ConfigError("paths.output_root is empty: it must name the directory runs go under")
+    for name in OmegaConf.select(cfg, "paths") or {}:
+        where = OmegaConf.select(cfg, f"paths.{name}", throw_on_resolution_failure=False)
+        if isinstance(where, str) and where.strip():
+            path = Path(where).expanduser()
+            existing = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+            if not existing.is_dir():
+                where = "is a file" if existing == path else f"lies under {existing}, a file"
+                raise ConfigError(f"paths.{name}={path} {where}: it must be a directory")
     for key in ("sweep_id", "run_id"):
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and (
@@ -270,19 +282,34 @@ def _accepted(cls: type) -> set[str] | None:
     return names - {"self"}
 
 
+def _is_global(file: Path) -> bool:
+    """A config file that sets keys of the whole config (`# @package _global_`)."""
+    return "@package _global_" in file.read_text()[:200]
+
+
+def _root_config() -> tuple[dict[str, Any], list[str]]:
+    """train.yaml's own keys, and the config groups its defaults list."""
+    root = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "train.yaml"), resolve=False)
+    return root, [next(iter(d)) for d in root.pop("defaults") if isinstance(d, dict)]
+
+
+@functools.cache
+def global_groups() -> frozenset[str]:
+    """The config groups whose options set keys of the whole config, as every shipped file of
+    theirs does: sweep=, experiment=, hparams=, launcher=, debug=, objective=."""
+    groups = _root_config()[1]
+    return frozenset(g for g in groups if all(map(_is_global, (CONFIG_DIR / g).glob("*.yaml"))))
+
+
 @functools.cache
 def _declared() -> dict[str, set[str]]:
     """Root keys that conf/ declares, each with the keys its node may hold: train.yaml's own (e.g.
     `budget`) and its config groups' (the union over the group's files; `# @package _global_`
     groups such as sweep= add no node of their own)."""
-    root = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "train.yaml"), resolve=False)
-    groups = [next(iter(d)) for d in root.pop("defaults") if isinstance(d, dict)]
+    root, groups = _root_config()
     declared = {k: set(v) if isinstance(v, dict) else set() for k, v in root.items()}
     for group in groups:
-        files = [
-            f for f in sorted((CONFIG_DIR / group).glob("*.yaml"))
-            if "@package _global_" not in f.read_text()[:200]
-        ]  # fmt: skip
+        files = [f for f in sorted((CONFIG_DIR / group).glob("*.yaml")) if not _is_global(f)]
         if files:
             nodes = [OmegaConf.to_container(OmegaConf.load(f), resolve=False) for f in files]
             declared[group] = {k for node in nodes for k in node if k != "defaults"}
@@ -349,6 +376,37 @@ def _require_positive_int(key: str, value: Any) -> None:
         raise ConfigError(f"{key} must be a positive integer, got {value!r}")
 
 
+def require_seed(key: str, value: Any) -> None:
+    """A seed is an integer numpy and seed_everything take: 0 to MAX_SEED."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{key} must be an integer from 0 to {MAX_SEED}, got {value!r}")
+
+
+def check_types(cfg: DictConfig) -> None:
+    """Refuse a value that a class's constructor does not take by its type hints, naming the key:
+    `model.d_model=32.0` or `=''` (an int), `data.path=[a,b]` (a str), `optimizer.betas=[0.9]` (a
+    pair). A value that does not resolve is left to the check that resolves it."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    raw.pop("hydra", None)
+    for key, node in _mappings(raw):
+        if "_target_" not in node:
+            continue
+        hints = constructor_hints(
+            target_class(_child(key, "_target_"), OmegaConf.select(cfg, _child(key, "_target_")))
+        )
+        for name in sorted(set(node) & set(hints)):
+            try:
+                value = OmegaConf.select(cfg, _child(key, name))
+                if isinstance(value, DictConfig | ListConfig):
+                    value = OmegaConf.to_container(value, resolve=True)
+            except Exception:  # noqa: BLE001 (reported by whatever resolves it)
+                continue
+            if not conforms(value, hints[name]):
+                raise ConfigError(
+                    f"{_child(key, name)} must be {described(hints[name])}, got {value!r}"
+                )
+
+
 def objective(data_objective: str, causal: bool) -> str:
     """The job's training objective, clm or mlm: the data's (masked batches or not), refused
     where the model's attention does not match it (`objective=mlm` sets both)."""
@@ -399,8 +457,12 @@ def check_run_options(cfg: DictConfig) -> None:
         _require_positive_int("threads", cfg.threads)
     if cfg.get("compile") not in (None, True, False):
         raise ConfigError(f"compile must be true, false or null, got {cfg.compile!r}")
-    if cfg.get("ckpt_path") and not Path(str(cfg.ckpt_path)).expanduser().is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint")
+    if cfg.get("ckpt_path"):
+        checkpoint = Path(str(cfg.ckpt_path)).expanduser()
+        if not checkpoint.is_file():
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint")
+        if not zipfile.is_zipfile(checkpoint):  # what torch.save writes
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a checkpoint (not torch.save's)")
 
 
 def check_optimizer(optimizer: DictConfig) -> None:
@@ -432,17 +494,26 @@ def check_lr_scaling(optimizer: DictConfig, model: GPTConfig) -> None:
 
 def check_target_params(model: GPTConfig) -> None:
     """The size rule lands within TARGET_PARAMS_TOLERANCE of model.target_params, as the README
-    promises; a target outside the shapes it can make is refused rather than missed."""
+    promises, at an aspect ratio near its own; a target outside the shapes it can make is refused
+    rather than missed (or, past its deepest shape, widened without bound: 1e30 asked for 13 PB)."""
+    from scalinglab.model import ASPECT_RATIO
+
     if not model.target_params:
         return
     error = model.n_params_nonembedding / model.target_params - 1
+    aspect = model.d_model / model.n_layers
+    nearest = f"its nearest shape (d_model={model.d_model:,}, n_layers={model.n_layers})"
     if abs(error) > TARGET_PARAMS_TOLERANCE:
-        raise ConfigError(
-            f"model.target_params={model.target_params:g} is out of the size rule's reach: its "
-            f"nearest shape (d_model={model.d_model}, n_layers={model.n_layers}) has "
-            f"{model.n_params_nonembedding:,} non-embedding parameters ({error:+.0%}), beyond "
-            f"{TARGET_PARAMS_TOLERANCE:.0%}; give an explicit shape instead"
-        )
+        miss = f"has {model.n_params_nonembedding:,} non-embedding parameters ({error:+.0%}), "
+        miss += f"beyond {TARGET_PARAMS_TOLERANCE:.0%}"
+    elif aspect > 2 * ASPECT_RATIO:
+        miss = f"has d_model/n_layers={aspect:.3g}, beyond twice the rule's {ASPECT_RATIO}"
+    else:
+        return
+    raise ConfigError(
+        f"model.target_params={model.target_params:g} is out of the size rule's reach: "
+        f"{nearest} {miss}; give an explicit shape instead"
+    )
 
 
 def check_warmup(scheduler: DictConfig, steps: int) -> None:

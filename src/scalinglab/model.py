@@ -73,8 +73,9 @@ class GPTConfig:
     tie_embeddings: bool = True
     bias: bool = False
     dropout: float = 0.0
-    # If set, d_model / n_layers / n_heads come from the size rule instead (non-embedding count).
-    target_params: int | None = None
+    # If set, d_model / n_layers / n_heads come from the size rule instead (non-embedding count;
+    # a float, as a config writes it: 2e6).
+    target_params: float | None = None
     # If set, the loss takes the logits this many tokens at a time and never holds all of them
     # (scalinglab.ops.chunked_cross_entropy): with a large vocabulary they dominate memory.
     loss_chunk_size: int | None = None
@@ -256,7 +257,7 @@ def head_dim_for(d_model: int) -> int:
     return 32 if d_model < 256 else HEAD_DIM
 
 
-def shape_for_params(target: int, mlp: str = "gelu", bias: bool = False) -> tuple[int, int, int]:
+def shape_for_params(target: float, mlp: str = "gelu", bias: bool = False) -> tuple[int, int, int]:
     """(d_model, n_layers, n_heads) whose non-embedding count is closest to `target`.
 
     Widths are multiples of the head size (head_dim_for), depths at least 2. For each depth the

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -30,10 +30,12 @@ from scalinglab.guards import (
     check_target_params,
     check_targets,
     check_trainer,
+    check_types,
     check_warmup,
     config_errors,
     objective,
     require_positive,
+    require_seed,
 )
 from scalinglab.ids import job_identity
 
@@ -90,7 +92,7 @@ def plan(cfg: DictConfig) -> JobPlan:
     branch resumes from there into its own decay, so it ends exactly where a run trained straight
     to that count would, for the cost of the decay alone.
     """
-    tokens = sorted(float(t) for t in cfg.get("wsd_branches") or [])
+    tokens = sorted(wsd_branch_tokens(cfg.get("wsd_branches")))
     if not tokens:
         return plan_job(cfg)
     if not str(cfg.scheduler._target_).endswith(".WSD"):
@@ -119,6 +121,17 @@ def plan(cfg: DictConfig) -> JobPlan:
     return replace(trunk, branches=tuple(branches))
 
 
+def wsd_branch_tokens(branches: Any) -> list[float]:
+    """`wsd_branches`: null, or a list of token counts."""
+    if branches is None:
+        return []
+    if not OmegaConf.is_list(branches):
+        raise ConfigError(f"wsd_branches must be a list of token counts, got {branches!r}")
+    for i, count in enumerate(branches):
+        require_positive(f"wsd_branches[{i}]", count)
+    return [float(count) for count in branches]
+
+
 def _with_budget(cfg: DictConfig, tokens: float) -> DictConfig:
     job = cfg.copy()
     with open_dict(job):
@@ -139,8 +152,11 @@ def plan_job(
         check_keys(cfg)
         for key in ("optimizer.lr", "data.batch_size", "data.seq_len"):
             require_positive(key, OmegaConf.select(cfg, key))
-        if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-            raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+        require_seed("seed", cfg.seed)
+        for name in ("seed", "language_seed"):  # the data's: its windows' order, its language
+            if name in cfg.data:
+                require_seed(f"data.{name}", cfg.data[name])
+        check_types(cfg)
         check_trainer(cfg.trainer)
         check_run_options(cfg)
         check_optimizer(cfg.optimizer)

@@ -132,8 +132,8 @@ RUN_FIELDS: tuple[Field, ...] = (
     Field("error", str, "why the run ended, when it did not complete", _S),
     Field("hostname", str, "the host of rank 0"),
     Field("ray_node_id", str, "launcher=ray: the node, as `ray list nodes` names it"),
-    Field("started_at", str, "ISO time of the first attempt's start"),
-    Field("ended_at", str, "ISO time of the end"),
+    Field("started_at", datetime, "ISO time of the first attempt's start, with its timezone"),
+    Field("ended_at", datetime, "ISO time of the end, with its timezone"),
     Field("attempts", int, "how many times the job started (resumes)"),
     Field("overrides", list, "the job's Hydra overrides"),
     Field("config_hash", str, "what the job trains (provenance.config_hash): one per directory"),
@@ -285,6 +285,10 @@ def mistyped(record: Mapping[str, Any]) -> str | None:
             if number and (field.type is float or whole):
                 continue
             wanted = "a number" if field.type is float else "a whole number"
+        elif field.type is datetime:
+            if isinstance(value, str) and aware_time(value) is not None:
+                continue
+            wanted = "an ISO time with a timezone"
         else:
             expected = str if field.type is Status else field.type
             if isinstance(value, expected):
@@ -404,6 +408,16 @@ def git_state(cwd: Path | None = None) -> tuple[str | None, bool | None]:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def aware_time(text: str) -> datetime | None:
+    """An ISO time as now_iso writes it, or None where it is not one or has no timezone (it cannot
+    be compared with one that has)."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
 
 
 def record_lost(output_dir: Path, error: str) -> None:

@@ -37,6 +37,8 @@ def resolve_files(path: str | Path | None, key: str, pattern: str = "*") -> list
     if not path:
         raise ConfigError(f"{key} is not set")
     path = Path(path).expanduser()
+    if path.exists() and not path.is_file() and not path.is_dir():  # /dev/null, a FIFO
+        raise ConfigError(f"{key}={path}: not a file or a directory")
     if path.is_file():
         files = [path]
     elif path.is_dir():

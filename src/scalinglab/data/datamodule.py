@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from scalinglab.errors import ConfigError
+from scalinglab.guards import require_seed
 from scalinglab.ops import IGNORE_INDEX
 
 DEFAULT_CACHE_DIR = "~/.cache/scalinglab"
@@ -247,8 +248,7 @@ class TokenDataModule(pl.LightningDataModule):
             raise ConfigError(
                 f"data.val_tokens={val_tokens} is less than one window (data.seq_len+1 = {seq_len + 1})"
             )
-        if not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"data.seed={seed!r} must be a non-negative integer")
+        require_seed("data.seed", seed)
         if num_workers < 0:
             raise ConfigError(f"data.num_workers={num_workers} must be >= 0")
         self.batch_size, self.seq_len, self.val_tokens = batch_size, seq_len, val_tokens
