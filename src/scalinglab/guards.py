@@ -382,6 +382,10 @@ def require_seed(key: str, value: Any) -> None:
         raise ConfigError(f"{key} must be an integer from 0 to {MAX_SEED}, got {value!r}")
 
 
+# Keys whose null means "the job's own": it passes them when it builds (job.build_trainer).
+SET_BY_THE_JOB = {"trainer.max_steps"}
+
+
 def check_types(cfg: DictConfig) -> None:
     """Refuse a value that a class's constructor does not take by its type hints, naming the key:
     `model.d_model=32.0` or `=''` (an int), `data.path=[a,b]` (a str), `optimizer.betas=[0.9]` (a
@@ -400,6 +404,8 @@ def check_types(cfg: DictConfig) -> None:
                 if isinstance(value, DictConfig | ListConfig):
                     value = OmegaConf.to_container(value, resolve=True)
             except Exception:  # noqa: BLE001 (reported by whatever resolves it)
+                continue
+            if value is None and _child(key, name) in SET_BY_THE_JOB:
                 continue
             if not conforms(value, hints[name]):
                 raise ConfigError(
