@@ -72,8 +72,10 @@ class FileConfigSource(CheckedConfigs, HydraFileConfigSource):
         return str(Path(self.path, self._normalize_file_name(config_path)).resolve())
 
 
-class PackageConfigSource(CheckedConfigs, HydraPackageConfigSource):
-    """Hydra's pkg:// config source (scalinglab's own conf/ and sweeps/), checked."""
+class ImportlibResourcesConfigSource(CheckedConfigs, HydraPackageConfigSource):
+    """Hydra's pkg:// config source (scalinglab's own conf/ and sweeps/), checked. Named as
+    Hydra's own: its plugin scan (in an installed wheel) registers each ConfigSource it finds, and
+    refuses a second class of another name for a scheme."""
 
     def file(self, config_path: str) -> str:
         return str(resources.files(self.path).joinpath(self._normalize_file_name(config_path)))
@@ -136,5 +138,5 @@ def _config_path(default: Any) -> str | None:
 
 _refuse_cycles()
 # Hydra keeps the first class registered for a scheme and offers no way to replace it.
-for source in (FileConfigSource, PackageConfigSource):
+for source in (FileConfigSource, ImportlibResourcesConfigSource):
     SourcesRegistry.instance().types[source.scheme()] = source
