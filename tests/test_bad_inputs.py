@@ -165,6 +165,8 @@ SWEEPS = [
     (["budget.flops=1e7,1e10", "budget.min_steps=50"], None, r"^1 of 2 jobs refused before launch: budget\.flops=10000000\.0: budget\.flops=1e\+07 gives 0 steps of 128 tokens"),
     # Jobs that share a reason share its line (it listed one line per job: 503 lines for 500).
     (["seed=range(0,5)", "optimizer.lr=-1"], None, r"^5 of 5 jobs refused before launch: 5 jobs \(seed=0, seed=1, seed=2 and 2 more\): optimizer\.lr must be a positive number, got -1$"),
+    # Lightning would start rank 1 by running the whole sweep again (a rank failed, recorded completed).
+    (["seed=0,1", "trainer.devices=2", "trainer.accelerator=cpu"], None, r"^2 of 2 jobs refused before launch: 2 jobs \(seed=0, seed=1\): a job of 2 processes in a sweep needs launcher=local_gpus, slurm or ray, which start its ranks \(hydra/launcher BasicLauncher cannot"),
 ]  # fmt: skip
 
 # scaling-fit ARGS: exit code 2 and this one line after "scaling-fit: error: ".
@@ -337,12 +339,13 @@ def test_a_long_sweep_check_says_how_far_it_is_and_stops_on_ctrl_c(
     assert re.search(r"checked 4 of 4 jobs \(\d+/s\)", caplog.text), caplog.text
     assert str(refused.value).startswith("4 of 4 jobs refused before launch: 4 jobs (")
 
-    planned = []
+    planned, plan = [], scalinglab.planning.plan
 
     def interrupted(cfg):  # Ctrl-C during the third job's check
         planned.append(cfg.seed)
         if len(planned) == 3:
             raise KeyboardInterrupt
+        return plan(cfg)
 
     monkeypatch.setattr(scalinglab.planning, "plan", interrupted)
     with pytest.raises(HydraException) as stopped:

@@ -9,11 +9,16 @@ with this module, when a job runs (scalinglab.train imports it then).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +27,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import Logger
+from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities import rank_zero_only
 
 from scalinglab.callbacks import (
@@ -37,7 +43,7 @@ from scalinglab.callbacks import (
     resume_point,
     validated_last_step,
 )
-from scalinglab.errors import ConfigError
+from scalinglab.errors import ConfigError, OutputError, RankFailed
 from scalinglab.guards import build
 from scalinglab.module import LanguageModel
 from scalinglab.planning import JobPlan
@@ -53,6 +59,7 @@ from scalinglab.records import (
     holding,
     read_run,
     reap_temporaries,
+    refused_write,
     set_aside,
     write_atomic,
 )
@@ -76,7 +83,8 @@ def train_job(job: JobPlan) -> dict[str, Any]:
     output_dir = job.output_dir
     if output_dir is None:
         raise ConfigError("paths.output_dir must be set: the job's record and checkpoints go there")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if not writable(output_dir):
+        return skipped_read_only(output_dir)
     # Rank 0 holds the lock for the job's ranks, whom it starts or waits for.
     lock = holding(output_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext(True)
     with lock as ours:
@@ -104,7 +112,31 @@ def train_job(job: JobPlan) -> dict[str, Any]:
             retire(output_dir, suffix=then[:10])
         if rank_zero_only.rank == 0:
             save_job_config(job.cfg, output_dir)
-        return fit(job)
+        with SigtermOutsideLightning().installed() as sigterm:
+            return fit(job, sigterm)
+
+
+def writable(output_dir: Path) -> bool:
+    """Make the job's directory; whether files can be written there (its lock, to begin with)."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with holding(output_dir):
+            return True
+    except OSError as err:
+        if refused_write(err, output_dir) is err:
+            raise
+        return False
+
+
+def skipped_read_only(output_dir: Path) -> dict[str, Any]:
+    """A job whose directory takes no writes: skipped when it is completed, as it would be
+    anyway (it needs no lock, nothing is written); refused in one line otherwise."""
+    with contextlib.suppress(DamagedRecord):
+        previous = read_run(output_dir)
+        if previous and previous.get("status") == Status.COMPLETED:
+            log.info(f"{output_dir} is completed: skipping (its directory takes no writes)")
+            return previous
+    raise OutputError(errno.EROFS, f"cannot write to {output_dir}: the job cannot run there")
 
 
 def save_job_config(cfg: DictConfig, output_dir: Path) -> None:
@@ -148,7 +180,40 @@ def previous_record(output_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def fit(job: JobPlan) -> dict[str, Any]:
+class SigtermOutsideLightning:
+    """A SIGTERM where Lightning's handler (installed by trainer.fit and trainer.validate, the
+    previous one restored at their teardown) does not catch it. Before the fit it stops the job
+    as Lightning's would: exit 143, recorded `interrupted` once the trainer runs. After the fit the
+    job is writing its record and closing W&B: the signal is logged, not fatal (a second SIGTERM
+    150 ms after the first killed the job there, exit -15 instead of 143)."""
+
+    def __init__(self) -> None:
+        self.trainer: pl.Trainer | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if signal.getsignal(signal.SIGTERM) is not self:
+            return  # Lightning's handler ran first: it stops the fit at the step's end
+        if self.trainer and self.trainer.state.status in (
+            TrainerStatus.FINISHED,
+            TrainerStatus.INTERRUPTED,
+        ):
+            log.info("SIGTERM: the job is already finishing its record")
+            return
+        raise SystemExit(128 + signal.SIGTERM)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[SigtermOutsideLightning]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # Python sets handlers in the main thread only
+            return
+        previous = signal.signal(signal.SIGTERM, self)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def fit(job: JobPlan, sigterm: SigtermOutsideLightning) -> dict[str, Any]:
     """Build the job's data, module, loggers, callbacks and trainer, and fit; the final record."""
     cfg = job.cfg
     if cfg.get("threads"):
@@ -176,13 +241,19 @@ def fit(job: JobPlan) -> dict[str, Any]:
     checkpoints.save_at.update(job.save_at)  # a WSD trunk: its branches' starts
     checkpoints.run_id = job.run_id
     record.fields.update(run_fields(job, data_info))
-    trainer = build_trainer(job, loggers, callbacks, progress_bar)
+    trainer = sigterm.trainer = build_trainer(job, loggers, callbacks, progress_bar)
     resume_from = starting_point(job, checkpoints.dirpath, the_one(loggers, MetricsCSV))
     wandb_env = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-        if not validated_last_step(trainer):  # the final step falls between validations
-            trainer.validate(module, datamodule=datamodule, verbose=False)
+        try:
+            if not validated_last_step(trainer):  # the final step falls between validations
+                trainer.validate(module, datamodule=datamodule, verbose=False)
+            trainer.strategy.barrier("scalinglab: the fit ended on every rank")
+        except Exception as err:
+            if (failed := rank_failure(trainer)) is None:
+                raise
+            raise failed from err
         return record.complete(trainer)
     except (Diverged, torch.OutOfMemoryError):
         return record.fields  # a result, recorded as such by RunRecord
@@ -190,9 +261,28 @@ def fit(job: JobPlan) -> dict[str, Any]:
         if record.exit_code is None:
             raise
         raise SystemExit(record.exit_code) from err
+    except Exception as err:
+        if record.status == Status.RUNNING:  # after the fit, where Lightning's on_exception is not
+            record.fail(err)
+        raise
     finally:
         code = 0 if record.status == Status.COMPLETED else 1
         finish_wandb(loggers, record.fields, exit_code=code, env=wandb_env)
+
+
+def rank_failure(trainer: pl.Trainer, wait_s: float = 60) -> RankFailed | None:
+    """Which of the ranks Lightning started (it runs the command line again for each) ended in
+    failure, when the job's last collective failed on rank 0. Lightning's own watch polls every
+    5 s: a rank failing near the end left the job exit 0, or its record `running`."""
+    ranks = getattr(trainer.strategy.launcher, "procs", None) or []
+    codes = {}
+    for rank, process in enumerate(ranks, 1):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            codes[rank] = process.wait(timeout=wait_s)
+    failed = [f"rank {rank} exited with {code}" for rank, code in codes.items() if code]
+    if failed:
+        return RankFailed(f"{'; '.join(failed)}: the job failed (each rank logs to the job's log)")
+    return None
 
 
 def prepared_data(job: JobPlan) -> tuple[pl.LightningDataModule, dict[str, Any]]:

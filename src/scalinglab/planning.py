@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import scalinglab.rules  # noqa: F401  (registers the resolvers a config's `plan` node reads)
@@ -171,6 +172,8 @@ def plan_job(
         steps = int(cfg.plan.steps)
         check_warmup(cfg.scheduler, steps)
         processes = trainer_world_size(cfg.trainer)
+        if (launcher := in_sweep_launcher()) is not None:
+            check_rank_start(processes, launcher)
         where = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
         output_dir = None if where is None else Path(where)
         run_id, name = (None, None) if output_dir is None else job_identity(cfg, output_dir, branch)
@@ -188,6 +191,31 @@ def plan_job(
             checkpoint_dir=None if output_dir is None else output_dir / "checkpoints",
             save_at=dict(save_at or {}),
         )
+
+
+# Launchers that start a multi-process job's ranks from outside (torchrun, SLURM tasks, Ray).
+RANK_STARTING_LAUNCHERS = "hydra_plugins.scalinglab.launchers."
+
+
+def check_rank_start(processes: int, launcher: str) -> None:
+    """Lightning starts the other ranks of a job by running the process's command line again: in a
+    sweep whose launcher (its _target_) does not start them, that runs the whole sweep again for
+    each job (a rank then joins another job, or fails while its job is recorded completed)."""
+    if processes > 1 and not launcher.startswith(RANK_STARTING_LAUNCHERS):
+        raise ConfigError(
+            f"a job of {processes} processes in a sweep needs launcher=local_gpus, slurm or ray, "
+            f"which start its ranks (hydra/launcher {launcher.rsplit('.', 1)[-1]} cannot: "
+            "Lightning would run the whole sweep again for each rank)"
+        )
+
+
+def in_sweep_launcher() -> str | None:
+    """The launcher's _target_ of the sweep this job runs in; None outside a sweep."""
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return str(OmegaConf.select(HydraConfig.get(), "launcher._target_", default=""))
 
 
 def on_gpu(cfg: DictConfig) -> bool:

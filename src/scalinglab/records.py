@@ -185,11 +185,28 @@ def _number_or_text(text: str) -> Any:
 # ---- whole files or none ---------------------------------------------------------------------------
 
 
-def no_space(err: OSError, path: Path) -> OSError:
-    """ENOSPC as the message a user acts on; other errors unchanged."""
-    if err.errno == errno.ENOSPC:
-        return OSError(errno.ENOSPC, f"no space left on {path}")
-    return err
+# What a write that the machine refuses says, by errno: one line naming the path.
+REFUSED_WRITES = {
+    errno.ENOSPC: "no space left on {}",
+    errno.EDQUOT: "disk quota exceeded on {}",
+    errno.EROFS: "read-only file system: cannot write {}",
+    errno.EACCES: "permission denied: cannot write {}",
+    errno.EPERM: "permission denied: cannot write {}",
+}
+
+
+def refused_write(err: BaseException, path: Path) -> BaseException:
+    """A full disk, a read-only file system or a denied permission found in `err` or what caused
+    it (torch's writer reports ENOSPC as "unexpected pos"), as scalinglab.errors.OutputError
+    naming `path`; any other error unchanged."""
+    cause: BaseException | None = err
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno in REFUSED_WRITES):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return err
+    from scalinglab.errors import OutputError  # Hydra's: loaded only when a write fails
+
+    return OutputError(cause.errno, REFUSED_WRITES[cause.errno].format(path))
 
 
 TEMPORARY = ".tmp"  # write_atomic's files: `.NAME.8HEX.tmp`, beside the file they become
@@ -220,8 +237,9 @@ def write_atomic(
     The temporary file is in the same directory, so the rename is atomic (never a copy across
     filesystems), and it is created with the umask's permissions (not mkstemp's 0600: others on a
     shared disk read records). On any failure the temporary file is removed and `path` is as it
-    was; a full disk raises OSError("no space left on <path>"). `before_replace` runs once the
-    new file is whole (to keep the old one under another name, say).
+    was; a write the machine refuses (a full disk, a read-only file system) raises
+    `refused_write`'s one-line error. `before_replace` runs once the new file is whole (to keep
+    the old one under another name, say).
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMPORARY}")
@@ -237,8 +255,9 @@ def write_atomic(
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        if isinstance(err, OSError):
-            raise no_space(err, path) from err
+        refused = refused_write(err, path)
+        if refused is not err:
+            raise refused from err
         raise
 
 

@@ -21,7 +21,7 @@ from filelock import FileLock
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException, ConfigCompositionException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from scalinglab.errors import ConfigError
 from scalinglab.records import (
@@ -56,7 +56,7 @@ def preflight(
     check in one line, with nothing launched.
 
     without_values: the sweep's overrides that expand to no value (a grid of no jobs)."""
-    from scalinglab.planning import plan
+    from scalinglab.planning import check_rank_start, plan
     from scalinglab.provenance import refuse_another_config
 
     if not jobs:
@@ -66,6 +66,7 @@ def preflight(
     # A job is named by what sets it apart: its own values of the grid.
     shared = set.intersection(*(set(job) for job in jobs))
     compose = JobConfigs(sweep_config, config_loader)
+    launcher = str(OmegaConf.select(sweep_config, "hydra.launcher._target_", default=""))
     problems: dict[str, list[str]] = {}
     started = last = time.monotonic()
     try:
@@ -74,7 +75,7 @@ def preflight(
                 cfg, job_dir = compose(overrides)
                 with open_dict(cfg):  # planning needs no Hydra runtime values
                     cfg.paths.output_dir = "."
-                plan(cfg)
+                check_rank_start(plan(cfg).world_size, launcher)
                 refuse_another_config(job_dir, cfg)
             except (ConfigError, ConfigCompositionException) as err:
                 name = " ".join(o for o in overrides if o not in shared) or "the job"

@@ -16,6 +16,7 @@ from typing import IO, Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -182,6 +183,7 @@ class Checkpoints(pl.callbacks.Checkpoint):
         self.save_at = dict(save_at or {})
         self.run_id: str | None = None
         self._last_saved = -1
+        self._held_sigterm = False
 
     @property
     def last(self) -> Path:
@@ -206,6 +208,22 @@ class Checkpoints(pl.callbacks.Checkpoint):
         path = self.save_at.get(step)
         if path and not Path(path).exists():
             self._save(trainer, Path(path))
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *_: Any) -> None:
+        # Lightning stops a validation at a SIGTERM, and a resume from this step skips its
+        # validation: the row would be lost for good. Hold the signal until the validation has
+        # logged, then let Lightning stop at the step's end (training_epoch_loop checks there).
+        # Lightning exposes the flag read-only, hence its connector's attribute.
+        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+        if fitting and trainer.received_sigterm:
+            trainer._signal_connector.received_sigterm = False
+            self._held_sigterm = True
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._held_sigterm:
+            log.info(f"SIGTERM during the validation of step {trainer.global_step}: stopping")
+            trainer._signal_connector.received_sigterm = True
+            self._held_sigterm = False
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException

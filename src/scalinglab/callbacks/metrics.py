@@ -18,7 +18,7 @@ import torch
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
-from scalinglab.records import METRIC_COLUMNS, METRICS_FILE, set_aside, write_atomic
+from scalinglab.records import METRIC_COLUMNS, METRICS_FILE, refused_write, set_aside, write_atomic
 
 log = logging.getLogger("scalinglab")
 
@@ -325,8 +325,11 @@ class MetricsCSV(Logger):
             self._last_step = int(float(existing[-1]["step"])) if existing else -1
         new = sorted(set(row) - set(self._columns))
         if self.path.exists() and not new and row["step"] > self._last_step:
-            with self.path.open("a", newline="") as f:  # the common case: a new step
-                csv.DictWriter(f, self._columns).writerow(row)
+            try:  # the common case: a new step (a partial row is dropped on resume: repair)
+                with self.path.open("a", newline="") as f:
+                    csv.DictWriter(f, self._columns).writerow(row)
+            except OSError as err:
+                raise refused_write(err, self.path) from err
             self._last_step = row["step"]
             return
         # The first row, a new metric, or a step already written (its validation): merge, rewrite.

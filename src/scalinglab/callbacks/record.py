@@ -119,6 +119,10 @@ class RunRecord(pl.Callback):
         self._write(Status.COMPLETED, **final_figures(trainer, self.fields))
         return self.fields
 
+    def fail(self, err: BaseException) -> None:
+        """Record a failure found after the fit (a rank's)."""
+        self._write(Status.FAILED, error=describe(err))
+
     @rank_zero_only
     def _write(self, status: Status, **final: Any) -> None:
         self.fields.update(final, status=status)
