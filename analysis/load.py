@@ -66,6 +66,11 @@ def _record_row(
     row["objective"] = run_objective(record, config or {})
     row["path"] = path
     row |= eval_columns(record.get("evals") or {})
+    # The model as it was built (run.json's), where the config may leave its shape to the size
+    # rule (model.target_params, model.d_model null).
+    model = record.get("model")
+    for key, value in model.items() if isinstance(model, Mapping) else ():
+        row[f"model.{key}"] = value
     # Overrides never shadow the record's own figures (e.g. `seed=1`): the record is the truth.
     for key, value in parse_overrides(overrides).items():
         row.setdefault(key, value)

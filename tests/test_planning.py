@@ -163,3 +163,15 @@ def test_lr_batch_sweep_to_rules_file_to_a_job_trained_by_them(tmp_path: Path) -
     assert run["status"] == "completed"
     assert run["lr"] == pytest.approx(lr["coefficient"] * 8e8 ** lr["exponent"])
     assert run["batch_size"] == max(1, round(batch["coefficient"] * 8e8 ** batch["exponent"] / 32))
+
+
+def test_a_shape_left_to_the_size_rule_is_the_rules_everywhere() -> None:
+    """model=gpt leaves its shape unset: 256 x 4 layers without a target, the rule's with one;
+    inverse_width_lr of ${model} scales by the width that is built (it read the config's 256)."""
+    assert plan(compose_train()).model.d_model == 256
+    cfg = compose_train(
+        "model.target_params=1e6", "optimizer.lr='${inverse_width_lr:3e-3,64,${model}}'"
+    )
+    job = plan(cfg)
+    assert (job.model.d_model, job.model.n_layers) == (160, 3) and cfg.model.d_model is None
+    assert cfg.optimizer.lr == pytest.approx(3e-3 * 64 / 160)

@@ -115,10 +115,12 @@ def test_config_is_the_whole_resolved_config_with_scaling_keys_and_overrides(
     config = OfflineRun(offline_run_dir(wandb_job)).config
     record = json.loads((wandb_job / "run.json").read_text())
     composed = OmegaConf.load(wandb_job / ".hydra" / "config.yaml")
-    # Nested as composed, interpolations resolved (model.vocab_size, data.seed), and the config's
-    # model node, not the built shape Lightning logs from the module's hyperparameters.
-    for group in ("model", "data", "optimizer", "scheduler", "trainer", "budget"):
+    # Nested as composed, interpolations resolved (model.vocab_size, data.seed); the model node is
+    # the config's with the shape as built over it (a shape left to the size rule is null there).
+    for group in ("data", "optimizer", "scheduler", "trainer", "budget"):
         assert config[group] == OmegaConf.to_container(composed[group], resolve=True), group
+    model = OmegaConf.to_container(composed.model, resolve=True)
+    assert config["model"] == {**model, **record["model"]}
     assert config["model"]["_target_"] == "scalinglab.model.GPTConfig"
     assert config["data"]["seed"] == 3 and config["paths"]["output_dir"] == str(wandb_job)
     assert config["plan"]["steps"] == 6  # a resolver's value, where config.yaml has ${...}

@@ -54,6 +54,9 @@ PARAMETRIZATIONS = ("sp", "mup", "completep")
 ASPECT_RATIO = 64  # d_model / n_layers of the size rule
 
 
+DEFAULT_SHAPE = {"d_model": 256, "n_layers": 4, "n_heads": 4}  # no shape and no target_params
+
+
 @dataclass
 class GPTConfig:
     """A model's shape and options. Masked language modelling (objective=mlm) is `causal=False`:
@@ -64,9 +67,10 @@ class GPTConfig:
 
     vocab_size: int = 256
     max_seq_len: int = 256
-    d_model: int = 256
-    n_layers: int = 4
-    n_heads: int = 4
+    # None: the size rule's shape if target_params is set, else DEFAULT_SHAPE's.
+    d_model: int | None = None
+    n_layers: int | None = None
+    n_heads: int | None = None
     d_ff: int | None = None  # None: 4 d_model (gelu) or 8/3 d_model rounded to 64 (swiglu)
     mlp: str = "gelu"  # "gelu" | "swiglu"
     positions: str = "learned"  # "learned" | "rope"
@@ -98,10 +102,22 @@ class GPTConfig:
         if self.target_params is not None:
             if self.target_params <= 0:
                 raise ConfigError(f"model.target_params must be positive, got {self.target_params}")
-            self.d_model, self.n_layers, self.n_heads = shape_for_params(
-                self.target_params, mlp=self.mlp, bias=self.bias
-            )
-            self.d_ff = None
+            shape = shape_for_params(self.target_params, mlp=self.mlp, bias=self.bias)
+            ruled = dict(zip(("d_model", "n_layers", "n_heads"), shape, strict=True))
+            ruled["d_ff"] = default_d_ff(ruled["d_model"], self.mlp)
+        else:
+            ruled = {**DEFAULT_SHAPE, "d_ff": None}
+        for key, value in ruled.items():
+            given = getattr(self, key)
+            if given is None:
+                setattr(self, key, value)
+            elif self.target_params is not None and given != value:
+                # Both set the shape; it silently trained the rule's (width 32 for d_model=999).
+                raise ConfigError(
+                    f"model.target_params={self.target_params:g} and model.{key}={given} both "
+                    f"set the shape (the size rule gives {key}={value}): give one; "
+                    "target_params goes with model=gpt, whose shape is unset"
+                )
         if self.d_ff is None:
             self.d_ff = default_d_ff(self.d_model, self.mlp)
         self.validate()

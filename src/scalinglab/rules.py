@@ -28,6 +28,7 @@ from scalinglab.budget import (
     budget_flops,
     budget_steps,
     budget_tokens,
+    model_config,
     n_params,
     trainer_world_size,
     vocab_size,
@@ -38,10 +39,18 @@ from scalinglab.errors import ConfigError
 log = logging.getLogger("scalinglab")
 
 
-def inverse_width_lr(base_lr: float, base_width: int, d_model: int) -> float:
+def inverse_width_lr(base_lr: float, base_width: int, d_model: int | DictConfig) -> float:
     """Adam's learning rate scaled as 1/width from a tuned base width: muP's rule for hidden
     weights (Yang et al. 2022), applied to the whole model. In a config:
-    `optimizer.lr: ${inverse_width_lr:3e-3,64,${model.d_model}}`."""
+    `optimizer.lr: ${inverse_width_lr:3e-3,64,${model.d_model}}`, or `...,${model}}` for the width
+    the model is built with (the size rule's, with model.target_params)."""
+    if isinstance(d_model, DictConfig):
+        d_model = model_config(d_model).d_model
+    if d_model is None:
+        raise ConfigError(
+            "inverse_width_lr got model.d_model=null (the shape is left to the size rule): "
+            "pass ${model} for the width the model is built with"
+        )
     return float(base_lr) * int(base_width) / int(d_model)
 
 

@@ -84,6 +84,7 @@ def test_every_config_key_is_a_column(tmp_path: Path, isoflop_sweep: Path) -> No
         (run_dir / ".hydra").mkdir(parents=True)
         record = json.loads((isoflop_sweep / "0" / "run.json").read_text())
         record |= {"run_id": name, "seed": 7, "overrides": ["optimizer.lr=0.01"]}
+        record["model"] = {**record.get("model", {}), "n_layers": n_layers}  # as it was built
         (run_dir / "run.json").write_text(json.dumps(record))
         (run_dir / ".hydra" / "config.yaml").write_text(
             f"model:\n  n_layers: {n_layers}\n  d_model: 64\n"
@@ -99,6 +100,22 @@ def test_every_config_key_is_a_column(tmp_path: Path, isoflop_sweep: Path) -> No
     assert runs.loc["a", "data.path"] == "???"  # as Hydra saved it
     assert runs["optimizer.lr"].tolist() == [0.01, 0.01]  # the override, not the interpolation
     assert runs["seed"].tolist() == [7, 7]  # the record, not the config
+
+
+def test_model_columns_are_the_built_shape(tmp_path: Path, isoflop_sweep: Path) -> None:
+    """A shape left to the size rule (model.target_params, d_model null in the config) is the
+    record's: the column said what the config said, 999 where width 32 was trained."""
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    record = json.loads((isoflop_sweep / "0" / "run.json").read_text())
+    record["model"] = {**record.get("model", {}), "d_model": 32, "target_params": 2.5e4}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        "model:\n  d_model: null\n  target_params: 25000.0\n"
+    )
+    runs = load_runs(run_dir)
+    assert runs["model.d_model"].tolist() == [32]
+    assert runs["model.target_params"].tolist() == [2.5e4]
 
 
 def test_single_run_dir_and_several_paths(isoflop_sweep: Path) -> None:

@@ -59,9 +59,12 @@ def wandb_config(config: dict[str, Any], fields: dict[str, Any]) -> dict[str, An
     """A W&B run's config: the job's config (nested), its record's View.WANDB_CONFIG fields (the
     scaling quantities as top-level keys, which W&B filters and the analysis loader read), and its
     overrides as a list and as {key: value} (`override`), to filter and group runs by what a sweep
-    varied."""
+    varied. Its `model` is the model as built (the record's), where the config leaves the shape
+    to the size rule (model.target_params, model.d_model null)."""
     overrides = list(fields.get("overrides") or [])
     flat = {key: fields[key] for key in fields_in(View.WANDB_CONFIG) if key in fields}
+    if isinstance(fields.get("model"), dict):
+        config = {**config, "model": {**(config.get("model") or {}), **fields["model"]}}
     return {**config, **flat, "overrides": overrides, "override": parse_overrides(overrides)}
 
 
