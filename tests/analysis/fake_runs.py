@@ -30,6 +30,16 @@ def optimal_n_params(budget: float) -> float:
     return ratio**0.5 * (budget / 6) ** 0.5
 
 
+def built_model(overrides: list[str]) -> dict:
+    """run.json's model: the shape as built, which the job's model.* overrides set."""
+    model = {"d_model": 64, "n_layers": 2, "n_heads": 2, "d_ff": 256, "vocab_size": 512}
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.startswith("model.") and key.count(".") == 1:
+            model[key.removeprefix("model.")] = yaml.safe_load(value)
+    return model
+
+
 def write_run(
     job_dir: Path,
     *,
@@ -72,7 +82,7 @@ def write_run(
         "started_at": "2026-01-01T00:00:00+00:00",
         "ended_at": "2026-01-01T01:00:00+00:00" if status != "running" else None,
         "hostname": "test",
-        "model": {"d_model": 64, "n_layers": 2, "n_heads": 2, "d_ff": 256, "vocab_size": 512},
+        "model": built_model(overrides),
         "n_params": n_params,
         "n_params_nonembedding": n_params - 64 * VOCAB_SIZE,
         "flops_per_token": flops_per_token,
