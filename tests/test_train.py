@@ -259,7 +259,9 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
 
 
 def test_target_params_records_how_far_the_count_landed(tmp_path: Path) -> None:
-    record = train(compose_train(*TINY, "model.target_params=60000", output_dir=tmp_path))
+    record = train(
+        compose_train(*TINY, "model=gpt", "model.target_params=60000", output_dir=tmp_path)
+    )
     assert record["model"]["target_params"] == 60000
     assert record["target_params_error"] == pytest.approx(
         record["n_params_nonembedding"] / 60000 - 1
