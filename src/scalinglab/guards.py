@@ -392,25 +392,58 @@ def check_types(cfg: DictConfig) -> None:
     pair). A value that does not resolve is left to the check that resolves it."""
     raw = OmegaConf.to_container(cfg, resolve=False)
     raw.pop("hydra", None)
+    values = resolved_values(cfg)
     for key, node in _mappings(raw):
         if "_target_" not in node:
             continue
-        hints = constructor_hints(
-            target_class(_child(key, "_target_"), OmegaConf.select(cfg, _child(key, "_target_")))
-        )
+        target = _child(key, "_target_")
+        hints = constructor_hints(target_class(target, _resolved(cfg, values, target)))
         for name in sorted(set(node) & set(hints)):
-            try:
-                value = OmegaConf.select(cfg, _child(key, name))
-                if isinstance(value, DictConfig | ListConfig):
-                    value = OmegaConf.to_container(value, resolve=True)
-            except Exception:  # noqa: BLE001 (reported by whatever resolves it)
-                continue
-            if value is None and _child(key, name) in SET_BY_THE_JOB:
+            value = _resolved(cfg, values, _child(key, name))
+            if value is _UNRESOLVED or (value is None and _child(key, name) in SET_BY_THE_JOB):
                 continue
             if not conforms(value, hints[name]):
                 raise ConfigError(
                     f"{_child(key, name)} must be {described(hints[name])}, got {value!r}"
                 )
+
+
+_UNRESOLVED = object()
+
+
+def resolved_values(cfg: DictConfig) -> dict[str, Any]:
+    """Each top-level node of a job's config resolved once, as plain values (without `hydra`, and
+    without `plan`, whose resolvers size the job once the checks have passed): checks read a
+    sweep's every job, and each OmegaConf.select would resolve, and parse, again. A node that does
+    not resolve is left out."""
+    values = {}
+    for key in cfg:
+        if key in ("hydra", "plan"):
+            continue
+        try:
+            node = cfg[key]
+            values[key] = (
+                OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+            )
+        except Exception:  # noqa: BLE001 (its keys are looked up one by one instead)
+            continue
+    return values
+
+
+def _resolved(cfg: DictConfig, values: dict[str, Any], key: str) -> Any:
+    """A dotted key's value, from `values` where its node resolved, else resolved alone."""
+    value: Any = values
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            break
+        value = value[part]
+    else:
+        return value
+    try:
+        value = OmegaConf.select(cfg, key)
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    except Exception:  # noqa: BLE001 (reported by whatever resolves it)
+        return _UNRESOLVED
 
 
 def objective(data_objective: str, causal: bool) -> str:

@@ -8,11 +8,13 @@ ends, wherever it ran (in-process, on SLURM, on Ray), from the jobs' own `run.js
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,20 +72,21 @@ def preflight(
     problems: dict[str, list[str]] = {}
     started = last = time.monotonic()
     try:
-        for number, overrides in enumerate(jobs, 1):
-            try:
-                cfg, job_dir = compose(overrides)
-                with open_dict(cfg):  # planning needs no Hydra runtime values
-                    cfg.paths.output_dir = "."
-                check_rank_start(plan(cfg).world_size, launcher)
-                refuse_another_config(job_dir, cfg)
-            except (ConfigError, ConfigCompositionException) as err:
-                name = " ".join(o for o in overrides if o not in shared) or "the job"
-                problems.setdefault(" ".join(str(err).split()), []).append(name)
-            if len(jobs) >= PROGRESS_FROM and time.monotonic() - last >= PROGRESS_EVERY_S:
-                last = time.monotonic()
-                rate = number / (last - started)
-                log.info(f"checked {number} of {len(jobs)} jobs ({rate:.0f}/s)")
+        with parsed_once():
+            for number, overrides in enumerate(jobs, 1):
+                try:
+                    cfg, job_dir = compose(overrides)
+                    with open_dict(cfg):  # planning needs no Hydra runtime values
+                        cfg.paths.output_dir = "."
+                    check_rank_start(plan(cfg).world_size, launcher)
+                    refuse_another_config(job_dir, cfg)
+                except (ConfigError, ConfigCompositionException) as err:
+                    name = " ".join(o for o in overrides if o not in shared) or "the job"
+                    problems.setdefault(" ".join(str(err).split()), []).append(name)
+                if len(jobs) >= PROGRESS_FROM and time.monotonic() - last >= PROGRESS_EVERY_S:
+                    last = time.monotonic()
+                    rate = number / (last - started)
+                    log.info(f"checked {number} of {len(jobs)} jobs ({rate:.0f}/s)")
     except KeyboardInterrupt:
         raise ConfigError(
             f"interrupted while checking the sweep's jobs ({number - 1} of {len(jobs)} checked): "
@@ -91,6 +94,25 @@ def preflight(
         ) from None
     if problems:
         raise ConfigError(refusal(problems, len(jobs)))
+
+
+@contextlib.contextmanager
+def parsed_once() -> Iterator[None]:
+    """OmegaConf parses an interpolation's text (an ANTLR grammar, about 0.5 ms) each time it
+    resolves it; a sweep's check resolves the same few dozen texts in every job, about 60 times a
+    job. Parsing is a pure function of the text and OmegaConf only reads the trees: here each text
+    is parsed once. OmegaConf's private name: if it moves, the check is just slower."""
+    import omegaconf.base
+
+    parse = getattr(omegaconf.base, "parse", None)
+    if parse is None:
+        yield
+        return
+    omegaconf.base.parse = functools.lru_cache(maxsize=4096)(parse)
+    try:
+        yield
+    finally:
+        omegaconf.base.parse = parse
 
 
 PROGRESS_FROM, PROGRESS_EVERY_S = 300, 5.0  # grids this large say how far their check is
@@ -127,11 +149,12 @@ class JobConfigs:
         self.parser = OverridesParser.create()
         self.groups = {str(g) for g in sweep_config.hydra.runtime.choices}
         self.composed: dict[tuple[str, ...], tuple[DictConfig, DictConfig]] = {}
+        self.overrides: dict[str, Any] = {}
 
     def __call__(self, overrides: Sequence[str]) -> tuple[DictConfig, Path]:
         from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 
-        parsed = self.parser.parse_overrides(list(overrides))
+        parsed = [self._parsed(o) for o in overrides]
         values = [o for o in parsed if self._plain_value(o)]
         shape = tuple(o.input_line for o in parsed if o not in values)
         try:
@@ -158,6 +181,12 @@ class JobConfigs:
                 exclude_keys=job.exclude_keys,
             )
         return cfg, self.directory(full)
+
+    def _parsed(self, override: str) -> Any:
+        """Hydra's parse of one override (a grid repeats each value in many jobs): parsed once."""
+        if override not in self.overrides:
+            self.overrides[override] = self.parser.parse_overrides([override])[0]
+        return self.overrides[override]
 
     @staticmethod
     def directory(cfg: DictConfig) -> Path:
