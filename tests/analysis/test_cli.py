@@ -456,6 +456,7 @@ def test_every_subcommand_and_option_says_what_it_does() -> None:
             "envelope",
             "hparams",
             "transfer",
+            "batch",
             "report",
         }
     )

@@ -17,18 +17,21 @@ def test_every_law_is_found_once_in_its_own_module() -> None:
     laws = registry.laws()
     assert set(laws) == {
         "power", "chinchilla", "isoflop", "envelope", "hparams", "hparams_nd", "transfer",
+        "batch",
     }  # fmt: skip
     for name, law in laws.items():
         assert law.name == name
         assert type(law).__module__.startswith("scalinglab.analysis.laws.")
     commands = [spec.name for spec, _ in registry.commands()]
-    assert commands == ["power", "chinchilla", "isoflop", "envelope", "hparams", "transfer"]
+    assert commands == [
+        "power", "chinchilla", "isoflop", "envelope", "hparams", "transfer", "batch",
+    ]  # fmt: skip
     approaches = {law.name: law.approach for law in laws.values() if law.approach}
     assert approaches == {"envelope": 1, "isoflop": 2, "chinchilla": 3}
 
 
 def test_an_unknown_law_is_refused_in_one_line() -> None:
-    with pytest.raises(ValueError, match="no law 'nope'; known laws: chinchilla, envelope"):
+    with pytest.raises(ValueError, match="no law 'nope'; known laws: batch, chinchilla, envelope"):
         FitResult(law="nope", params={}).predict(1.0)
 
 
