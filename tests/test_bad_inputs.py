@@ -360,6 +360,29 @@ def test_a_long_sweep_check_says_how_far_it_is_and_stops_on_ctrl_c(
     )
 
 
+def test_a_large_sweep_is_checked_by_a_process_per_core_with_the_same_refusal(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """From PARALLEL_FROM jobs, forked workers check the grid: the same grouped refusal, in the
+    jobs' order, as one process gives."""
+    import scalinglab.sweeping
+
+    grid = [*TINY_TRAINING, *SYNTHETIC, "seed=range(0,6)", "optimizer.lr=1e-3,-1"]
+    refusals = []
+    for parallel_from in (1000, 3):
+        monkeypatch.setattr(scalinglab.sweeping, "PARALLEL_FROM", parallel_from)
+        monkeypatch.setattr(scalinglab.sweeping, "CHUNK", 2)
+        with pytest.raises(HydraException) as refused:
+            check_sweep(grid, tmp_path)
+        refusals.append(str(refused.value))
+    assert refusals[0] == refusals[1]
+    assert refusals[1] == (
+        "6 of 12 jobs refused before launch: 6 jobs (seed=0 optimizer.lr=-1, seed=1 "
+        "optimizer.lr=-1, seed=2 optimizer.lr=-1 and 3 more): optimizer.lr must be a positive "
+        "number, got -1"
+    )
+
+
 @pytest.mark.parametrize(
     "argv, message", ANALYSIS, ids=lambda v: " ".join(v) if isinstance(v, list) else ""
 )

@@ -5,11 +5,14 @@ resolver (scalinglab.rules registers them), read by the root config's `plan` nod
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from scalinglab.errors import ConfigError
 from scalinglab.guards import build, require_positive
@@ -17,9 +20,50 @@ from scalinglab.guards import build, require_positive
 if TYPE_CHECKING:  # torch loads when a job plans, not when the CLI parses its arguments
     from scalinglab.model import GPTConfig
 
+T = TypeVar("T")
 BUDGET_KEYS = ("tokens", "tokens_per_param", "flops")  # budget.*: at most one is set
 
+# Within `one_config()`, each function below gives its value once per node it is asked about: a
+# plan resolves `${plan.steps}` wherever a key reads it (4 times a job) and every quantity reads the
+# model, and a config does not change while it is planned.
+_ONCE: dict[tuple, Any] | None = None
 
+
+@contextlib.contextmanager
+def one_config() -> Iterator[None]:
+    """Compute each budget quantity of each config node once, until the block ends."""
+    global _ONCE
+    outer, _ONCE = _ONCE, {} if _ONCE is None else _ONCE
+    try:
+        yield
+    finally:
+        _ONCE = outer
+
+
+def _node(value: Any) -> Any:
+    """A node as a key: its config (root, kept alive while the block runs, so that its id is
+    not another's) and place in it; a plain value as itself."""
+    if isinstance(value, DictConfig | ListConfig):
+        root = value._get_root()
+        _ONCE.setdefault(("roots",), []).append(root)
+        return id(root), value._get_full_key(None)
+    return value
+
+
+def once(fn: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(fn)
+    def within_one_config(*args: Any) -> T:
+        if _ONCE is None:
+            return fn(*args)
+        key = (fn.__name__, *map(_node, args))
+        if key not in _ONCE:
+            _ONCE[key] = fn(*args)  # a raise is not kept: the next ask raises it again
+        return _ONCE[key]
+
+    return within_one_config
+
+
+@once
 def vocab_size(data: DictConfig) -> int:
     """The vocabulary a data config produces, known before any data is read: the model's
     vocabulary (a tokenizer may use fewer ids, e.g. BPE on a small corpus; never more), with the
@@ -45,18 +89,24 @@ def data_vocab_size(data: DictConfig) -> int:
 def model_config(model: DictConfig) -> GPTConfig:
     """The model's built shape (a copy): built once per distinct resolved model config, since a
     plan asks for it several times (N, D, C, steps) and a sweep's check plans every job."""
+    return copy.copy(_built(model))
+
+
+@once
+def _built(model: DictConfig) -> GPTConfig:
     key = json.dumps(OmegaConf.to_container(model, resolve=True), sort_keys=True, default=str)
     if key not in _BUILT:
         if len(_BUILT) >= 1024:
             _BUILT.clear()
         _BUILT[key] = build(model)  # the node itself: its errors name its keys
-    return copy.copy(_BUILT[key])
+    return _BUILT[key]
 
 
 _BUILT: dict[str, GPTConfig] = {}
 DEFAULT_STEPS = 200  # trainer.max_steps unset and no budget
 
 
+@once
 def n_params(model: DictConfig) -> int:
     """Every parameter of the model (Chinchilla's N, as budget.tokens_per_param counts it)."""
     return model_config(model).n_params
@@ -113,6 +163,7 @@ def _budget(budget: DictConfig) -> str | None:
     return chosen[0] if chosen else None
 
 
+@once
 def budget_tokens(budget: DictConfig, model: DictConfig, data: DictConfig) -> float | None:
     """The job's training tokens D, from whichever budget is set (budget.flops: over the model's
     FLOPs per token); None when only trainer.max_steps is. What rules of D read; the budget's
@@ -128,6 +179,7 @@ def budget_tokens(budget: DictConfig, model: DictConfig, data: DictConfig) -> fl
     return float(budget.flops / gpt.flops_per_token(data.seq_len))
 
 
+@once
 def budget_flops(budget: DictConfig, model: DictConfig, data: DictConfig) -> float | None:
     """The job's compute budget C in FLOPs (scalinglab's count: 6N plus attention per token), from
     whichever budget is set; None when only trainer.max_steps is. What rules of C read."""
@@ -140,6 +192,7 @@ def budget_flops(budget: DictConfig, model: DictConfig, data: DictConfig) -> flo
     return float(tokens * gpt.flops_per_token(data.seq_len))
 
 
+@once
 def budget_steps(
     budget: DictConfig, model: DictConfig, data: DictConfig, trainer: DictConfig
 ) -> int:

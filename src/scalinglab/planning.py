@@ -18,7 +18,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import scalinglab.rules  # noqa: F401  (registers the resolvers a config's `plan` node reads)
-from scalinglab.budget import BUDGET_KEYS, model_config, tokens_per_step, trainer_world_size
+from scalinglab.budget import (
+    BUDGET_KEYS,
+    model_config,
+    one_config,
+    tokens_per_step,
+    trainer_world_size,
+)
 from scalinglab.errors import ConfigError
 from scalinglab.guards import (
     build,
@@ -146,7 +152,7 @@ def plan_job(
 ) -> JobPlan:
     """One job's plan (no branches; a branch's start is set by `plan`). Classes are checked against
     the allow-list before anything is resolved or built."""
-    with config_errors():
+    with config_errors(), one_config():
         check_targets(cfg)
         check_output_paths(cfg)
         check_set(cfg)

@@ -13,6 +13,8 @@ import copy
 import functools
 import json
 import logging
+import os
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -54,46 +56,98 @@ def preflight(
 ) -> None:
     """Compose and plan every job of a sweep, and check that a job directory holding a run holds
     one of the same config; refuse them all, naming each bad one, if any is (one line for the
-    jobs that share a reason). A grid of hundreds of jobs prints its progress; Ctrl-C stops the
-    check in one line, with nothing launched.
+    jobs that share a reason). A grid of hundreds of jobs is checked by a process per core and
+    prints its progress; Ctrl-C stops the check in one line, with nothing launched.
 
     without_values: the sweep's overrides that expand to no value (a grid of no jobs)."""
-    from scalinglab.planning import check_rank_start, plan
-    from scalinglab.provenance import refuse_another_config
-
     if not jobs:
         raise ConfigError(
             f"the sweep has no jobs: {', '.join(without_values) or 'its grid'} gives no values"
         )
     # A job is named by what sets it apart: its own values of the grid.
     shared = set.intersection(*(set(job) for job in jobs))
-    compose = JobConfigs(sweep_config, config_loader)
-    launcher = str(OmegaConf.select(sweep_config, "hydra.launcher._target_", default=""))
     problems: dict[str, list[str]] = {}
     started = last = time.monotonic()
+    number = 0
     try:
         with parsed_once():
-            for number, overrides in enumerate(jobs, 1):
-                try:
-                    cfg, job_dir = compose(overrides)
-                    with open_dict(cfg):  # planning needs no Hydra runtime values
-                        cfg.paths.output_dir = "."
-                    check_rank_start(plan(cfg).world_size, launcher)
-                    refuse_another_config(job_dir, cfg)
-                except (ConfigError, ConfigCompositionException) as err:
+            reasons = checked(JobCheck(sweep_config, config_loader), jobs)
+            for number, (overrides, reason) in enumerate(zip(jobs, reasons, strict=True), 1):
+                if reason is not None:
                     name = " ".join(o for o in overrides if o not in shared) or "the job"
-                    problems.setdefault(" ".join(str(err).split()), []).append(name)
+                    problems.setdefault(reason, []).append(name)
                 if len(jobs) >= PROGRESS_FROM and time.monotonic() - last >= PROGRESS_EVERY_S:
                     last = time.monotonic()
                     rate = number / (last - started)
                     log.info(f"checked {number} of {len(jobs)} jobs ({rate:.0f}/s)")
     except KeyboardInterrupt:
         raise ConfigError(
-            f"interrupted while checking the sweep's jobs ({number - 1} of {len(jobs)} checked): "
+            f"interrupted while checking the sweep's jobs ({number} of {len(jobs)} checked): "
             "nothing was launched"
         ) from None
     if problems:
         raise ConfigError(refusal(problems, len(jobs)))
+
+
+class JobCheck:
+    """One job's pre-launch check: compose it, plan it, and compare it with a run its directory
+    holds; the reason it is refused, in one line, or None."""
+
+    def __init__(self, sweep_config: DictConfig, config_loader: Any) -> None:
+        self.compose = JobConfigs(sweep_config, config_loader)
+        self.launcher = str(OmegaConf.select(sweep_config, "hydra.launcher._target_", default=""))
+
+    def __call__(self, overrides: Sequence[str]) -> str | None:
+        from scalinglab.planning import check_rank_start, plan
+        from scalinglab.provenance import refuse_another_config
+
+        try:
+            cfg, job_dir = self.compose(overrides)
+            with open_dict(cfg):  # planning needs no Hydra runtime values
+                cfg.paths.output_dir = "."
+            check_rank_start(plan(cfg).world_size, self.launcher)
+            refuse_another_config(job_dir, cfg)
+        except (ConfigError, ConfigCompositionException) as err:
+            return " ".join(str(err).split())
+        return None
+
+
+# A grid this large is checked by a forked process per core (a worker's start costs about as much
+# as checking a few dozen jobs); each takes CHUNK jobs at a time.
+PARALLEL_FROM, CHUNK = 200, 25
+_CHECK: JobCheck | None = None  # what the forked workers call: set before they fork
+
+
+def checked(check: JobCheck, jobs: Sequence[Sequence[str]]) -> Iterator[str | None]:
+    """Each job's `check`, in the jobs' order: in forked workers, one per core, for a large grid
+    on a machine of several cores (where fork exists), else here."""
+    import multiprocessing
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    forks = "fork" in multiprocessing.get_all_start_methods()
+    if len(jobs) < PARALLEL_FROM or (cores or 1) < 2 or not forks:
+        yield from map(check, jobs)
+        return
+    # The first job here: its imports (torch, for the optimizer's check), composition and parses
+    # are then the workers' from the start, not each worker's few seconds.
+    yield check(jobs[0])
+    global _CHECK
+    _CHECK = check
+    try:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(cores, initializer=_ignore_sigint) as pool:  # Ctrl-C is the parent's
+            yield from pool.imap(_check_in_worker, jobs[1:], chunksize=CHUNK)
+    finally:
+        _CHECK = None
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _check_in_worker(overrides: Sequence[str]) -> str | None:
+    assert _CHECK is not None
+    return _CHECK(overrides)
 
 
 @contextlib.contextmanager
