@@ -61,7 +61,12 @@ def _solve(B: np.ndarray, S: np.ndarray, theta0: np.ndarray) -> Any:
     def residuals(theta: np.ndarray) -> np.ndarray:
         return np.log(steps_needed(B, np.exp(theta[0]), np.exp(theta[1]))) - np.log(S)
 
-    return least_squares(residuals, theta0, method="lm", xtol=1e-12, ftol=1e-12)
+    # A box 10 e-folds past the data: where S ∝ 1/B throughout, B_noise runs off to it (and the
+    # bracket check says B_crit is beyond the batch sizes) instead of overflowing.
+    lo = np.log([S.min(), B.min()]) - [10.0, 10.0]
+    hi = np.log([S.max(), B.max()]) + [1.0, 10.0]
+    theta0 = np.clip(theta0, lo + 1e-9, hi - 1e-9)
+    return least_squares(residuals, theta0, bounds=(lo, hi), method="trf", xtol=1e-12, ftol=1e-12)
 
 
 def _derived(theta: np.ndarray) -> dict[str, float]:
@@ -83,10 +88,14 @@ def _fit_group(B: np.ndarray, S: np.ndarray, n_bootstrap: int, seed: int) -> tup
     return {"fit": fit, "params": _derived(fit.x), "boot": boot}, fit
 
 
-def _group_checks(label: str, B: np.ndarray, params: dict, ci95: dict, rms: float) -> list[dict]:
-    """A group's checks: enough batch sizes, B_crit inside them, the law's shape, intervals."""
+def _group_checks(
+    label: str, suffix: str, B: np.ndarray, params: dict, ci95: dict, rms: float
+) -> list[dict]:
+    """A group's checks: enough batch sizes, B_crit inside them, the law's shape, intervals;
+    a failing one names the group's parameters (NAME + suffix) as not identified."""
     where = f"{label}: " if label else ""
-    names = list(PARAMS)
+    names = [f"{k}{suffix}" for k in PARAMS]
+    crit = [f"{k}{suffix}" for k in ("B_noise", "B_crit", "E_min")]
     sizes = np.unique(B)
     B_crit = params["B_crit"]
     below, above = int((sizes < B_crit).sum()), int((sizes > B_crit).sum())
@@ -104,7 +113,7 @@ def _group_checks(label: str, B: np.ndarray, params: dict, ci95: dict, rms: floa
             below >= 1 and above >= 1,
             f"{where}B_crit = {B_crit:.3g} with {below} batch sizes below it and {above} above "
             f"(measured {sizes.min():.3g} to {sizes.max():.3g}; rule: some on each side)",
-            ["B_noise", "B_crit", "E_min"],
+            crit,
         ),
         checks.check(
             "shape",
@@ -119,7 +128,7 @@ def _group_checks(label: str, B: np.ndarray, params: dict, ci95: dict, rms: floa
             factor <= checks.MAX_COEFFICIENT_FACTOR,
             f"{where}B_crit's 95% interval [{lo:.3g}, {hi:.3g}] spans a factor {factor:.3g} "
             f"(rule: at most {checks.MAX_COEFFICIENT_FACTOR:g})",
-            ["B_noise", "B_crit", "E_min"],
+            crit,
         ),
     ]
 
@@ -163,7 +172,7 @@ def fit_critical_batch(
         result.params |= {f"{k}{suffix}": v for k, v in group["params"].items()}
         result.ci95 |= {f"{k}{suffix}": v for k, v in ci95.items()}
         result.converged &= bool(fit.success)
-        result.checks += _group_checks(label, B[rows], group["params"], ci95, rms)
+        result.checks += _group_checks(label, suffix, B[rows], group["params"], ci95, rms)
         data = {"batch": B[rows].tolist(), "steps": S[rows].tolist()}
         found.append(BatchGroup(group=label, params=group["params"], ci95=ci95, data=data,
                                 rms_log_residual=rms))  # fmt: skip

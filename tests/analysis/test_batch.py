@@ -51,6 +51,12 @@ def test_checks_refuse_a_critical_batch_outside_the_batch_sizes_and_too_few_size
     outside = fit_critical_batch(BATCHES, steps, n_bootstrap=50)
     failed = {c["name"] for c in outside.failed_checks}
     assert "bracket" in failed and "B_crit" in outside.not_identified
+    table = tradeoff_table()
+    grouped = fit_critical_batch(
+        table["batch_size"], np.where(table["g"] == "big", 1e4 / table["batch_size"], table["steps"]),
+        table["g"], n_bootstrap=50,
+    )  # fmt: skip
+    assert "B_crit[big]" in grouped.not_identified and "B_crit[small]" not in grouped.not_identified
     few = fit_critical_batch(BATCHES[:3], steps_needed(BATCHES[:3], 1000.0, 60.0), n_bootstrap=50)
     assert "design" in {c["name"] for c in few.failed_checks}
 
