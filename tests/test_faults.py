@@ -165,6 +165,31 @@ def test_sigterm_during_a_validation_records_it_before_stopping(
     assert val_steps(tmp_path) == [2, 4, 6]
 
 
+class CrashInValidation(pl.Callback):
+    """Kills the job as a validation starts, as kill -9 or a crash there would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_validation_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step and not trainer.sanity_checking:
+            raise RuntimeError(f"simulated crash in the validation of step {self.step}")
+
+
+def test_a_job_killed_during_a_validation_validates_that_step_when_resumed(
+    tmp_path: Path, straight: dict[str, Any]
+) -> None:
+    """The step's checkpoint was saved before its validation: the resume went on after the step
+    and its validation row was lost for good (val at [2, 6]). It is saved once the validation
+    has logged, so the resume trains the step again and validates it."""
+    at = [f"+callbacks.crash._target_={__name__}.CrashInValidation", "+callbacks.crash.step=4"]
+    with pytest.raises(RuntimeError, match="simulated crash in the validation"):
+        train(compose_train(*SIX, *at, output_dir=tmp_path))
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    relaunch(tmp_path, straight)
+    assert val_steps(tmp_path) == [2, 4, 6]
+
+
 # A job in its own process (a SIGTERM that nothing handles kills it, and would kill pytest) with
 # a SIGTERM sent at a point of the job given by the name of the scalinglab.job function it precedes.
 SIGTERM_BEFORE = """

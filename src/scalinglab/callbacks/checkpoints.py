@@ -167,6 +167,13 @@ class VerifiedCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
 
+def validates_now(trainer: pl.Trainer) -> bool:
+    """Whether the fit validates after the step that has just ended (called at its
+    on_train_batch_end): Lightning's own decision, a private method (2.x)."""
+    loop, fetcher = trainer.fit_loop.epoch_loop, trainer.fit_loop._data_fetcher
+    return fetcher is not None and bool(loop._should_check_val_fx(fetcher))
+
+
 class Checkpoints(pl.callbacks.Checkpoint):
     """`dirpath/last.ckpt` after every `every_n_train_steps`-th optimizer step, the final step and
     the step a SIGTERM stops at; and one at each step of `save_at` ({step: path}, the points WSD
@@ -184,6 +191,7 @@ class Checkpoints(pl.callbacks.Checkpoint):
         self.run_id: str | None = None
         self._last_saved = -1
         self._held_sigterm = False
+        self._after_validation: int | None = None  # a due step whose validation runs first
 
     @property
     def last(self) -> Path:
@@ -204,10 +212,21 @@ class Checkpoints(pl.callbacks.Checkpoint):
         step = trainer.global_step
         due = step % self.every_n_train_steps == 0 or step >= trainer.max_steps
         if due and step > self._last_saved:
-            self._save(trainer, self.last)
+            if validates_now(trainer):
+                self._after_validation = step  # see on_validation_end
+            else:
+                self._save(trainer, self.last)
         path = self.save_at.get(step)
         if path and not Path(path).exists():
             self._save(trainer, Path(path))
+
+    def _save_after_validation(self, trainer: pl.Trainer) -> None:
+        if self._after_validation == trainer.global_step > self._last_saved:
+            self._save(trainer, self.last)
+        self._after_validation = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save_after_validation(trainer)  # a validation foreseen that did not run
 
     def on_validation_batch_end(self, trainer: pl.Trainer, *_: Any) -> None:
         # Lightning stops a validation at a SIGTERM, and a resume from this step skips its
@@ -220,6 +239,11 @@ class Checkpoints(pl.callbacks.Checkpoint):
             self._held_sigterm = True
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A step's checkpoint is saved once its validation has logged: saved before it, a job
+        # killed during the validation (kill -9, a crash) resumed after the step and never
+        # validated it (Lightning skips a restarted step's validation).
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._save_after_validation(trainer)
         if self._held_sigterm:
             log.info(f"SIGTERM during the validation of step {trainer.global_step}: stopping")
             trainer._signal_connector.received_sigterm = True
