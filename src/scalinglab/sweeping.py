@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -120,11 +121,12 @@ _CHECK: JobCheck | None = None  # what the forked workers call: set before they 
 
 def checked(check: JobCheck, jobs: Sequence[Sequence[str]]) -> Iterator[str | None]:
     """Each job's `check`, in the jobs' order: in forked workers, one per core, for a large grid
-    on a machine of several cores (where fork exists), else here."""
+    on a Linux machine of several cores, else here."""
     import multiprocessing
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    forks = "fork" in multiprocessing.get_all_start_methods()
+    # fork only on Linux: macOS offers it, but a forked process that has loaded torch can crash.
+    forks = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
     if len(jobs) < PARALLEL_FROM or (cores or 1) < 2 or not forks:
         yield from map(check, jobs)
         return
