@@ -131,6 +131,16 @@ LOSS_SCALE = {
 }
 
 
+def table_or_runs(args: argparse.Namespace) -> str | None:
+    """The CSV a command reads (`--csv`, or a lone path ending in .csv), or None for run
+    directories; refused in one line when it is given neither."""
+    paths = list(args.paths)
+    csv = args.csv or (paths[0] if len(paths) == 1 and paths[0].endswith(".csv") else None)
+    if csv is None and not paths:
+        raise ValueError("give run or sweep directories, or a CSV file")
+    return csv
+
+
 def one_quantity(points: pd.DataFrame, mix_objectives: bool, mix_data: bool) -> list[str]:
     """Summary lines for runs whose losses are one quantity (LOSS_SCALE); a ValueError naming each
     key on which they differ, and its values, unless its flag allows it. Runs recorded before a

@@ -273,10 +273,10 @@ def load_batch(args: Any) -> Any:
     import pandas as pd
 
     from scalinglab.analysis.load import load_curves
-    from scalinglab.analysis.study import Study, positive_columns
+    from scalinglab.analysis.study import Study, one_quantity, positive_columns, table_or_runs
 
     paths = list(args.paths)
-    csv = args.csv or (paths[0] if len(paths) == 1 and paths[0].endswith(".csv") else None)
+    csv = table_or_runs(args)
     if csv:
         table = pd.read_csv(csv)
         given = {"batch": args.batch_col or "batch_size", "steps": args.steps_col or "steps"}
@@ -289,13 +289,14 @@ def load_batch(args: Any) -> Any:
         points = pd.DataFrame({k: table[c] for k, c in given.items()})
         points["group"] = table[args.group_col].astype(str) if args.group_col else ""
         unit, source, dropped = given["batch"], f"{len(points)} rows of {csv}", []
-    elif paths:
+    else:
         curves = load_curves(paths)
+        # Steps to one loss compare only runs whose losses are one quantity (data, tokenizer, ...).
+        runs = curves.drop_duplicates("run_id")
+        kinds = one_quantity(runs, args.mix_objectives, args.mix_data)
         loss = {"val_loss": "val/loss", "train_loss": "train/loss"}.get(args.loss, "val/loss")
         points, dropped = tradeoff_points(curves, args.targets, loss)
-        unit, source = "tokens", f"{curves['run_id'].nunique()} runs under {', '.join(paths)}"
-    else:
-        raise ValueError("give run or sweep directories, or a CSV file")
+        unit, source = "tokens", "; ".join([f"{len(runs)} runs under {', '.join(paths)}", *kinds])
     positive_columns(points, {"batch": "batch", "steps": "steps"})
     study = Study(points, [source, f"{len(points)} tradeoff points", *dropped], args)
     study.unit, study.dropped = unit, dropped

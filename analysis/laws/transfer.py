@@ -204,21 +204,19 @@ def load_transfer(args: Any) -> Any:
     import pandas as pd
 
     from scalinglab.analysis.load import completed, load_runs
-    from scalinglab.analysis.study import Study, positive_columns
+    from scalinglab.analysis.study import Study, positive_columns, table_or_runs
 
     paths = list(args.paths)
-    csv = args.csv or (paths[0] if len(paths) == 1 and paths[0].endswith(".csv") else None)
+    csv = table_or_runs(args)
     if csv:
         points = pd.read_csv(csv)
         points.insert(0, "run_id", [str(i) for i in range(len(points))])
         loss, source = args.loss_col or "loss", f"{len(points)} rows of {csv}"
-    elif paths:
+    else:
         runs = load_runs(paths)
         points = completed(runs)
         loss = args.loss
         source = f"{len(runs)} runs under {', '.join(paths)}, {len(points)} completed"
-    else:
-        raise ValueError("give run or sweep directories, or a CSV file")
     given = {
         "parametrization": args.parametrization_col or TRANSFER_COLUMNS["parametrization"],
         "width": args.width_col or TRANSFER_COLUMNS["width"],

@@ -106,3 +106,19 @@ def test_cli_batch_from_a_csv_writes_the_fit_and_refuses_missing_columns(
         "scaling-fit: error: batch needs the columns batch_size, steps, which "
         f"{tmp_path / 't.csv'} does not have (name them: --batch-col, --steps-col, --group-col)"
     )
+
+
+def test_batch_from_runs_refuses_losses_of_other_data(tmp_path: Path, capsys) -> None:
+    """Steps to one loss compare runs whose losses are one quantity: not bytes against BPE."""
+    from tests.analysis.fake_runs import write_run
+
+    for k, batch in enumerate([4, 8, 16, 32]):
+        job = write_run(tmp_path / str(k), run_id=f"r{k}", sweep_id="s", n_params=1e5,
+                        tokens=1e7, batch_size=batch)  # fmt: skip
+        record = json.loads((job / "run.json").read_text())
+        record["tokenizer"] = "bpe:1a2b3c4d" if k % 2 else "bytes"
+        (job / "run.json").write_text(json.dumps(record))
+    assert main(["batch", str(tmp_path), "--bootstrap", "0"]) == 2
+    error = capsys.readouterr().err
+    assert "scaling-fit: error: the runs' losses are not one quantity" in error
+    assert "tokenizer (2 bpe:1a2b3c4d, 2 bytes)" in error and "--mix-data" in error
